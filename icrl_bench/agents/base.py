@@ -1,0 +1,40 @@
+"""The Agent protocol: all the evaluation harness knows about an agent.
+
+Everything in-context (the context window, the KV cache, planning) lives behind these
+three calls. The harness steps `num_envs` episodes at once (all test tasks x seeds), so
+every call is batched over environments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What an agent may know about the tasks it is about to face.
+
+    `task_params` is privileged: only reference agents (the oracle) may read it; an
+    in-context learner must infer the task from rewards.
+    """
+
+    env: str  # env family name, e.g. "darkroom"
+    num_actions: int  # discrete actions (0 for continuous)
+    obs_dim: int
+    horizon: int  # steps per episode
+    task_params: np.ndarray  # [num_envs, k]
+
+
+@runtime_checkable
+class Agent(Protocol):
+    def reset(self, num_envs: int, task_info: TaskInfo) -> None:
+        """Forget everything: a new set of tasks begins (in-context learning starts empty)."""
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Actions [num_envs] for observations [num_envs, obs_dim]."""
+
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray, done: np.ndarray) -> None:
+        """One transition per env ([num_envs, ...]); `next_obs` is the true terminal cell where done."""

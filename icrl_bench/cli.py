@@ -1,0 +1,202 @@
+"""The `icrl-bench` command line: thin commands that call one library function and print.
+
+Errors the user can fix (IcrlBenchError) end in one red line and exit code 1, never a
+traceback; Ctrl-C on a long job exits 130 after saying how to resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from icrl_bench.errors import IcrlBenchError
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Turns user-fixable errors into one red line and an exit code, for every command."""
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 (click's signature)
+        from icrl_bench.data.build import BuildInterrupted
+
+        try:
+            return super().invoke(ctx)
+        except BuildInterrupted as err:
+            err_console.print(f"[yellow]interrupted:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
+        except IcrlBenchError as err:
+            err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    help="Learning-history datasets, in-context RL agents and a benchmark.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="Inspect, verify, import and delete datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+console = Console()
+err_console = Console(stderr=True)
+
+RootOption = Annotated[
+    Optional[Path], typer.Option("--root", help="Data root (default: $ICRL_BENCH_ROOT or the user cache dir).")
+]
+
+
+@app.command("build-dataset")
+def build_dataset_cmd(
+    family: Annotated[str, typer.Argument(help="Dataset family: darkroom, darkroom-permuted, dark-key-to-door.")],
+    preset: Annotated[Optional[str], typer.Option(help="A smaller named preset of the recipe (e.g. small).")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Source algorithm (default: the recipe's).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Base seed (default: the recipe's; another seed is another dataset id).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
+    device: Annotated[str, typer.Option(help="Torch device for the source's learners.")] = "cpu",
+    root: RootOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Run the source RL algorithm on every task and record its learning histories."""
+    from icrl_bench.data.build import build_dataset
+
+    result = build_dataset(family, preset, source, seed, workers, root, device, show_progress=not quiet, console=err_console)
+    if result.already_built:
+        console.print(f"{result.dataset_id} is already built at {result.path} (hash {result.content_hash[:12]}).")
+    else:
+        console.print(
+            f"[green]built[/] {result.dataset_id} at {result.path} in {result.wall_time_s:.1f} s "
+            f"({result.tasks_run} tasks run this time; hash {result.content_hash[:12]})."
+        )
+
+
+@datasets_app.command("list")
+def datasets_list(root: RootOption = None) -> None:
+    """Table of the datasets under the data root."""
+    from icrl_bench.data.dataset import list_local
+    from icrl_bench.paths import data_root
+
+    entries = list_local(root)
+    if not entries:
+        console.print(f"No datasets under {data_root(root)}. Build one: icrl-bench build-dataset darkroom --preset small")
+        return
+    table = Table(title=f"Datasets under {data_root(root)}")
+    for column in ("id", "env", "source", "tasks", "streams", "steps", "size", "hash"):
+        table.add_column(column, justify="right" if column in ("tasks", "streams", "steps", "size") else "left", no_wrap=column == "id")
+    for entry in entries:
+        m = entry.manifest
+        if m is None:
+            table.add_row(entry.dataset_id, "[red]unreadable[/]", "", "", "", "", _size(entry.size_bytes), "")
+            continue
+        shape = m["shape"]
+        table.add_row(
+            entry.dataset_id, m["env"], m["source"]["name"], str(shape["n_tasks"]), str(shape["n_streams"]),
+            str(shape["n_steps"]), _size(entry.size_bytes), m["content_hash"][:12],
+        )
+    console.print(table)
+
+
+@datasets_app.command("info")
+def datasets_info(dataset_id: str, root: RootOption = None, tasks: Annotated[int, typer.Option(help="Task rows to show (0: all).")] = 20) -> None:
+    """The manifest and a summary of each task's learning curve."""
+    from icrl_bench.data.inspect import learning_summary
+    from icrl_bench.data.dataset import load_dataset
+
+    ds = load_dataset(dataset_id, root)
+    m = ds.manifest
+    console.print(f"[bold]{m['dataset_id']}[/]  {m['description']}")
+    facts = Table.grid(padding=(0, 2))
+    for key, value in (
+        ("env", f"{m['env']} ({m['env_spec']['gym_id']}, horizon {m['env_spec']['horizon']})"),
+        ("shape", f"{m['shape']['n_tasks']} tasks x {m['shape']['n_streams']} streams x {m['shape']['n_steps']} steps"),
+        ("split", f"{int((ds.split == 0).sum())} train / {int((ds.split == 1).sum())} test tasks (paper split, seed {m['split']['seed']})"),
+        ("source", f"{m['source']['name']} " + ", ".join(f"{k}={v}" for k, v in m["source"]["hyperparameters"].items())),
+        ("seeds", f"base {m['seeds']['base']}: {m['seeds']['rule']}"),
+        ("content hash", m["content_hash"]),
+        ("built", f"{m['provenance']['created_at']} in {m['build']['wall_time_s']:.1f} s, code {m['provenance']['code_commit']}"),
+        ("packages", ", ".join(f"{k} {v}" for k, v in m["provenance"]["packages"].items())),
+        ("path", str(ds.path)),
+    ):
+        facts.add_row(f"[bold]{key}[/]", value)
+    console.print(facts)
+    summary = learning_summary(ds)
+    table = Table(title="Learning curves: mean episode return over streams")
+    for column in ("row", "task", "params", "split", "first episode", "last episode", "oracle"):
+        table.add_column(column, justify="right")
+    shown = summary.rows if tasks == 0 else summary.rows[:tasks]
+    for row in shown:
+        table.add_row(
+            str(row.row), str(row.task), ",".join(map(str, row.params)), "test" if row.test else "train",
+            f"{row.first_return:.2f}", f"{row.last_return:.2f}", str(row.max_return),
+        )
+    console.print(table)
+    if len(shown) < len(summary.rows):
+        console.print(f"({len(summary.rows) - len(shown)} more rows: --tasks 0 shows all)")
+    console.print(
+        f"Mean over tasks: first episode {summary.mean_first:.2f}, last episode {summary.mean_last:.2f} "
+        f"(oracle {summary.mean_max:.2f}); the last episode beats the first on {summary.n_improved}/{len(summary.rows)} tasks."
+    )
+
+
+@datasets_app.command("verify")
+def datasets_verify(dataset_id: str, root: RootOption = None) -> None:
+    """Recompute every array's sha256 and compare with the manifest."""
+    from icrl_bench.data.dataset import load_dataset
+
+    ds = load_dataset(dataset_id, root)
+    content = ds.verify()
+    console.print(f"[green]ok[/] {dataset_id}: {len(ds.array_names)} arrays match their hashes (content hash {content[:12]}).")
+
+
+@datasets_app.command("delete")
+def datasets_delete(dataset_id: str, root: RootOption = None, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False) -> None:
+    """Delete a local dataset (asks first)."""
+    from icrl_bench.data.dataset import dataset_path, delete_dataset, missing_dataset_error
+
+    path = dataset_path(dataset_id, root)
+    if not path.exists():
+        raise missing_dataset_error(dataset_id, root)
+    if not yes and not typer.confirm(f"Delete {dataset_id} at {path}?", default=False):
+        console.print("Nothing deleted.")
+        raise typer.Exit(1)
+    delete_dataset(dataset_id, root)
+    console.print(f"Deleted {dataset_id}.")
+
+
+@datasets_app.command("import")
+def datasets_import(
+    path: Annotated[Path, typer.Argument(help="File to import.")],
+    env: Annotated[str, typer.Option(help="Grid world the file was collected on.")],
+    format: Annotated[str, typer.Option("--format", help="File format: dicp-hdf5 (the official collect_data.py output).")] = "dicp-hdf5",
+    dataset_id: Annotated[Optional[str], typer.Option("--id", help="Id to publish under (default: <env>-dicp-import-v1).")] = None,
+    root: RootOption = None,
+) -> None:
+    """Convert a file of another tool into an icrl-bench dataset."""
+    from icrl_bench.data.dicp_hdf5 import import_dicp_hdf5
+
+    if format != "dicp-hdf5":
+        raise IcrlBenchError(f"unknown import format {format!r}; known: dicp-hdf5.")
+    result = import_dicp_hdf5(path, env, dataset_id=dataset_id, root=root)
+    console.print(f"[green]imported[/] {path} as {result.dataset_id} at {result.path} (hash {result.content_hash[:12]}).")
+
+
+def _size(n_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n_bytes < 1024 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return f"{n_bytes:.1f} TB"
+
+
+def main() -> None:
+    """Entry point of the `icrl-bench` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Learning-history datasets: recipes, ids, the Zarr store, building, reading, importing."""

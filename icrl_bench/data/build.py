@@ -1,0 +1,343 @@
+"""Building a dataset: run the source on every task, write each as it finishes, publish.
+
+A build is a job you can trust. It writes into `<root>/staging/<id>/`, records after each
+task which tasks are complete (`build-state.json`, replaced atomically), and on a rerun
+after Ctrl-C or a kill skips those tasks; tasks are seeded by index, so the resumed
+dataset has exactly the content hash of an uninterrupted one. Only a complete, hashed
+store is renamed to `<root>/datasets/<id>/`, so no half-written dataset ever carries
+its final id.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from icrl_bench.data import store
+from icrl_bench.data.recipes import BuildPlan, resolve
+from icrl_bench.data.schema import ArraySpec, grid_world_arrays
+from icrl_bench.envs import get_family
+from icrl_bench.errors import IcrlBenchError
+from icrl_bench.paths import data_root, ensure_writable
+from icrl_bench.provenance import provenance
+from icrl_bench.sources import get_source, make_config
+
+
+
+class BuildInterrupted(IcrlBenchError):
+    """The user stopped a build; what finished is kept for the next run."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    dataset_id: str
+    path: Path
+    content_hash: str
+    already_built: bool
+    tasks_run: int
+    wall_time_s: float
+
+
+def datasets_dir(root: Path) -> Path:
+    return root / "datasets"
+
+
+def staging_dir(root: Path, dataset_id: str) -> Path:
+    return root / "staging" / dataset_id
+
+
+def state_path(staging: Path) -> Path:
+    """The build state lives beside the staging store, so the store holds data only."""
+    return staging.with_name(staging.name + ".build-state.json")
+
+
+def build_dataset(
+    family: str,
+    preset: str | None = None,
+    source: str | None = None,
+    seed: int | None = None,
+    workers: int | None = None,
+    root: str | os.PathLike | None = None,
+    device: str = "cpu",
+    show_progress: bool = True,
+    console: Console | None = None,
+) -> BuildResult:
+    """Build (or resume, or find already built) the dataset of `family` with a preset."""
+    plan = resolve(family, preset, source, seed)
+    return run_plan(plan, workers=workers, root=root, device=device, show_progress=show_progress, console=console)
+
+
+def run_plan(
+    plan: BuildPlan,
+    workers: int | None = None,
+    root: str | os.PathLike | None = None,
+    device: str = "cpu",
+    show_progress: bool = True,
+    console: Console | None = None,
+) -> BuildResult:
+    if workers is not None and workers < 1:
+        raise IcrlBenchError(f"--workers must be at least 1, got {workers}.")
+    root_dir = ensure_writable(data_root(root))
+    final = datasets_dir(root_dir) / plan.dataset_id
+    if final.exists():
+        return _already_built(final, plan)
+    staging = staging_dir(root_dir, plan.dataset_id)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(staging.with_suffix(".lock"), plan.dataset_id):
+        state = _open_or_create(staging, plan)
+        started = time.perf_counter()
+        pending = [row for row in range(len(plan.tasks)) if row not in set(state["done"])]
+        try:
+            _run_tasks(plan, staging, state, pending, workers or os.cpu_count() or 1, device, show_progress, console)
+        except KeyboardInterrupt:
+            raise BuildInterrupted(
+                f"build of {plan.dataset_id} interrupted with {len(state['done'])}/{len(plan.tasks)} tasks saved; "
+                "run the same command again to resume."
+            ) from None
+        state["wall_time_s"] = state.get("wall_time_s", 0.0) + time.perf_counter() - started
+        content_hash = _publish(staging, final, plan, state, workers, device)
+        state_path(staging).unlink()
+        staging.with_suffix(".lock").unlink(missing_ok=True)
+    return BuildResult(plan.dataset_id, final, content_hash, False, len(pending), state["wall_time_s"])
+
+
+def _already_built(final: Path, plan: BuildPlan) -> BuildResult:
+    group = store.open_dataset_group(final, plan.dataset_id)
+    manifest = group.attrs[store.MANIFEST_KEY]
+    if manifest.get("recipe") != json.loads(json.dumps(plan.to_dict())):
+        raise IcrlBenchError(
+            f"{final} holds a dataset {plan.dataset_id} built from another recipe; "
+            f"run `icrl-bench datasets delete {plan.dataset_id}` to rebuild it."
+        )
+    return BuildResult(plan.dataset_id, final, manifest["content_hash"], True, 0, manifest["build"]["wall_time_s"])
+
+
+@contextmanager
+def _exclusive(lock_path: Path, dataset_id: str) -> Iterator[None]:
+    """Hold an OS lock so two builds of one dataset never write the same staging dir."""
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IcrlBenchError(f"another build of {dataset_id} is running (lock {lock_path}); wait for it to finish.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _specs(plan: BuildPlan) -> list[ArraySpec]:
+    return grid_world_arrays(len(get_family(plan.env).param_names))
+
+
+def _open_or_create(staging: Path, plan: BuildPlan) -> dict[str, Any]:
+    """The build state of a resumable staging dir, or a fresh store and state."""
+    plan_dict = json.loads(json.dumps(plan.to_dict()))
+    if state_path(staging).is_file():
+        try:
+            state = json.loads(state_path(staging).read_text())
+        except json.JSONDecodeError:
+            state = None
+        if state is not None and state.get("plan") == plan_dict:
+            return state
+        if state is not None:
+            raise IcrlBenchError(
+                f"{staging} holds an unfinished build of {plan.dataset_id} with other settings; delete that directory to start over."
+            )
+    # Nothing recorded as finished (new build, or killed before the first task ended): start clean.
+    if staging.exists():
+        shutil.rmtree(staging)
+    env = get_family(plan.env)
+    group = store.create(staging, _specs(plan), len(plan.tasks), plan.source_settings["n_streams"], _steps_per_stream(plan))
+    params = env.task_params()[plan.tasks]
+    group["task_index"][:] = np.asarray(plan.tasks, dtype=np.int32)
+    group["task_params"][:] = params.astype(np.uint8)
+    group["split"][:] = env.split().labels(env.n_tasks)[plan.tasks]
+    state = {"plan": plan_dict, "done": [], "wall_time_s": 0.0}
+    _save_state(staging, state)
+    return state
+
+
+def _steps_per_stream(plan: BuildPlan) -> int:
+    return plan.source_settings["total_timesteps"] // plan.source_settings["n_streams"]
+
+
+def _save_state(staging: Path, state: dict[str, Any]) -> None:
+    target = state_path(staging)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, target)
+
+
+def run_job(plan_dict: dict[str, Any], rows: list[int], device: str, progress_queue: Any = None) -> list[dict[str, np.ndarray]]:
+    """Learn the tasks at `rows` of the plan and return their complete histories.
+
+    Runs in a worker process: only plain data crosses the process boundary.
+    """
+    plan = BuildPlan(**plan_dict)
+    source = get_source(plan.source)
+    config = make_config(source.config_cls, plan.source_settings, plan.dataset_id)
+    env = get_family(plan.env)
+    tasks = [plan.tasks[r] for r in rows]
+    params = env.task_params()[tasks]
+    progress = progress_queue.put if progress_queue is not None else None
+    histories = source.run(plan.env, params, [plan.task_seed(t) for t in tasks], config, device, progress)
+    return [complete_history(plan.env, p, h) for p, h in zip(params, histories)]
+
+
+def complete_history(env_name: str, params: np.ndarray, history: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Add the oracle's labels and cast every array to the schema's dtype."""
+    env = get_family(env_name)
+    history = dict(history)
+    history["optimal_action"] = env.optimal_actions(params[None], history["obs"][None], history["reward"][None], history["done"][None])[0]
+    specs = {s.name: s for s in grid_world_arrays(len(env.param_names)) if not s.per_task}
+    return {name: spec.cast(history[name]) for name, spec in specs.items()}
+
+
+def _write_rows(staging: Path, rows: list[int], histories: list[dict[str, np.ndarray]], state: dict[str, Any]) -> None:
+    group = zarr.open_group(store=str(staging), mode="r+", zarr_format=3)
+    for row, history in zip(rows, histories):
+        for name, values in history.items():
+            group[name][row] = values
+    state["done"] = sorted(set(state["done"]) | set(rows))
+    _save_state(staging, state)
+
+
+def _run_tasks(plan, staging, state, pending, workers, device, show_progress, console) -> None:
+    source = get_source(plan.source)
+    # Jobs are aligned blocks of rows (row // tasks_per_job), so a resumed build regroups the
+    # unfinished rows exactly as the first run did: batched sources then see the same batches.
+    blocks: dict[int, list[int]] = {}
+    for row in pending:
+        blocks.setdefault(row // source.tasks_per_job, []).append(row)
+    jobs = list(blocks.values())
+    steps_per_task = plan.source_settings["total_timesteps"]
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show_progress,
+        transient=False,
+    )
+    plan_dict = plan.to_dict()
+    with progress:
+        tasks_bar = progress.add_task(f"{plan.dataset_id}: tasks", total=len(plan.tasks), completed=len(state["done"]))
+        steps_bar = progress.add_task("env steps", total=len(plan.tasks) * steps_per_task, completed=len(state["done"]) * steps_per_task)
+        if workers == 1 or len(jobs) <= 1:
+            for rows in jobs:
+                histories = run_job(plan_dict, rows, device, _Direct(progress, steps_bar))
+                _write_rows(staging, rows, histories, state)
+                progress.update(tasks_bar, advance=len(rows))
+            return
+        context = multiprocessing.get_context("spawn")
+        with context.Manager() as manager:
+            queue = manager.Queue()
+            executor = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
+            try:
+                futures: dict[Future, list[int]] = {executor.submit(run_job, plan_dict, rows, device, queue): rows for rows in jobs}
+                while futures:
+                    finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
+                    _drain(queue, progress, steps_bar)
+                    for future in finished:
+                        rows = futures.pop(future)
+                        _write_rows(staging, rows, future.result(), state)
+                        progress.update(tasks_bar, advance=len(rows))
+            finally:
+                executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _Direct:
+    """The progress sink of an in-process job (a queue's `put`, without the queue)."""
+
+    def __init__(self, progress: Progress, bar: Any):
+        self.put = lambda n: progress.update(bar, advance=n)
+
+
+def _drain(queue: Any, progress: Progress, bar: Any) -> None:
+    while not queue.empty():
+        progress.update(bar, advance=queue.get_nowait())
+
+
+def _publish(staging: Path, final: Path, plan: BuildPlan, state: dict[str, Any], workers: int | None, device: str) -> str:
+    manifest = {
+        "dataset_id": plan.dataset_id,
+        "family": plan.family,
+        "env": plan.env,
+        "version": plan.version,
+        "preset": plan.preset,
+        "description": plan.description,
+        "recipe": plan.to_dict(),
+        "source": {"name": plan.source, "hyperparameters": plan.source_settings},
+        "seeds": {"base": plan.seed, "rule": "the learner on canonical task i is seeded with base + i"},
+        "build": {"wall_time_s": round(state["wall_time_s"], 3), "workers": workers, "device": device},
+    }
+    return finalize(staging, final, manifest)
+
+
+def finalize(staging: Path, final: Path, manifest: dict[str, Any]) -> str:
+    """Hash a complete staging store, write its manifest, and rename it into place.
+
+    `manifest` holds what only the caller knows (id, recipe or origin, source); the
+    shapes, split, env constants, array hashes and provenance are added here.
+    """
+    group = zarr.open_group(store=str(staging), mode="r+", zarr_format=3)
+    digests = store.digests(group)
+    content_hash = store.content_hash(digests)
+    env = get_family(manifest["env"])
+    split = env.split()
+    obs_shape = group["obs"].shape
+    manifest = {
+        "format": store.FORMAT_NAME,
+        "format_version": store.FORMAT_VERSION,
+        **manifest,
+        "shape": {"n_tasks": obs_shape[0], "n_streams": obs_shape[1], "n_steps": obs_shape[2]},
+        "env_spec": {
+            "gym_id": env.gym_id,
+            "horizon": env.horizon,
+            "param_names": list(env.param_names),
+            "n_env_tasks": env.n_tasks,
+        },
+        "split": {
+            "seed": env.split_seed,
+            "train_ratio": env.train_ratio,
+            "rule": "random.seed(seed); random.shuffle(task indices); the first round(n * train_ratio) are train",
+            "train": split.train.tolist(),
+            "test": split.test.tolist(),
+        },
+        "next_obs_at_episode_end": "true terminal observation",
+        "arrays": {
+            name: {
+                "shape": list(group[name].shape),
+                "dtype": str(group[name].dtype),
+                "chunks": list(group[name].chunks),
+                "sha256": digest,
+                "doc": group[name].attrs.get("doc", ""),
+            }
+            for name, digest in digests.items()
+        },
+        "content_hash": content_hash,
+        "provenance": provenance(),
+    }
+    group.attrs[store.MANIFEST_KEY] = manifest
+    store.consolidate(staging)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(staging, final)
+    return content_hash

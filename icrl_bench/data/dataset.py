@@ -1,0 +1,166 @@
+"""Reading a built dataset: lazy arrays, the manifest, the split, learning curves."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from icrl_bench.data import store
+from icrl_bench.data.recipes import ID_PATTERN, build_command, parse_dataset_id
+from icrl_bench.errors import IcrlBenchError
+from icrl_bench.paths import data_root
+
+
+class LearningHistoryDataset:
+    """A published dataset. Arrays are Zarr arrays: indexing reads only what is asked for.
+
+    Example:
+        >>> ds = icrl_bench.load_dataset("darkroom-small-v1")
+        >>> ds["reward"][ds.train_rows[0]]     # [stream, step] of the first train task
+    """
+
+    def __init__(self, path: Path, group: zarr.Group):
+        self.path = path
+        self.group = group
+        self.manifest: dict[str, Any] = dict(group.attrs[store.MANIFEST_KEY])
+
+    @property
+    def dataset_id(self) -> str:
+        return self.manifest["dataset_id"]
+
+    @property
+    def array_names(self) -> list[str]:
+        return sorted(self.manifest["arrays"])
+
+    def __getitem__(self, name: str) -> zarr.Array:
+        if name not in self.manifest["arrays"]:
+            raise KeyError(f"{self.dataset_id} has no array {name!r}; it has {', '.join(self.array_names)}")
+        return self.group[name]
+
+    @property
+    def n_tasks(self) -> int:
+        return self.manifest["shape"]["n_tasks"]
+
+    @property
+    def n_streams(self) -> int:
+        return self.manifest["shape"]["n_streams"]
+
+    @property
+    def n_steps(self) -> int:
+        return self.manifest["shape"]["n_steps"]
+
+    @cached_property
+    def task_index(self) -> np.ndarray:
+        return np.asarray(self["task_index"][:])
+
+    @cached_property
+    def task_params(self) -> np.ndarray:
+        return np.asarray(self["task_params"][:])
+
+    @cached_property
+    def split(self) -> np.ndarray:
+        """Per-row split label: 0 = train task, 1 = test task."""
+        return np.asarray(self["split"][:])
+
+    @property
+    def train_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.split == 0)
+
+    @property
+    def test_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.split == 1)
+
+    def episode_returns(self, row: int) -> np.ndarray:
+        """Return of every complete episode of task row `row`, [stream, episode]."""
+        return episode_returns(np.asarray(self["reward"][row]), np.asarray(self["done"][row]))
+
+    def verify(self) -> str:
+        """Recompute every array's hash; returns the content hash or raises naming the bad array."""
+        recorded = {name: meta["sha256"] for name, meta in self.manifest["arrays"].items()}
+        actual = store.digests(self.group, sorted(recorded))
+        for name in sorted(recorded):
+            if actual[name] != recorded[name]:
+                raise store.CorruptArrayError(name, "does not match its recorded sha256: the dataset is corrupt; delete and rebuild or re-download it")
+        content = store.content_hash(actual)
+        if content != self.manifest["content_hash"]:
+            raise IcrlBenchError(f"{self.dataset_id}: the manifest's content hash does not match its arrays; the manifest was edited.")
+        return content
+
+
+def episode_returns(reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+    """Sum rewards per episode: [stream, step] -> [stream, episode] (complete episodes only).
+
+    Every stream of a grid-world history ends its episodes at the same fixed horizon, so
+    episodes are the segments between `done` flags of the first stream.
+    """
+    ends = np.flatnonzero(done[0])
+    if len(ends) == 0:
+        return np.zeros((reward.shape[0], 0))
+    cumulative = np.cumsum(reward[:, : ends[-1] + 1].astype(np.int64), axis=1)[:, ends]
+    return np.diff(cumulative, axis=1, prepend=0)
+
+
+def dataset_path(dataset_id: str, root: str | os.PathLike | None = None) -> Path:
+    return data_root(root) / "datasets" / dataset_id
+
+
+def local_ids(root: str | os.PathLike | None = None) -> list[str]:
+    directory = data_root(root) / "datasets"
+    return sorted(p.name for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
+
+
+def load_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> LearningHistoryDataset:
+    """Open dataset `dataset_id`, or fail saying how to get it."""
+    path = dataset_path(dataset_id, root)
+    if not path.exists():
+        raise missing_dataset_error(dataset_id, root)
+    return LearningHistoryDataset(path, store.open_dataset_group(path, dataset_id))
+
+
+def missing_dataset_error(dataset_id: str, root: str | os.PathLike | None) -> IcrlBenchError:
+    where = data_root(root)
+    plan = parse_dataset_id(dataset_id) if ID_PATTERN.match(dataset_id) else None
+    if plan is not None:
+        command = build_command(plan)
+        return IcrlBenchError(f"dataset {dataset_id!r} is not built under {where}; build it with `{command}`.")
+    close = difflib.get_close_matches(dataset_id, local_ids(root), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return IcrlBenchError(f"unknown dataset id {dataset_id!r} under {where}.{hint} See `icrl-bench datasets list`.")
+
+
+def delete_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> Path:
+    path = dataset_path(dataset_id, root)
+    if not path.exists():
+        raise missing_dataset_error(dataset_id, root)
+    shutil.rmtree(path)
+    return path
+
+
+@dataclass(frozen=True)
+class LocalDataset:
+    dataset_id: str
+    path: Path
+    manifest: dict[str, Any] | None  # None: the directory is not a readable dataset
+    size_bytes: int
+
+
+def list_local(root: str | os.PathLike | None = None) -> list[LocalDataset]:
+    """Every directory under the data root's datasets/, readable or not."""
+    entries = []
+    for dataset_id in local_ids(root):
+        path = dataset_path(dataset_id, root)
+        try:
+            manifest = load_dataset(dataset_id, root).manifest
+        except IcrlBenchError:
+            manifest = None
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        entries.append(LocalDataset(dataset_id, path, manifest, size))
+    return entries

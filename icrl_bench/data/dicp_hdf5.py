@@ -1,0 +1,161 @@
+"""Import the official DICP code's HDF5 learning histories into an icrl-bench dataset.
+
+The official `collect_data.py` writes one group per task ("0", "1", ...; the task order of
+its unshuffled task list, which is our canonical order) with arrays shaped [step, stream]:
+`states`, `next_states` (T, S, 2), `actions`, `rewards` (T, S), `dones` (T, S) and, after
+its annotation pass, `optimal_actions` (S, T) (note the other order).
+
+At an episode's last step its `next_states` holds SB3's auto-reset cell, not the terminal
+cell. Our datasets record the true terminal cell, so the importer recomputes every next
+cell from (state, action) with the env's dynamics, which is exact for the grid worlds,
+and checks that it agrees with the file wherever the file is right (all other steps):
+a file collected on another env fails that check instead of importing wrong data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from icrl_bench.data import store
+from icrl_bench.data.build import BuildResult, complete_history, datasets_dir, finalize, staging_dir
+from icrl_bench.data.schema import grid_world_arrays
+from icrl_bench.envs import get_family
+from icrl_bench.envs.grid import move
+from icrl_bench.errors import IcrlBenchError
+from icrl_bench.paths import data_root, ensure_writable
+
+REQUIRED = ("states", "actions", "rewards", "next_states", "dones")
+
+
+def import_dicp_hdf5(
+    path: str | os.PathLike, env: str, dataset_id: str | None = None, root: str | os.PathLike | None = None
+) -> BuildResult:
+    """Convert an official DICP HDF5 file collected on grid world `env` into a dataset."""
+    import h5py
+
+    path = Path(path)
+    family = get_family(env)
+    dataset_id = dataset_id or f"{env}-dicp-import-v1"
+    root_dir = ensure_writable(data_root(root))
+    final = datasets_dir(root_dir) / dataset_id
+    if final.exists():
+        raise IcrlBenchError(f"dataset {dataset_id} already exists at {final}; pass another --id or delete it first.")
+    if not path.is_file():
+        raise IcrlBenchError(f"no file at {path}; give the path of an HDF5 file written by the official collect_data.py.")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError:
+        raise IcrlBenchError(f"{path} is not an HDF5 file; give a file written by the official collect_data.py.") from None
+    staging = staging_dir(root_dir, dataset_id)
+    with handle:
+        n_tasks, n_steps, n_streams = _check_layout(handle, path, family.n_tasks)
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            group = store.create(staging, grid_world_arrays(len(family.param_names)), n_tasks, n_streams, n_steps)
+            params = family.task_params()[:n_tasks]
+            group["task_index"][:] = np.arange(n_tasks, dtype=np.int32)
+            group["task_params"][:] = params.astype(np.uint8)
+            group["split"][:] = family.split().labels(family.n_tasks)[:n_tasks]
+            label_mismatches = 0
+            for task in range(n_tasks):
+                history = complete_history(env, params[task], _convert_task(handle[str(task)], family, params[task], path, task))
+                if "optimal_actions" in handle[str(task)]:
+                    # Keep the file's own DPT labels; count where our oracle would differ.
+                    labels = handle[str(task)]["optimal_actions"][()].astype(np.uint8)
+                    label_mismatches += int((labels != history["optimal_action"]).sum())
+                    history["optimal_action"] = labels
+                for name, values in history.items():
+                    group[name][task] = values
+            manifest = {
+                "dataset_id": dataset_id,
+                "family": env,
+                "env": env,
+                "version": 1,
+                "preset": None,
+                "description": f"Imported from the official DICP HDF5 file {path.name} ({n_tasks} tasks).",
+                "recipe": None,
+                "source": {"name": "dicp-official", "hyperparameters": {}},
+                "seeds": {"base": None, "rule": "as recorded by the official collect_data.py (alg_seed + task index)"},
+                "imported_from": {
+                    "format": "dicp-hdf5",
+                    "file": path.name,
+                    "sha256": _file_sha256(path),
+                    "next_obs_fix": "episode-end next_states (SB3's reset cell) replaced by the terminal cell recomputed from state and action",
+                    "optimal_action": "from the file" if "optimal_actions" in handle["0"] else "computed by icrl-bench's oracle",
+                    "optimal_action_disagreements": label_mismatches,
+                },
+                "build": {"wall_time_s": None, "workers": 1, "device": "cpu"},
+            }
+            content_hash = finalize(staging, final, manifest)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return BuildResult(dataset_id, final, content_hash, False, n_tasks, 0.0)
+
+
+def _check_layout(handle: Any, path: Path, n_env_tasks: int) -> tuple[int, int, int]:
+    """(n_tasks, n_steps, n_streams) of a well-formed file, or a one-line error."""
+    names = set(handle.keys())
+    n_tasks = len(names)
+    if n_tasks == 0 or names != {str(i) for i in range(n_tasks)}:
+        raise IcrlBenchError(f"{path}: expected task groups '0'..'N-1' (the official layout), found {sorted(names)[:5]}.")
+    if n_tasks > n_env_tasks:
+        raise IcrlBenchError(f"{path} has {n_tasks} task groups but the env has only {n_env_tasks} tasks; check --env.")
+    shape = None
+    for task in map(str, range(n_tasks)):
+        group = handle[task]
+        missing = [k for k in REQUIRED if k not in group]
+        if missing:
+            raise IcrlBenchError(f"{path}: group {task} lacks {', '.join(missing)} (the official layout has {', '.join(REQUIRED)}).")
+        steps_streams = group["actions"].shape
+        expected = {
+            "states": steps_streams + (2,),
+            "next_states": steps_streams + (2,),
+            "rewards": steps_streams,
+            "dones": steps_streams,
+        }
+        for key, want in expected.items():
+            if group[key].shape != want:
+                raise IcrlBenchError(f"{path}: group {task} array {key} has shape {group[key].shape}, expected {want}.")
+        if "optimal_actions" in group and group["optimal_actions"].shape != steps_streams[::-1]:
+            raise IcrlBenchError(f"{path}: group {task} optimal_actions has shape {group['optimal_actions'].shape}, expected {steps_streams[::-1]}.")
+        if shape is not None and steps_streams != shape:
+            raise IcrlBenchError(f"{path}: group {task} has [step, stream] shape {steps_streams}, group 0 has {shape}.")
+        shape = steps_streams
+    return n_tasks, shape[0], shape[1]
+
+
+def _convert_task(group: Any, family, params: np.ndarray, path: Path, task: int) -> dict[str, np.ndarray]:
+    """One task's arrays as [stream, step, ...] with true terminal next cells."""
+    obs = np.swapaxes(group["states"][()], 0, 1)  # [T, S, 2] -> [S, T, 2]
+    action = np.swapaxes(group["actions"][()], 0, 1)
+    reward = np.swapaxes(group["rewards"][()], 0, 1)
+    done = np.swapaxes(group["dones"][()], 0, 1).astype(bool)
+    file_next = np.swapaxes(group["next_states"][()], 0, 1)
+    if action.min() < 0 or action.max() > 4 or obs.min() < 0 or obs.max() > 8:
+        raise IcrlBenchError(f"{path}: group {task} holds actions or cells outside the 9x9 grid world's range.")
+    env = family.batched(params[None])
+    effective = env.perm[0][torch.as_tensor(action, dtype=torch.long)]
+    next_obs = move(torch.as_tensor(obs, dtype=torch.long), effective).numpy()
+    if not np.array_equal(next_obs[~done], file_next[~done]):
+        raise IcrlBenchError(
+            f"{path}: group {task}'s next_states disagree with {family.name}'s dynamics; was the file collected on another env?"
+        )
+    return {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs, "done": done}
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

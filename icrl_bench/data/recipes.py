@@ -1,0 +1,200 @@
+"""Dataset recipes (`datasets/<family>.yaml`) and their resolution into one build plan.
+
+A recipe holds the paper's full size; named presets override parts of it. Resolving a
+recipe with a preset, a source and a seed gives a `BuildPlan` whose `dataset_id` encodes
+every choice that changes the data, so two different datasets never share an id:
+
+    <family>[-<preset>][-<source>][-seed<N>]-v<version>
+
+The source appears only when it is not the recipe's own, the seed only when it is not the
+recipe's seed: the paper-size Darkroom dataset is `darkroom-v1`, its small preset
+`darkroom-small-v1`, and the same with SB3 as source once the default changes
+`darkroom-small-sb3-ppo-v1`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from icrl_bench.envs import get_family
+from icrl_bench.errors import IcrlBenchError, unknown
+from icrl_bench.paths import REPO_ROOT
+from icrl_bench.sources import SOURCES, get_source, make_config
+
+RECIPE_DIR = REPO_ROOT / "datasets"
+ID_PATTERN = re.compile(r"^(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)-v(?P<version>[0-9]+)$")
+
+
+class TaskStride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    every: int = Field(gt=0, description="keep canonical tasks 0, every, 2*every, ...")
+
+
+TaskSelection = Literal["all"] | list[int] | TaskStride
+
+
+class Preset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    tasks: TaskSelection | None = None
+    source: dict[str, Any] = {}
+
+
+class Recipe(BaseModel):
+    """One dataset family as written in its YAML file."""
+
+    model_config = ConfigDict(extra="forbid")
+    family: str
+    env: str
+    version: int = Field(ge=1)
+    description: str
+    seed: int = 0
+    tasks: TaskSelection = "all"
+    source: dict[str, Any]
+    presets: dict[str, Preset] = {}
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything that determines a dataset's content, resolved and checked."""
+
+    dataset_id: str
+    family: str
+    env: str
+    version: int
+    preset: str | None
+    source: str
+    seed: int
+    tasks: list[int]
+    source_settings: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def task_seed(self, task: int) -> int:
+        """The learner's seed on canonical task `task` (the official alg_seed + env_idx)."""
+        return self.seed + task
+
+
+def recipe_path(family: str) -> Path:
+    return RECIPE_DIR / f"{family}.yaml"
+
+
+def known_families() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def load_recipe(family: str) -> Recipe:
+    """Read and validate `datasets/<family>.yaml`."""
+    path = recipe_path(family)
+    if not path.is_file():
+        raise unknown("dataset recipe", family, known_families())
+    try:
+        return Recipe.model_validate(yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, ValidationError) as err:
+        first = str(err).splitlines()
+        raise IcrlBenchError(f"recipe {path} is invalid: {' '.join(first[:3])}") from None
+
+
+def format_dataset_id(family: str, version: int, preset: str | None = None, source: str | None = None, seed: int | None = None) -> str:
+    parts = [family, preset, source, None if seed is None else f"seed{seed}"]
+    return "-".join(p for p in parts if p) + f"-v{version}"
+
+
+def resolve(family: str, preset: str | None = None, source: str | None = None, seed: int | None = None) -> BuildPlan:
+    """The build plan of `family` with a preset, source and seed (None: the recipe's)."""
+    recipe = load_recipe(family)
+    if preset is not None and preset not in recipe.presets:
+        raise unknown(f"preset of {family}", preset, recipe.presets)
+    chosen = recipe.presets[preset] if preset else Preset()
+    source_name = source or recipe.source.get("name")
+    if source_name not in SOURCES:
+        raise unknown("source", str(source_name), SOURCES)
+    settings = {k: v for k, v in recipe.source.items() if k != "name"} | chosen.source
+    where = f"{family}{'/' + preset if preset else ''} source settings"
+    config = make_config(get_source(source_name).config_cls, settings, where)
+    env = get_family(recipe.env)
+    tasks = _select_tasks(chosen.tasks if chosen.tasks is not None else recipe.tasks, env.n_tasks, family)
+    seed = recipe.seed if seed is None else seed
+    dataset_id = format_dataset_id(
+        family,
+        recipe.version,
+        preset,
+        None if source_name == recipe.source.get("name") else source_name,
+        None if seed == recipe.seed else seed,
+    )
+    return BuildPlan(
+        dataset_id=dataset_id,
+        family=family,
+        env=recipe.env,
+        version=recipe.version,
+        preset=preset,
+        source=source_name,
+        seed=seed,
+        tasks=tasks,
+        source_settings=asdict(config),
+        description=(chosen.description or recipe.description).strip(),
+    )
+
+
+def build_command(plan: BuildPlan) -> str:
+    """The CLI command that builds `plan`'s dataset."""
+    recipe = load_recipe(plan.family)
+    command = f"icrl-bench build-dataset {plan.family}"
+    command += f" --preset {plan.preset}" if plan.preset else ""
+    command += f" --source {plan.source}" if plan.source != recipe.source.get("name") else ""
+    command += f" --seed {plan.seed}" if plan.seed != recipe.seed else ""
+    return command
+
+
+def _select_tasks(selection: TaskSelection, n_tasks: int, family: str) -> list[int]:
+    if selection == "all":
+        return list(range(n_tasks))
+    if isinstance(selection, TaskStride):
+        return list(range(0, n_tasks, selection.every))
+    bad = [t for t in selection if not 0 <= t < n_tasks]
+    if bad or len(set(selection)) != len(selection):
+        raise IcrlBenchError(f"recipe {family}: tasks must be distinct indices in [0, {n_tasks}), got {bad or 'duplicates'}.")
+    return sorted(selection)
+
+
+def parse_dataset_id(dataset_id: str) -> BuildPlan | None:
+    """The build plan a dataset id names, or None if no recipe makes that id."""
+    match = ID_PATTERN.match(dataset_id)
+    if not match:
+        return None
+    name, version = match["name"], int(match["version"])
+    for family in sorted(known_families(), key=len, reverse=True):
+        if name != family and not name.startswith(family + "-"):
+            continue
+        recipe = load_recipe(family)
+        rest = name[len(family) + 1 :]
+        preset = _take(rest, recipe.presets)
+        rest = rest[len(preset) + 1 :] if preset else rest
+        source = _take(rest, SOURCES)
+        rest = rest[len(source) + 1 :] if source else rest
+        seed_match = re.fullmatch(r"seed([0-9]+)", rest)
+        if rest and not seed_match:
+            continue
+        try:
+            plan = resolve(family, preset, source, int(seed_match[1]) if seed_match else None)
+        except IcrlBenchError:
+            continue
+        if plan.dataset_id == dataset_id and plan.version == version:
+            return plan
+    return None
+
+
+def _take(rest: str, names) -> str | None:
+    """The longest of `names` that `rest` starts with as a whole hyphen-separated part."""
+    for name in sorted(names, key=len, reverse=True):
+        if rest == name or rest.startswith(name + "-"):
+            return name
+    return None

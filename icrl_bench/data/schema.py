@@ -1,0 +1,49 @@
+"""The arrays of a learning-history dataset: names, dtypes, shapes.
+
+Per-step arrays are indexed [task, stream, step, ...]; per-task arrays [task, ...]. Grid
+coordinates, actions and rewards fit in uint8 (the smallest dtype that holds them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    name: str
+    dtype: str
+    tail: tuple[int, ...] = ()  # shape after [task, stream, step] (or after [task])
+    per_task: bool = False
+    doc: str = ""
+
+    def shape(self, n_tasks: int, n_streams: int, n_steps: int) -> tuple[int, ...]:
+        lead = (n_tasks,) if self.per_task else (n_tasks, n_streams, n_steps)
+        return lead + self.tail
+
+    def cast(self, values: np.ndarray) -> np.ndarray:
+        """`values` in this array's dtype, refusing values the dtype cannot hold."""
+        values = np.asarray(values)
+        target = np.dtype(self.dtype)
+        if target.kind in "ui" and values.size:
+            info = np.iinfo(target)
+            if values.min() < info.min or values.max() > info.max:
+                raise ValueError(f"{self.name}: values outside the range of {target} ({values.min()}..{values.max()})")
+        return values.astype(target)
+
+
+def grid_world_arrays(n_params: int) -> list[ArraySpec]:
+    """The schema of the DICP grid worlds' datasets."""
+    return [
+        ArraySpec("obs", "uint8", (2,), doc="cell acted on"),
+        ArraySpec("action", "uint8", doc="action taken (0..4)"),
+        ArraySpec("reward", "uint8", doc="reward received"),
+        ArraySpec("next_obs", "uint8", (2,), doc="cell reached; the true terminal cell at an episode's end"),
+        ArraySpec("done", "bool", doc="the episode ended at this step"),
+        ArraySpec("optimal_action", "uint8", doc="the oracle's action at obs (DPT's label)"),
+        ArraySpec("task_index", "int32", per_task=True, doc="canonical task index in the env's task list"),
+        ArraySpec("task_params", "uint8", (n_params,), per_task=True, doc="the task's parameters (goal, key, permutation)"),
+        ArraySpec("split", "uint8", per_task=True, doc="0 = train task, 1 = test task (the paper's split)"),
+    ]

@@ -1,0 +1,48 @@
+"""What made an artifact: package versions, code commit, machine. Recorded automatically."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+
+from icrl_bench.paths import REPO_ROOT
+
+TRACKED_PACKAGES = ("icrl-bench", "numpy", "torch", "gymnasium", "stable-baselines3", "zarr", "h5py")
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def code_commit() -> str | None:
+    """The git commit of the icrl-bench checkout (with '-dirty' if it has changes), if any."""
+    try:
+        run = lambda *args: subprocess.run(  # noqa: E731
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        return commit + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine() -> dict[str, str]:
+    return {"python": platform.python_version(), "platform": platform.platform(), "processor": platform.machine()}
+
+
+def provenance() -> dict:
+    """Everything above, plus the time, as plain JSON-ready data."""
+    return {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "packages": package_versions(),
+        "code_commit": code_commit(),
+        "machine": machine(),
+    }

@@ -1,0 +1,37 @@
+"""Shared fixtures: tests never touch the user's data root, and small datasets are built once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the default data root at a fresh temp dir for every test."""
+    root = tmp_path_factory.mktemp("root")
+    monkeypatch.setenv("ICRL_BENCH_ROOT", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding `darkroom-tiny-v1` (9 tasks x 4 streams x 200 steps), built once."""
+    from icrl_bench.data.build import build_dataset
+
+    root = tmp_path_factory.mktemp("tiny-root")
+    build_dataset("darkroom", "tiny", root=root, workers=1, show_progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_root: Path):
+    """The opened `darkroom-tiny-v1` dataset (read-only: copy it before corrupting it)."""
+    from icrl_bench.data.dataset import load_dataset
+
+    return load_dataset("darkroom-tiny-v1", root=tiny_root)
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,0 +1,194 @@
+"""Building datasets: content, determinism, resume after a kill, atomic publishing, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icrl_bench.data.build import build_dataset, staging_dir, state_path
+from icrl_bench.data.dataset import load_dataset
+from icrl_bench.envs import DarkKeyToDoorEnv, get_family
+from icrl_bench.errors import IcrlBenchError
+
+
+def test_tiny_dataset_layout_and_manifest(tiny_dataset):
+    ds = tiny_dataset
+    m = ds.manifest
+    assert m["dataset_id"] == "darkroom-tiny-v1" and m["format"] == "icrl-bench-dataset"
+    assert (ds.n_tasks, ds.n_streams, ds.n_steps) == (9, 4, 200)
+    assert ds["obs"].shape == (9, 4, 200, 2) and ds["obs"].dtype == np.uint8
+    assert {ds[n].dtype for n in ("action", "reward", "optimal_action")} == {np.dtype(np.uint8)}
+    assert ds["done"].dtype == np.bool_
+    assert m["source"]["name"] == "sb3-ppo" and m["source"]["hyperparameters"]["n_epochs"] == 2
+    assert set(m["arrays"]) == set(ds.array_names) and len(m["content_hash"]) == 64
+    assert m["provenance"]["packages"]["zarr"].startswith("3.")
+    family = get_family("darkroom")
+    np.testing.assert_array_equal(ds.task_index, np.arange(0, 81, 9))
+    np.testing.assert_array_equal(ds.task_params, family.task_params()[ds.task_index])
+    np.testing.assert_array_equal(ds.split, family.split().labels(81)[ds.task_index])
+    assert m["split"]["test"] == family.split().test.tolist()
+
+
+def test_histories_record_true_terminal_cells_and_consistent_transitions(tiny_dataset):
+    ds = tiny_dataset
+    family = get_family("darkroom")
+    for row in (0, 4):
+        obs, next_obs = ds["obs"][row].astype(int), ds["next_obs"][row].astype(int)
+        done, action, reward = ds["done"][row], ds["action"][row], ds["reward"][row]
+        assert done[:, 19::20].all() and done.sum() == 4 * 10  # horizon 20, 10 episodes per stream
+        # next_obs is the cell reached, also at an episode's end (not the reset cell)...
+        env = family.make_env(int(ds.task_index[row])).unwrapped
+        for s, t in [(0, 19), (1, 39), (3, 199), (2, 7)]:
+            env._state, env._t = obs[s, t].astype(np.int32), 0
+            cell, r, *_ = env.step(int(action[s, t]))
+            np.testing.assert_array_equal(next_obs[s, t], cell)
+            assert reward[s, t] == r
+        # ...and the next step starts from next_obs within an episode, from the centre after one.
+        np.testing.assert_array_equal(obs[:, 1:][~done[:, :-1]], next_obs[:, :-1][~done[:, :-1]])
+        assert (obs[:, 1:][done[:, :-1]] == 4).all()
+
+
+def test_optimal_action_labels_match_the_single_env_oracle(tiny_dataset):
+    ds = tiny_dataset
+    family = get_family("darkroom")
+    env = family.make_env(int(ds.task_index[3])).unwrapped
+    obs, labels = ds["obs"][3], ds["optimal_action"][3]
+    for s, t in [(0, 0), (1, 50), (3, 199)]:
+        assert labels[s, t] == env.optimal_action(obs[s, t])
+
+
+def test_key_to_door_labels_follow_key_possession():
+    """DPT's label heads to the key until a reward in the episode, then to the door."""
+    family = get_family("dark-key-to-door")
+    params = np.array([4, 6, 4, 2])  # key two cells up, door two cells down
+    obs = np.array([[[4, 4], [4, 5], [4, 6], [4, 5], [4, 4], [4, 4]]])
+    reward = np.array([[0, 1, 0, 0, 0, 0]])  # stepping from (4, 5) onto the key
+    done = np.array([[0, 0, 0, 0, 1, 0]], dtype=bool)  # a new episode starts at step 5
+    labels = family.optimal_actions(params[None], obs[None], reward[None], done[None])[0, 0]
+    env = DarkKeyToDoorEnv(key=(4, 6), goal=(4, 2))
+    expected = [env.optimal_action(o, h) for o, h in zip(obs[0], [False, False, True, True, True, False])]
+    assert labels.tolist() == expected == [2, 2, 3, 3, 3, 2]
+
+
+def test_same_recipe_and_seed_give_the_same_hash_with_any_worker_count(tiny_dataset, tmp_path):
+    again = build_dataset("darkroom", "tiny", root=tmp_path, workers=2, show_progress=False)
+    assert again.content_hash == tiny_dataset.manifest["content_hash"]
+    assert not again.already_built
+    rerun = build_dataset("darkroom", "tiny", root=tmp_path, workers=2, show_progress=False)
+    assert rerun.already_built and rerun.content_hash == again.content_hash
+
+
+def test_another_seed_is_another_dataset(tmp_path):
+    from icrl_bench.data.recipes import resolve
+
+    assert resolve("darkroom", "tiny", seed=7).dataset_id == "darkroom-tiny-seed7-v1"
+    assert resolve("darkroom", "tiny", seed=0).dataset_id == "darkroom-tiny-v1"
+
+
+def _build_until_tasks_saved(root: Path, n_saved: int) -> None:
+    """Start a CLI build and SIGKILL it once `n_saved` tasks are recorded as finished."""
+    command = [sys.executable, "-m", "icrl_bench.cli", "build-dataset", "darkroom", "--preset", "tiny", "--workers", "1", "--quiet", "--root", str(root)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = state_path(staging_dir(root, "darkroom-tiny-v1"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.is_file():
+            try:
+                if len(json.loads(state.read_text())["done"]) >= n_saved:
+                    break
+            except (json.JSONDecodeError, KeyError):
+                pass
+        time.sleep(0.02)
+    assert process.poll() is None, f"the build ended before it could be killed: {process.stderr.read().decode()}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_resume_after_kills_gives_the_uninterrupted_hash(tiny_dataset, tmp_path):
+    _build_until_tasks_saved(tmp_path, 2)
+    assert not (tmp_path / "datasets" / "darkroom-tiny-v1").exists(), "a killed build must not be published"
+    _build_until_tasks_saved(tmp_path, 5)  # interrupted twice
+    saved = json.loads(state_path(staging_dir(tmp_path, "darkroom-tiny-v1")).read_text())["done"]
+    assert len(saved) >= 5
+    result = build_dataset("darkroom", "tiny", root=tmp_path, workers=1, show_progress=False)
+    assert result.tasks_run == 9 - len(saved)
+    assert result.content_hash == tiny_dataset.manifest["content_hash"]
+    assert load_dataset("darkroom-tiny-v1", root=tmp_path).verify() == result.content_hash
+    assert not staging_dir(tmp_path, "darkroom-tiny-v1").exists()
+    assert not state_path(staging_dir(tmp_path, "darkroom-tiny-v1")).exists()
+
+
+def test_unknown_env_preset_and_source_suggest_fixes(tmp_path):
+    with pytest.raises(IcrlBenchError, match="unknown dataset recipe 'darkrom'.*Did you mean 'darkroom'"):
+        build_dataset("darkrom", root=tmp_path)
+    with pytest.raises(IcrlBenchError, match="unknown preset of darkroom 'smal'.*Did you mean 'small'"):
+        build_dataset("darkroom", "smal", root=tmp_path)
+    with pytest.raises(IcrlBenchError, match="unknown source 'ppo'"):
+        build_dataset("darkroom", "tiny", source="ppo", root=tmp_path)
+    with pytest.raises(IcrlBenchError, match="--workers must be at least 1"):
+        build_dataset("darkroom", "tiny", workers=0, root=tmp_path)
+
+
+def test_unwritable_root_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(IcrlBenchError, match="is not writable.*--root"):
+        build_dataset("darkroom", "tiny", root=blocker / "root")
+
+
+def test_foreign_directory_at_the_dataset_path_is_refused(tmp_path):
+    foreign = tmp_path / "datasets" / "darkroom-tiny-v1"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(IcrlBenchError, match="not an icrl-bench dataset"):
+        build_dataset("darkroom", "tiny", root=tmp_path)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_a_running_build_locks_out_a_second(tmp_path):
+    import fcntl
+
+    lock = staging_dir(tmp_path, "darkroom-tiny-v1").with_suffix(".lock")
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(IcrlBenchError, match="another build of darkroom-tiny-v1 is running"):
+            build_dataset("darkroom", "tiny", root=tmp_path)
+
+
+def test_bad_recipe_values_are_one_line_errors(tmp_path, monkeypatch):
+    from icrl_bench.data import recipes
+
+    monkeypatch.setattr(recipes, "RECIPE_DIR", tmp_path)
+    base = (recipes.REPO_ROOT / "datasets" / "darkroom.yaml").read_text()
+    (tmp_path / "darkroom.yaml").write_text(base.replace("total_timesteps: 100000", "total_timesteps: 12345"))
+    with pytest.raises(IcrlBenchError, match="total_timesteps .* must be a multiple"):
+        recipes.resolve("darkroom")
+    (tmp_path / "darkroom.yaml").write_text(base.replace("n_epochs: 20", "n_epochs: 20\n  n_epoch: 3"))
+    with pytest.raises(IcrlBenchError, match="unknown setting.*n_epoch"):
+        recipes.resolve("darkroom")
+    (tmp_path / "darkroom.yaml").write_text(base.replace("version: 1", "version: zero"))
+    with pytest.raises(IcrlBenchError, match="is invalid"):
+        recipes.resolve("darkroom")
+
+
+def test_every_shipped_recipe_and_preset_resolves_and_round_trips_its_id():
+    from icrl_bench.data.recipes import known_families, load_recipe, parse_dataset_id, resolve
+
+    assert known_families() == ["dark-key-to-door", "darkroom", "darkroom-permuted"]
+    for family in known_families():
+        for preset in [None, *load_recipe(family).presets]:
+            plan = resolve(family, preset)
+            assert parse_dataset_id(plan.dataset_id) == plan
+            assert plan.source_settings["total_timesteps"] // plan.source_settings["n_streams"] >= 200
+    assert resolve("darkroom").source_settings | {} == resolve("darkroom").source_settings
+    paper = resolve("darkroom").source_settings
+    assert (paper["n_streams"], paper["total_timesteps"], paper["n_steps"], paper["batch_size"], paper["n_epochs"]) == (100, 100_000, 20, 50, 20)

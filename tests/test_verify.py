@@ -1,0 +1,87 @@
+"""`verify` catches any changed byte and names the array; corrupt stores give clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from icrl_bench.data.dataset import list_local, load_dataset
+from icrl_bench.data.store import CorruptArrayError
+from icrl_bench.errors import IcrlBenchError
+
+
+@pytest.fixture
+def copy_root(tiny_root: Path, tmp_path: Path) -> Path:
+    shutil.copytree(tiny_root / "datasets", tmp_path / "datasets")
+    return tmp_path
+
+
+def _chunk_files(root: Path, array: str) -> list[Path]:
+    return sorted(p for p in (root / "datasets" / "darkroom-tiny-v1" / array).rglob("*") if p.is_file() and p.name != "zarr.json")
+
+
+def test_verify_passes_on_an_intact_dataset(copy_root):
+    ds = load_dataset("darkroom-tiny-v1", root=copy_root)
+    assert ds.verify() == ds.manifest["content_hash"]
+
+
+@pytest.mark.parametrize("array", ["reward", "obs", "optimal_action", "task_params"])
+@pytest.mark.parametrize("position", [0.0, 0.5, 0.99])
+def test_a_single_flipped_byte_fails_naming_the_array(copy_root, array, position):
+    chunk = _chunk_files(copy_root, array)[0]
+    data = bytearray(chunk.read_bytes())
+    data[int(position * (len(data) - 1))] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(CorruptArrayError, match=f"array '{array}'") as info:
+        load_dataset("darkroom-tiny-v1", root=copy_root).verify()
+    assert info.value.array == array
+
+
+def test_a_chunk_rewritten_with_other_valid_values_fails_too(copy_root):
+    import zarr
+
+    group = zarr.open_group(store=str(copy_root / "datasets" / "darkroom-tiny-v1"), mode="r+", zarr_format=3)
+    values = group["action"][2]
+    values[0, 0] = (values[0, 0] + 1) % 5
+    group["action"][2] = values
+    with pytest.raises(CorruptArrayError, match="array 'action' does not match its recorded sha256"):
+        load_dataset("darkroom-tiny-v1", root=copy_root).verify()
+
+
+def test_an_edited_manifest_hash_is_caught(copy_root):
+    meta = copy_root / "datasets" / "darkroom-tiny-v1" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["icrl_bench"]["content_hash"] = "0" * 64
+    meta.write_text(json.dumps(doc))
+    with pytest.raises(IcrlBenchError, match="manifest's content hash does not match"):
+        load_dataset("darkroom-tiny-v1", root=copy_root).verify()
+
+
+def test_corrupt_or_foreign_directories_are_named_not_crashed_on(tmp_path):
+    (tmp_path / "datasets" / "empty-v1").mkdir(parents=True)
+    broken = tmp_path / "datasets" / "broken-v1"
+    broken.mkdir()
+    (broken / "zarr.json").write_text("{ not json")
+    plain = tmp_path / "datasets" / "plain-v1"
+    import zarr
+
+    zarr.open_group(store=str(plain), mode="w", zarr_format=3)
+    with pytest.raises(IcrlBenchError, match="not an icrl-bench dataset"):
+        load_dataset("empty-v1", root=tmp_path)
+    with pytest.raises(IcrlBenchError, match="corrupt|not an icrl-bench dataset"):
+        load_dataset("broken-v1", root=tmp_path)
+    with pytest.raises(IcrlBenchError, match="no manifest"):
+        load_dataset("plain-v1", root=tmp_path)
+    assert [(e.dataset_id, e.manifest) for e in list_local(tmp_path)] == [("broken-v1", None), ("empty-v1", None), ("plain-v1", None)]
+
+
+def test_unknown_ids_suggest_close_local_ones_or_the_build_command(tiny_root):
+    with pytest.raises(IcrlBenchError, match="Did you mean 'darkroom-tiny-v1'"):
+        load_dataset("darkroom-tiny-v2", root=tiny_root)
+    with pytest.raises(IcrlBenchError, match="build it with `icrl-bench build-dataset darkroom --preset small`"):
+        load_dataset("darkroom-small-v1", root=tiny_root)
+    with pytest.raises(IcrlBenchError, match="--preset small --seed 3"):
+        load_dataset("darkroom-small-seed3-v1", root=tiny_root)
