@@ -15,6 +15,7 @@ import pytest
 
 from icrl_bench.data.build import build_dataset, staging_dir, state_path
 from icrl_bench.data.dataset import load_dataset
+from icrl_bench.data.recipes import resolve
 from icrl_bench.envs import DarkKeyToDoorEnv, get_family
 from icrl_bench.errors import IcrlBenchError
 
@@ -87,8 +88,6 @@ def test_same_recipe_and_seed_give_the_same_hash_with_any_worker_count(tiny_data
 
 
 def test_another_seed_is_another_dataset(tmp_path):
-    from icrl_bench.data.recipes import resolve
-
     assert resolve("darkroom", "tiny", seed=7).dataset_id == "darkroom-tiny-seed7-v1"
     assert resolve("darkroom", "tiny", seed=0).dataset_id == "darkroom-tiny-v1"
 
@@ -192,3 +191,34 @@ def test_every_shipped_recipe_and_preset_resolves_and_round_trips_its_id():
     assert resolve("darkroom").source_settings | {} == resolve("darkroom").source_settings
     paper = resolve("darkroom").source_settings
     assert (paper["n_streams"], paper["total_timesteps"], paper["n_steps"], paper["batch_size"], paper["n_epochs"]) == (100, 100_000, 20, 50, 20)
+
+
+def test_a_device_that_is_not_there_is_a_one_line_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(IcrlBenchError, match="no CUDA GPU"):
+        build_dataset("darkroom", "tiny", device="cuda", root=tmp_path)
+    with pytest.raises(IcrlBenchError, match="unknown --device 'tpu'"):
+        build_dataset("darkroom", "tiny", device="tpu", root=tmp_path)
+
+
+def test_a_state_file_left_without_its_store_restarts_cleanly(tiny_dataset, tmp_path):
+    """A kill between publishing and cleaning up leaves only the state file; a rebuild must still work."""
+    staging = staging_dir(tmp_path, "darkroom-tiny-v1")
+    staging.parent.mkdir(parents=True)
+    plan = json.loads(json.dumps(resolve("darkroom", "tiny").to_dict()))
+    state_path(staging).write_text(json.dumps({"plan": plan, "done": list(range(9)), "wall_time_s": 1.0}))
+    result = build_dataset("darkroom", "tiny", root=tmp_path, workers=1, show_progress=False)
+    assert result.tasks_run == 9 and result.content_hash == tiny_dataset.manifest["content_hash"]
+
+
+def test_an_unfinished_build_with_other_settings_is_not_overwritten(tmp_path):
+    staging = staging_dir(tmp_path, "darkroom-tiny-v1")
+    staging.mkdir(parents=True)
+    (staging / "zarr.json").write_text("{}")
+    state_path(staging).write_text(json.dumps({"plan": {"other": 1}, "done": [0], "wall_time_s": 1.0}))
+    with pytest.raises(IcrlBenchError, match="unfinished build of darkroom-tiny-v1 with other settings"):
+        build_dataset("darkroom", "tiny", root=tmp_path, workers=1, show_progress=False)
+    assert (staging / "zarr.json").read_text() == "{}"

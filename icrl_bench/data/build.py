@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from icrl_bench.data import store
 from icrl_bench.data.recipes import BuildPlan, resolve
 from icrl_bench.data.schema import ArraySpec, grid_world_arrays
+from icrl_bench.devices import resolve_device
 from icrl_bench.envs import get_family
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import data_root, ensure_writable
@@ -92,6 +93,8 @@ def run_plan(
 ) -> BuildResult:
     if workers is not None and workers < 1:
         raise IcrlBenchError(f"--workers must be at least 1, got {workers}.")
+    device = resolve_device(device)
+    n_workers = workers or os.cpu_count() or 1
     root_dir = ensure_writable(data_root(root))
     final = datasets_dir(root_dir) / plan.dataset_id
     if final.exists():
@@ -103,14 +106,14 @@ def run_plan(
         started = time.perf_counter()
         pending = [row for row in range(len(plan.tasks)) if row not in set(state["done"])]
         try:
-            _run_tasks(plan, staging, state, pending, workers or os.cpu_count() or 1, device, show_progress, console)
+            _run_tasks(plan, staging, state, pending, n_workers, device, show_progress, console)
         except KeyboardInterrupt:
             raise BuildInterrupted(
                 f"build of {plan.dataset_id} interrupted with {len(state['done'])}/{len(plan.tasks)} tasks saved; "
                 "run the same command again to resume."
             ) from None
         state["wall_time_s"] = state.get("wall_time_s", 0.0) + time.perf_counter() - started
-        content_hash = _publish(staging, final, plan, state, workers, device)
+        content_hash = _publish(staging, final, plan, state, n_workers, device)
         state_path(staging).unlink()
         staging.with_suffix(".lock").unlink(missing_ok=True)
     return BuildResult(plan.dataset_id, final, content_hash, False, len(pending), state["wall_time_s"])
@@ -153,11 +156,14 @@ def _open_or_create(staging: Path, plan: BuildPlan) -> dict[str, Any]:
             state = json.loads(state_path(staging).read_text())
         except json.JSONDecodeError:
             state = None
-        if state is not None and state.get("plan") == plan_dict:
+        if state is not None and state.get("plan") == plan_dict and (staging / "zarr.json").is_file():
             return state
+        if state is not None and not (staging / "zarr.json").is_file():
+            state = None  # left behind by a kill between publishing and cleaning up: start clean
         if state is not None:
             raise IcrlBenchError(
-                f"{staging} holds an unfinished build of {plan.dataset_id} with other settings; delete that directory to start over."
+                f"{staging} holds an unfinished build of {plan.dataset_id} with other settings; "
+                f"delete it and {state_path(staging).name} beside it to start over."
             )
     # Nothing recorded as finished (new build, or killed before the first task ended): start clean.
     if staging.exists():
@@ -276,7 +282,7 @@ def _drain(queue: Any, progress: Progress, bar: Any) -> None:
         progress.update(bar, advance=queue.get_nowait())
 
 
-def _publish(staging: Path, final: Path, plan: BuildPlan, state: dict[str, Any], workers: int | None, device: str) -> str:
+def _publish(staging: Path, final: Path, plan: BuildPlan, state: dict[str, Any], workers: int, device: str) -> str:
     manifest = {
         "dataset_id": plan.dataset_id,
         "family": plan.family,
