@@ -87,8 +87,11 @@ def recipe_path(family: str) -> Path:
     return RECIPE_DIR / f"{family}.yaml"
 
 
+CATALOG_FILE = "catalog.yaml"  # beside the recipes: where published datasets live, not a recipe
+
+
 def known_families() -> list[str]:
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if p.name != CATALOG_FILE)
 
 
 def load_recipe(family: str) -> Recipe:
