@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from icrl_bench.errors import IcrlBenchError
@@ -27,7 +28,7 @@ class _OneLineErrors(typer.core.TyperGroup):
             err_console.print(f"[yellow]interrupted:[/] {err}", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except IcrlBenchError as err:
-            err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -76,8 +77,14 @@ def build_dataset_cmd(
 
 
 @datasets_app.command("list")
-def datasets_list(root: RootOption = None) -> None:
-    """Table of the datasets under the data root."""
+def datasets_list(
+    root: RootOption = None,
+    remote: Annotated[bool, typer.Option("--remote", help="List the catalog of published datasets instead.")] = False,
+) -> None:
+    """Table of the datasets under the data root (or, with --remote, in the catalog)."""
+    if remote:
+        _print_catalog(root)
+        return
     from icrl_bench.data.dataset import list_local
     from icrl_bench.paths import data_root
 
@@ -183,6 +190,78 @@ def datasets_import(
         raise IcrlBenchError(f"unknown import format {format!r}; known: dicp-hdf5.")
     result = import_dicp_hdf5(path, env, dataset_id=dataset_id, root=root)
     console.print(f"[green]imported[/] {path} as {result.dataset_id} at {result.path} (hash {result.content_hash[:12]}).")
+
+
+@datasets_app.command("export")
+def datasets_export(
+    dataset_id: str,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write; must not exist yet.")],
+    format: Annotated[str, typer.Option("--format", help="Export format: hf (Hugging Face Datasets: Parquet + dataset card).")] = "hf",
+    license: Annotated[str, typer.Option(help="License named in the dataset card.")] = "cc-by-4.0",
+    root: RootOption = None,
+) -> None:
+    """Write a dataset as Parquet shards with a Hub dataset card (what `push` uploads)."""
+    if format != "hf":
+        raise IcrlBenchError(f"unknown export format {format!r}; known: hf.")
+    from icrl_bench.data.hf_export import export_hf
+
+    result = export_hf(dataset_id, out, root=root, license=license)
+    n_files = sum(name.endswith(".parquet") for name in result.files)
+    console.print(
+        f"[green]exported[/] {dataset_id} to {result.path}: {n_files} Parquet files, {_size(result.parquet_bytes)}, "
+        f"in {result.wall_time_s:.1f} s (hash {result.content_hash[:12]})."
+    )
+
+
+@datasets_app.command("push")
+def datasets_push(
+    dataset_id: str,
+    repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo ORG/NAME (one per family), or a directory remote.")],
+    token: Annotated[Optional[str], typer.Option("--token", help="Hub token with write access (default: HF_TOKEN or `hf auth login`).")] = None,
+    license: Annotated[str, typer.Option(help="License named in the dataset card.")] = "cc-by-4.0",
+    root: RootOption = None,
+) -> None:
+    """Publish a local dataset under its version tag (never overwrites a published version)."""
+    from icrl_bench.data.hub import push_dataset
+
+    result = push_dataset(dataset_id, repo, root=root, token=token, license=license)
+    console.print(
+        f"[green]pushed[/] {dataset_id} to {result.where} ({_size(result.parquet_bytes)} of Parquet, hash {result.content_hash[:12]}). "
+        f"Catalog entry: repo {repo}, revision {result.tag}, content_hash {result.content_hash}"
+    )
+
+
+@datasets_app.command("download")
+def datasets_download(
+    spec: Annotated[str, typer.Argument(help="ORG/NAME@REVISION, hf://datasets/ORG/NAME@REVISION, a directory remote, or a catalog id.")],
+    root: RootOption = None,
+    mirror: Annotated[Optional[Path], typer.Option("--mirror", help="Read Hub repos ORG/NAME from MIRROR/ORG/NAME (default: $ICRL_BENCH_MIRROR).")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", help="Hub token for private repos (default: HF_TOKEN or `hf auth login`).")] = None,
+    content_hash: Annotated[Optional[str], typer.Option("--hash", help="Refuse the dataset unless it has this content hash.")] = None,
+) -> None:
+    """Fetch a published dataset, verify every hash, and publish it under the data root."""
+    from icrl_bench.data.hub import download_dataset
+
+    result = download_dataset(spec, root=root, mirror=mirror, token=token, expected_hash=content_hash)
+    if result.already_present:
+        console.print(f"{result.dataset_id} is already at {result.path} with the same content hash {result.content_hash[:12]}.")
+    else:
+        console.print(f"[green]downloaded[/] {result.dataset_id} from {result.source} to {result.path} (verified, hash {result.content_hash[:12]}).")
+
+
+def _print_catalog(root: Optional[Path]) -> None:
+    from icrl_bench.data.hub import catalog_path, catalog_status
+
+    rows = catalog_status(root=root)
+    if not rows:
+        console.print(f"The catalog {catalog_path()} lists no published datasets yet; download by ORG/NAME@REVISION.")
+        return
+    table = Table(title=f"Published datasets ({catalog_path()})")
+    for column in ("id", "repo", "revision", "hash", "local"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["dataset_id"], row["repo"], row["revision"], row["content_hash"][:12], row["local"])
+    console.print(table)
 
 
 def _size(n_bytes: int) -> str:

@@ -15,6 +15,7 @@ recipe's seed: the paper-size Darkroom dataset is `darkroom-v1`, its small prese
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,13 @@ from icrl_bench.errors import IcrlBenchError, unknown
 from icrl_bench.paths import REPO_ROOT
 from icrl_bench.sources import SOURCES, get_source, make_config
 
-RECIPE_DIR = REPO_ROOT / "datasets"
+def _recipe_dir() -> Path:
+    """datasets/ of a source checkout, else the copy a wheel installs under sys.prefix."""
+    checkout = REPO_ROOT / "datasets"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "icrl-bench" / "datasets"
+
+
+RECIPE_DIR = _recipe_dir()
 ID_PATTERN = re.compile(r"^(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)-v(?P<version>[0-9]+)$")
 
 
