@@ -34,6 +34,7 @@ from icrl_bench.data.schema import ArraySpec, grid_world_arrays
 from icrl_bench.devices import resolve_device
 from icrl_bench.envs import get_family
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.fileio import write_json_atomic
 from icrl_bench.paths import data_root, ensure_writable
 from icrl_bench.provenance import provenance
 from icrl_bench.sources import get_source, make_config
@@ -78,7 +79,11 @@ def build_dataset(
     show_progress: bool = True,
     console: Console | None = None,
 ) -> BuildResult:
-    """Build (or resume, or find already built) the dataset of `family` with a preset."""
+    """Build (or resume, or find already built) the dataset of `family` with a preset.
+
+    With more than one worker, tasks run in spawned processes: a script that calls this
+    must guard its entry point with `if __name__ == "__main__":`.
+    """
     plan = resolve(family, preset, source, seed)
     return run_plan(plan, workers=workers, root=root, device=device, show_progress=show_progress, console=console)
 
@@ -184,10 +189,7 @@ def _steps_per_stream(plan: BuildPlan) -> int:
 
 
 def _save_state(staging: Path, state: dict[str, Any]) -> None:
-    target = state_path(staging)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, target)
+    write_json_atomic(state_path(staging), state)
 
 
 def run_job(plan_dict: dict[str, Any], rows: list[int], device: str, progress_queue: Any = None) -> list[dict[str, np.ndarray]]:

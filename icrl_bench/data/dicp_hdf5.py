@@ -14,7 +14,6 @@ a file collected on another env fails that check instead of importing wrong data
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -29,6 +28,7 @@ from icrl_bench.data.schema import grid_world_arrays
 from icrl_bench.envs import get_family
 from icrl_bench.envs.grid import move
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.fileio import file_sha256
 from icrl_bench.paths import data_root, ensure_writable
 
 REQUIRED = ("states", "actions", "rewards", "next_states", "dones")
@@ -88,7 +88,7 @@ def import_dicp_hdf5(
                 "imported_from": {
                     "format": "dicp-hdf5",
                     "file": path.name,
-                    "sha256": _file_sha256(path),
+                    "sha256": file_sha256(path),
                     "next_obs_fix": "episode-end next_states (SB3's reset cell) replaced by the terminal cell recomputed from state and action",
                     "optimal_action": "from the file" if "optimal_actions" in handle["0"] else "computed by icrl-bench's oracle",
                     "optimal_action_disagreements": label_mismatches,
@@ -151,11 +151,3 @@ def _convert_task(group: Any, family, params: np.ndarray, path: Path, task: int)
             f"{path}: group {task}'s next_states disagree with {family.name}'s dynamics; was the file collected on another env?"
         )
     return {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs, "done": done}
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

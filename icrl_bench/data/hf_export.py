@@ -22,7 +22,6 @@ a local dataset.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -40,6 +39,7 @@ from icrl_bench.data import store
 from icrl_bench.data.dataset import LearningHistoryDataset, dataset_path, load_dataset
 from icrl_bench.data.schema import ArraySpec
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.fileio import file_sha256
 from icrl_bench.paths import data_root, ensure_writable
 
 try:
@@ -297,15 +297,7 @@ def temp_dir(parent: Path, prefix: str) -> Path:
 
 
 def file_record(path: Path) -> dict[str, Any]:
-    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return {"size": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 # --------------------------------------------------------------------------- card
@@ -451,7 +443,7 @@ def verify_files(folder: Path, export: dict[str, Any]) -> None:
             raise IcrlBenchError(
                 f"{name} has {size} bytes, expected {record['size']}: the download was cut or the file changed; run it again."
             )
-        if sha256_file(path) != record["sha256"]:
+        if file_sha256(path) != record["sha256"]:
             raise IcrlBenchError(f"{name} does not match its sha256: the file is corrupt or was tampered with; nothing was imported.")
 
 

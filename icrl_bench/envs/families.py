@@ -16,9 +16,7 @@ import numpy as np
 import torch
 
 from icrl_bench.envs.batched import BatchedGridWorld
-from icrl_bench.envs.darkroom import DarkroomEnv, DarkroomPermutedEnv
-from icrl_bench.envs.grid import GRID_SIZE, PERMUTATIONS, greedy_action
-from icrl_bench.envs.key_to_door import DarkKeyToDoorEnv
+from icrl_bench.envs.grid import GRID_SIZE, PERMUTATIONS
 from icrl_bench.errors import unknown
 
 
