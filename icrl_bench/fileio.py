@@ -18,9 +18,9 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = None) -> None:
+def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = None, sort_keys: bool = False) -> None:
     """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=indent))
+    tmp.write_text(json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
     os.replace(tmp, path)

@@ -1,0 +1,97 @@
+"""Algorithm Distillation (Laskin et al. 2022) as the DICP paper runs it on the grid worlds.
+
+Sequence (official gridworld/model/ad.py):
+
+    [ transition_1 ... transition_{n_transit-1} | query state | (query action) ]
+
+Each transition is one token (TransitionEmbedding); the query state is an embedding of its cell.
+The hidden state at the query-state token predicts the action the source algorithm took there
+(AD imitates the learning history, exploration included). `dicp-ad` appends the action that was
+taken as an action-query token, whose hidden state predicts that step's reward and next state;
+the loss is  L_action + dynamics_strength * (L_reward + L_next_state).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from icrl_bench.agents.tokens import DynamicsHeads, GridModelConfig, Transitions, TransitionEmbedding, state_index
+from icrl_bench.agents.transformer import KVCache, Transformer
+
+
+class AD(nn.Module):
+    """The AD network; `config.dynamics` makes it DICP-AD's world model as well."""
+
+    def __init__(self, config: GridModelConfig):
+        super().__init__()
+        self.config = config
+        n_embd = config.transformer.n_embd
+        self.transformer = Transformer(config.transformer)
+        self.embed_context = TransitionEmbedding(config)
+        self.embed_query_state = nn.Embedding(config.grid_size**2, n_embd)
+        self.pred_action = nn.Linear(n_embd, config.num_actions)
+        self.dynamics = DynamicsHeads(config) if config.dynamics else None
+
+    @property
+    def window(self) -> int:
+        """Consecutive steps one training sample reads: the context plus the query step."""
+        return self.config.n_transit
+
+    def query_state_token(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [B, dim_state] -> [B, 1, n_embd]."""
+        return self.embed_query_state(state_index(obs, self.config.grid_size)).unsqueeze(1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss (forward is the loss so DistributedDataParallel can wrap the model)."""
+        return self.loss(batch)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training loss and metrics on a batch of windows ([B, n_transit] per array)."""
+        n = self.config.n_transit
+        steps = Transitions.from_batch(batch)
+        context, query = steps.slice(None, n - 1), steps.slice(n - 1, n)  # [B, n-1], [B, 1]
+        tokens = [self.embed_context(context), self.query_state_token(query.obs[:, 0])]  # [B, n-1, C], [B, 1, C]
+        if self.dynamics is not None:
+            tokens.append(self.dynamics.query_action_token(query.action[:, 0]))  # [B, 1, C]
+        h, _ = self.transformer(torch.cat(tokens, dim=1))  # [B, n (+1), C]
+        logits = self.pred_action(h[:, n - 1])  # [B, A] at the query-state token
+        target = query.action[:, 0].long()
+        loss = F.cross_entropy(logits.float(), target, label_smoothing=self.config.label_smoothing)
+        metrics = {"loss_action": loss.detach(), "acc_action": (logits.argmax(-1) == target).float().mean()}
+        if self.dynamics is not None:
+            loss_dyn, dyn_metrics = self.dynamics.losses(h[:, n], query.reward[:, 0], query.next_obs[:, 0], self.config.label_smoothing)
+            loss = loss + self.config.dynamics_strength * loss_dyn
+            metrics.update(dyn_metrics)
+        metrics["loss"] = loss.detach()
+        return loss, metrics
+
+    # ---- inference: what the acting agent and a planner call ------------------------------------
+
+    def prefill_context(self, context: Transitions, cache: KVCache | None = None) -> KVCache:
+        """The KV cache of `context` [B, T] placed after `cache` (AD's query comes last, so it is reusable)."""
+        _, cache = self.transformer(self.embed_context(context), cache)
+        return cache
+
+    def policy(
+        self, query_obs: torch.Tensor, context: Transitions, context_cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Action logits [B, A] at query states [B, dim_state], and the cache up to the query token.
+
+        `context_cache`, if given, must be `prefill_context(context)`; it saves recomputing it.
+        """
+        if context_cache is None:
+            context_cache = self.prefill_context(context)
+        h, cache = self.transformer(self.query_state_token(query_obs), context_cache)  # [B, 1, C]
+        return self.pred_action(h[:, -1]), cache
+
+    def predict_dynamics(self, query_cache: KVCache, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reward logits [B, n_reward_classes] and next-state logits [B, grid_size**2] of `action` [B].
+
+        `query_cache` is the cache `policy` returned (context and query state).
+        """
+        if self.dynamics is None:
+            raise ValueError("this AD has no dynamics heads (train dicp-ad for a world model)")
+        h, _ = self.transformer(self.dynamics.query_action_token(action), query_cache)  # [B, 1, C]
+        return self.dynamics.pred_reward(h[:, -1]), self.dynamics.pred_next_state(h[:, -1])

@@ -1,0 +1,128 @@
+"""Agent checkpoints: weights in safetensors (never pickle) plus a JSON of everything else.
+
+A training run keeps its latest checkpoint in <run>/checkpoint/:
+
+    <dir>/model.safetensors   the network's state dict
+    <dir>/checkpoint.json     agent name, model config, training config, dataset id and content
+                              hash, step, provenance (code version), and the weights' sha256
+
+The sha256 makes a tampered or half-copied weights file an error instead of a silently different
+agent. Files are written under temporary names and renamed, JSON last, so an interrupted save
+leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from icrl_bench.agents.models import build_model, model_config, model_spec
+from icrl_bench.errors import IcrlBenchError
+from icrl_bench.fileio import file_sha256, write_json_atomic
+from icrl_bench.provenance import provenance
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "checkpoint.json"
+FORMAT = "icrl-bench-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path) -> str:
+    """Write tensors to `path` via a temporary file; returns the file's sha256."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    digest = file_sha256(tmp)
+    os.replace(tmp, path)
+    return digest
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    agent: str,
+    model: nn.Module,
+    train_config: dict[str, Any],
+    dataset: dict[str, Any],
+    step: int,
+    metrics: dict[str, float] | None = None,
+) -> Path:
+    """Save `model` (the network of agent `agent`) and its metadata; returns the JSON's path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = save_tensors_atomic(model.state_dict(), directory / WEIGHTS_FILE)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "agent": agent,
+        "model_config": model.config.to_dict(),
+        "train_config": train_config,
+        "dataset": dataset,
+        "step": step,
+        "metrics": metrics or {},
+        "weights_file": WEIGHTS_FILE,
+        "weights_sha256": digest,
+        "provenance": provenance(),
+    }
+    write_json_atomic(directory / META_FILE, meta, indent=2, sort_keys=True)
+    return directory / META_FILE
+
+
+@dataclass
+class LoadedCheckpoint:
+    agent: str
+    model: nn.Module
+    meta: dict[str, Any]
+    path: Path
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
+    """The checkpoint.json of a run directory, a checkpoint directory, or either file."""
+    path = Path(checkpoint).expanduser()
+    if path.suffix == ".json":
+        candidates = [path]
+    elif path.suffix == ".safetensors":
+        candidates = [path.with_name(META_FILE)]
+    else:  # a checkpoint directory, or a run directory (its checkpoint/, or checkpoint.old/ mid-swap)
+        candidates = [path / META_FILE, path / "checkpoint" / META_FILE, path / "checkpoint.old" / META_FILE]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise IcrlBenchError(f"no checkpoint at {path} (expected {META_FILE} and {WEIGHTS_FILE}); pass a run directory made by `icrl-bench train`.")
+
+
+def load_checkpoint(checkpoint: str | os.PathLike, agent: str | None = None, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Load and verify a checkpoint; `agent`, if given, must be the agent it was trained as."""
+    meta_path = resolve_checkpoint(checkpoint)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise IcrlBenchError(f"{meta_path} is not a readable checkpoint JSON ({err}).") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise IcrlBenchError(f"{meta_path} is not an icrl-bench checkpoint (no format {FORMAT!r}).")
+    trained_as = meta.get("agent")
+    if agent is not None and trained_as != agent:
+        raise IcrlBenchError(f"checkpoint {meta_path.parent} is of agent {trained_as!r}, not {agent!r}; load it as {trained_as!r}.")
+    spec = model_spec(trained_as)
+    weights = meta_path.parent / meta.get("weights_file", WEIGHTS_FILE)
+    if not weights.is_file():
+        raise IcrlBenchError(f"checkpoint {meta_path.parent} has no weights file {weights.name}.")
+    if file_sha256(weights) != meta.get("weights_sha256"):
+        raise IcrlBenchError(
+            f"{weights} does not match the sha256 in {meta_path.name}: the file was modified or partly copied; copy the checkpoint again."
+        )
+    config = model_config(spec.name, meta["model_config"])
+    model = build_model(spec.name, config)
+    try:
+        state = load_file(str(weights), device=str(map_location))
+        model.load_state_dict(state)
+    except (SafetensorError, RuntimeError) as err:
+        raise IcrlBenchError(f"{weights} does not fit a {trained_as} network of the recorded config: {str(err).splitlines()[0]}") from None
+    model.eval()
+    return LoadedCheckpoint(trained_as, model, meta, meta_path.parent)

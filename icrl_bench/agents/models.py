@@ -1,0 +1,93 @@
+"""The trainable in-context agents by name: which network, with or without DICP's world-model heads.
+
+The trainer, the checkpoint loader and the acting agent all look names up here, so an agent
+name means the same network everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn as nn
+
+from icrl_bench.agents.idt import IDTConfig
+from icrl_bench.agents.tokens import GridModelConfig
+from icrl_bench.errors import IcrlBenchError, unknown
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build and feed one trainable agent."""
+
+    name: str
+    family: str  # "ad", "dpt", "idt": the module that defines the network
+    dynamics: bool  # DICP variant: reward / next-state heads
+    arrays: tuple[str, ...]  # dataset arrays a training window needs
+    build: Callable[[Any], nn.Module]
+    config_cls: type
+    transform: Callable[[Any], Any] | None = None  # model config -> per-task chunk transform for the sampler
+
+
+def _ad(config: GridModelConfig) -> nn.Module:
+    from icrl_bench.agents.ad import AD
+
+    return AD(config)
+
+
+def _dpt(config: GridModelConfig) -> nn.Module:
+    from icrl_bench.agents.dpt import DPT
+
+    return DPT(config)
+
+
+def _idt(config) -> nn.Module:
+    from icrl_bench.agents.idt import IDT
+
+    return IDT(config)
+
+
+def _idt_transform(config):
+    from icrl_bench.agents.idt import SortEpisodes
+
+    return SortEpisodes(config.horizon)
+
+
+_TRANSITIONS = ("obs", "action", "reward", "next_obs")
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "ad": ModelSpec("ad", "ad", False, _TRANSITIONS, _ad, GridModelConfig),
+    "dicp-ad": ModelSpec("dicp-ad", "ad", True, _TRANSITIONS, _ad, GridModelConfig),
+    "dpt": ModelSpec("dpt", "dpt", False, _TRANSITIONS + ("optimal_action",), _dpt, GridModelConfig),
+    "dicp-dpt": ModelSpec("dicp-dpt", "dpt", True, _TRANSITIONS + ("optimal_action",), _dpt, GridModelConfig),
+    "idt": ModelSpec("idt", "idt", False, _TRANSITIONS, _idt, IDTConfig, _idt_transform),
+    "dicp-idt": ModelSpec("dicp-idt", "idt", True, _TRANSITIONS, _idt, IDTConfig, _idt_transform),
+}
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The spec of trainable agent `name`, or an error listing the known ones."""
+    if name not in MODEL_SPECS:
+        raise unknown("trainable agent", name, MODEL_SPECS)
+    return MODEL_SPECS[name]
+
+
+def model_config(name: str, values: dict[str, Any]) -> GridModelConfig:
+    """The agent's model config from plain data; `dynamics` follows from the agent's name."""
+    spec = model_spec(name)
+    values = dict(values)
+    if "dynamics" in values and bool(values["dynamics"]) != spec.dynamics:
+        raise IcrlBenchError(
+            f"agent {name!r} has dynamics={spec.dynamics}, but its config says dynamics={values['dynamics']}; "
+            f"the DICP variants are the agents named dicp-*."
+        )
+    values["dynamics"] = spec.dynamics
+    try:
+        return spec.config_cls.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise IcrlBenchError(f"bad model config for {name}: {err}") from None
+
+
+def build_model(name: str, config: GridModelConfig) -> nn.Module:
+    return model_spec(name).build(config)

@@ -1,0 +1,235 @@
+"""The causal Transformer every agent is built on, with a KV cache for incremental decoding.
+
+Written bottom-up in the manner of nanoGPT: RMSNorm -> rotary positions -> attention -> MLP
+-> block -> Transformer. The architecture follows the DICP code's TinyLlama configuration
+(pre-norm RMSNorm blocks, rotary positions on every head dimension, biased qkv projection,
+SwiGLU MLP without bias, dropout on attention probabilities and residual branches).
+
+The model takes token *embeddings* (each agent embeds its own tokens) and returns hidden
+states. `forward(x, cache)` appends `x` after the tokens in `cache` and returns the new cache
+alongside: the old cache is never modified, so a planner can branch many continuations off
+one context (`KVCache.index_select`, `repeat_interleave`) and prune them again.
+
+Rotary positions make attention depend only on the distance between tokens, so a cache whose
+oldest tokens were dropped (`KVCache.keep_last`) still gives exact attention scores *for the
+tokens it keeps*; but those tokens were computed while the dropped ones were visible, so a
+sliding window is only exact when re-prefilled. The agents re-prefill (see transformer_agent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class TransformerConfig:
+    """Shape of the Transformer (names follow the DICP configs' `tf_*` keys)."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 32
+    n_inner: int = 128  # SwiGLU hidden width (`tf_n_inner`)
+    dropout: float = 0.1  # residual dropout (`tf_dropout`)
+    attn_dropout: float = 0.1  # attention-probability dropout (`tf_attn_dropout`)
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head != 0 or (self.n_embd // self.n_head) % 2 != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must split into n_head ({self.n_head}) heads of even size")
+        for name in ("n_layer", "n_head", "n_embd", "n_inner"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, batched over sequences.
+
+    `k[i]`, `v[i]`: [B, n_head, T, head_dim] for layer i. `next_pos` is the absolute
+    position the next token will get (rotary angles depend on it; only differences matter).
+    Every method returns a new cache; tensors are shared where nothing changes.
+    """
+
+    k: list[torch.Tensor] = field(default_factory=list)
+    v: list[torch.Tensor] = field(default_factory=list)
+    next_pos: int = 0
+
+    def __len__(self) -> int:
+        return 0 if not self.k else self.k[0].shape[2]
+
+    @property
+    def batch_size(self) -> int:
+        return 0 if not self.k else self.k[0].shape[0]
+
+    def clone(self) -> KVCache:
+        return KVCache([t.clone() for t in self.k], [t.clone() for t in self.v], self.next_pos)
+
+    def index_select(self, batch_idx: torch.Tensor) -> KVCache:
+        """Rows `batch_idx` [B'] of the batch (reorder, prune or duplicate beams)."""
+        return KVCache([t.index_select(0, batch_idx) for t in self.k], [t.index_select(0, batch_idx) for t in self.v], self.next_pos)
+
+    def repeat_interleave(self, repeats: int) -> KVCache:
+        """Each sequence `repeats` times in a row: [B, ...] -> [B * repeats, ...] (branching)."""
+        return KVCache(
+            [t.repeat_interleave(repeats, dim=0) for t in self.k], [t.repeat_interleave(repeats, dim=0) for t in self.v], self.next_pos
+        )
+
+    def append(self, k: list[torch.Tensor], v: list[torch.Tensor]) -> KVCache:
+        """The cache with new keys/values [B, n_head, T_new, head_dim] per layer after it."""
+        if not self.k:
+            return KVCache(list(k), list(v), self.next_pos + k[0].shape[2])
+        return KVCache(
+            [torch.cat([a, b], dim=2) for a, b in zip(self.k, k)],
+            [torch.cat([a, b], dim=2) for a, b in zip(self.v, v)],
+            self.next_pos + k[0].shape[2],
+        )
+
+    def truncate(self, length: int) -> KVCache:
+        """The first `length` tokens only (undo tokens appended speculatively)."""
+        drop = len(self) - length
+        if drop < 0:
+            raise ValueError(f"cannot truncate a cache of {len(self)} tokens to {length}")
+        return KVCache([t[:, :, :length] for t in self.k], [t[:, :, :length] for t in self.v], self.next_pos - drop)
+
+    def keep_last(self, length: int) -> KVCache:
+        """The last `length` tokens only (positions keep their absolute values)."""
+        return KVCache([t[:, :, -length:] for t in self.k], [t[:, :, -length:] for t in self.v], self.next_pos)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = x.float().pow(2).mean(-1, keepdim=True).add(self.eps).rsqrt()
+        return (x.float() * norm).type_as(x) * self.weight
+
+
+def rotary_angles(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [T, head_dim // 2] for integer `positions` [T].
+
+    Angles are computed in float64 so that late positions of a long evaluation (tens of
+    thousands of steps) keep full float32 precision after the cast.
+    """
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device=positions.device) / head_dim))
+    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]  # [T, head_dim/2]
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (first half, second half) of x [B, H, T, D] by the angles [T, D/2]."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # [B, H, T, D/2] each
+    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return rotated.type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.rope_base = config.rope_base
+        self.attn_dropout = config.attn_dropout
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=True)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=True)
+
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, past_k: torch.Tensor | None, past_v: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, T, C] after `past` ([B, H, T_past, D] or None) -> y [B, T, C], k, v [B, H, T, D]."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)  # 3 x [B, T, C]
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        cos, sin = rotary_angles(positions, self.head_dim, self.rope_base)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        keys = k if past_k is None else torch.cat([past_k.to(k.dtype), k], dim=2)  # [B, H, T_past + T, D]
+        values = v if past_v is None else torch.cat([past_v.to(v.dtype), v], dim=2)
+        t_past = keys.shape[2] - T
+        dropout = self.attn_dropout if self.training else 0.0
+        if t_past == 0:
+            y = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout, is_causal=True)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout)  # one new token sees everything
+        else:
+            # New token i (absolute index t_past + i) sees cached tokens and new tokens <= i.
+            mask = torch.ones(T, t_past + T, dtype=torch.bool, device=x.device).tril(diagonal=t_past)  # [T, T_past + T]
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).reshape(B, T, C)  # [B, H, T, D] -> [B, T, C]
+        return self.proj(y), k, v
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.w1 = nn.Linear(config.n_embd, config.n_inner, bias=False)
+        self.w2 = nn.Linear(config.n_embd, config.n_inner, bias=False)
+        self.w3 = nn.Linear(config.n_inner, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w3(F.silu(self.w1(x)) * self.w2(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.norm_1 = RMSNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.norm_2 = RMSNorm(config.n_embd)
+        self.mlp = SwiGLU(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, positions, past_k, past_v):
+        h, k, v = self.attn(self.norm_1(x), positions, past_k, past_v)
+        x = x + self.dropout(h)
+        x = x + self.dropout(self.mlp(self.norm_2(x)))
+        return x, k, v
+
+
+class Transformer(nn.Module):
+    """Causal Transformer over token embeddings [B, T, n_embd] -> hidden states [B, T, n_embd]."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm_f = RMSNorm(config.n_embd)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """Hidden states of tokens `x` [B, T, C] placed after `cache`, and the extended cache.
+
+        With `cache=None` this is the ordinary full forward (positions 0..T-1).
+        """
+        cache = cache if cache is not None else KVCache()
+        if len(cache) and cache.batch_size != x.shape[0]:
+            raise ValueError(f"cache holds {cache.batch_size} sequences but x has {x.shape[0]}")
+        T = x.shape[1]
+        positions = torch.arange(cache.next_pos, cache.next_pos + T, device=x.device)  # [T]
+        x = self.drop(x)
+        new_k, new_v = [], []
+        for i, block in enumerate(self.blocks):
+            past_k = cache.k[i] if cache.k else None
+            past_v = cache.v[i] if cache.v else None
+            x, k, v = block(x, positions, past_k, past_v)
+            new_k.append(k)
+            new_v.append(v)
+        return self.norm_f(x), cache.append(new_k, new_v)

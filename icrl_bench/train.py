@@ -1,0 +1,514 @@
+"""One trainer for every in-context agent, on CPU or GPU.
+
+    icrl-bench train --agent dicp-ad --dataset darkroom-small-v1 --preset cpu
+    icrl-bench train --agent ad --dataset darkroom-v1 --device cuda          # the paper's config
+    icrl-bench train --resume runs/dicp-ad-darkroom-small-v1-cpu-20260101-120000
+    torchrun --nproc-per-node 4 -m icrl_bench.train --agent ad --dataset darkroom-v1   # DDP
+
+The paper's hyperparameters live in baselines/<env>/<agent>.yaml (from the official
+gridworld/cfg/model/*.yaml): AdamW, betas (0.9, 0.99), weight decay 0.01, cosine schedule,
+gradient clipping at 1, 50K steps. A named preset (`cpu`) overrides some of them to fit a
+2-core CPU.
+
+A run directory holds run.json (configs, dataset, provenance), metrics.jsonl and checkpoint/:
+the agent (model.safetensors + checkpoint.json) and the trainer state (optimizer moments, RNG
+states, step; trainer_state.safetensors + .json), written as a new directory and swapped in. Batches are a pure function of (seed, step)
+(see data/sampler.py) and the schedule a pure function of the step, so `--resume` continues
+exactly where the last checkpoint was taken: same batches, same dropout masks, same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import load_file
+
+from icrl_bench.agents.checkpoint import save_checkpoint, save_tensors_atomic
+from icrl_bench.fileio import file_sha256, write_json_atomic
+from icrl_bench.agents.models import build_model, model_config, model_spec
+from icrl_bench.agents.tokens import GridModelConfig
+from icrl_bench.data.dataset import load_dataset
+from icrl_bench.data.sampler import SamplerConfig, WindowSampler, make_loader, validation_batches
+from icrl_bench.errors import IcrlBenchError
+from icrl_bench.paths import REPO_ROOT
+from icrl_bench.provenance import provenance
+
+log = logging.getLogger(__name__)
+
+BASELINES_DIR = REPO_ROOT / "baselines"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+STATE_FILE = "trainer_state.safetensors"
+STATE_META_FILE = "trainer_state.json"
+CHECKPOINT_DIR = "checkpoint"  # the latest checkpoint: agent weights + trainer state, swapped in whole
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping (official keys in brackets)."""
+
+    lr: float = 1e-2  # [lr]
+    betas: tuple[float, float] = (0.9, 0.99)  # [beta1, beta2]
+    weight_decay: float = 0.01  # [weight_decay]
+    batch_size: int = 512  # [train_batch_size]
+    steps: int = 50_000  # [train_timesteps]
+    warmup_steps: int = 0  # [num_warmup_steps]; then cosine decay to 0 at `steps`
+    grad_clip: float = 1.0  # max gradient norm (the official accelerator.clip_grad_norm_(..., 1))
+    seed: int = 0
+    num_workers: int = 0  # DataLoader workers feeding the sampler's batches
+    pool_size: int = 16  # task rows each sampler worker holds in memory
+    refresh_every: int = 4  # batches between replacing one pooled task
+    holdout_streams: int = 1  # streams per train task kept for validation
+    log_interval: int = 50  # steps between metrics lines [summary_interval]
+    eval_interval: int = 1000  # steps between validations [eval_interval]
+    ckpt_interval: int = 1000  # steps between checkpoints
+    val_max_tasks: int = 64
+    val_windows_per_task: int = 16
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        positive = ("lr", "batch_size", "steps", "log_interval", "eval_interval", "ckpt_interval", "pool_size", "refresh_every")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "warmup_steps", "num_workers", "holdout_streams", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be < steps ({self.steps})")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run, as read from a baseline YAML (+ preset)."""
+
+    agent: str
+    env: str
+    preset: str | None
+    model: GridModelConfig
+    train: TrainConfig
+    source: str = ""  # the YAML it came from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"agent": self.agent, "env": self.env, "preset": self.preset, "source": self.source,
+                "model": self.model.to_dict(), "train": asdict(self.train)}
+
+
+# ---- configs -------------------------------------------------------------------------------------
+
+
+def baseline_path(env: str, agent: str) -> Path:
+    return BASELINES_DIR / env / f"{agent}.yaml"
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_run_config(agent: str, env: str, preset: str | None = None, config_path: str | os.PathLike | None = None) -> RunConfig:
+    """The run config of `agent` on `env`: baselines/<env>/<agent>.yaml (or `config_path`) plus `preset`."""
+    spec = model_spec(agent)
+    path = Path(config_path) if config_path else baseline_path(env, agent)
+    if not path.is_file():
+        known = sorted(p.stem for p in (BASELINES_DIR / env).glob("*.yaml")) if (BASELINES_DIR / env).is_dir() else []
+        hint = f" Configs for {env}: {', '.join(known)}." if known else f" No configs for env {env!r} under {BASELINES_DIR}."
+        raise IcrlBenchError(f"no training config {path}.{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise IcrlBenchError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if raw.get("agent", agent) != agent:
+        raise IcrlBenchError(f"{path} is a config for agent {raw.get('agent')!r}, not {agent!r}.")
+    if raw.get("env", env) != env:
+        raise IcrlBenchError(
+            f"{path} is a config for env {raw.get('env')!r} but the dataset is {env!r}; use baselines/{env}/{agent}.yaml or a {raw.get('env')} dataset."
+        )
+    presets = raw.get("presets") or {}
+    if preset is not None:
+        if preset not in presets:
+            raise IcrlBenchError(f"{path} has no preset {preset!r}; presets: {', '.join(sorted(presets)) or 'none'}.")
+        raw = _merge(raw, presets[preset])
+    unknown_top = sorted(set(raw) - {"agent", "env", "model", "train", "presets", "description"})
+    if unknown_top:
+        raise IcrlBenchError(f"{path}: unknown key(s) {', '.join(unknown_top)}; known: agent, env, model, train, presets.")
+    train_values = raw.get("train") or {}
+    known_train = {f.name for f in fields(TrainConfig)}
+    bad = sorted(set(train_values) - known_train)
+    if bad:
+        raise IcrlBenchError(f"{path}: unknown train key(s) {', '.join(bad)}; known: {', '.join(sorted(known_train))}.")
+    try:
+        train = TrainConfig(**train_values)
+    except (TypeError, ValueError) as err:
+        raise IcrlBenchError(f"{path}: bad train config: {err}") from None
+    try:
+        model = model_config(spec.name, raw.get("model") or {})
+    except IcrlBenchError as err:
+        raise IcrlBenchError(f"{path}: {err}") from None
+    return RunConfig(agent=agent, env=env, preset=preset, model=model, train=train, source=str(path))
+
+
+def fit_to_dataset(model: GridModelConfig, ds) -> GridModelConfig:
+    """Fill what a model config takes from the dataset (IDT: the horizon and the return to aim for)."""
+    if not hasattr(model, "horizon"):
+        return model
+    from icrl_bench.envs.families import get_family
+
+    family = get_family(ds.manifest["env"])
+    values = {**model.to_dict(), "horizon": int(ds.manifest["env_spec"]["horizon"]),
+              "target_return": float(family.max_return(ds.task_params[ds.train_rows]).max())}
+    try:
+        return type(model).from_dict(values)
+    except ValueError as err:
+        raise IcrlBenchError(f"{ds.dataset_id} does not fit this model config: {err}") from None
+
+
+# ---- devices and schedule ---------------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' (a CUDA GPU if there is one), 'cpu', 'cuda' or 'cuda:N'."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise IcrlBenchError(f"--device {device} asked for a GPU but torch sees no CUDA device; use --device cpu (or auto).")
+        return torch.device(device)
+    raise IcrlBenchError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N.")
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 0 at `config.steps` (transformers' cosine schedule)."""
+    if step < config.warmup_steps:
+        return config.lr * step / max(1, config.warmup_steps)
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+
+
+# ---- the trainer state (optimizer, RNG, step) in safetensors + JSON --------------------------------
+
+
+def save_trainer_state(run_dir: Path, step: int, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    state = optimizer.state_dict()
+    tensors = {f"optimizer.{index}.{key}": value for index, entry in state["state"].items() for key, value in entry.items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    digest = save_tensors_atomic(tensors, run_dir / STATE_FILE)
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in state["param_groups"]]
+    write_json_atomic(run_dir / STATE_META_FILE, {"step": step, "param_groups": groups, "sha256": digest}, indent=2, sort_keys=True)
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """checkpoint/ of a run, or checkpoint.old/ if a save was cut off while swapping them."""
+    for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old"):
+        if (run_dir / name / STATE_META_FILE).is_file():
+            return run_dir / name
+    raise IcrlBenchError(f"{run_dir} has no checkpoint yet: it stopped before its first one; start the run again.")
+
+
+def saved_step(run_dir: Path) -> int:
+    meta_path = run_dir / STATE_META_FILE
+    if not meta_path.is_file():
+        raise IcrlBenchError(f"{run_dir} has no trainer state ({STATE_META_FILE}) yet: it stopped before its first checkpoint; start it again.")
+    return int(json.loads(meta_path.read_text())["step"])
+
+
+def load_trainer_state(run_dir: Path, optimizer: torch.optim.Optimizer, device: torch.device) -> int:
+    meta_path, path = run_dir / STATE_META_FILE, run_dir / STATE_FILE
+    if not meta_path.is_file() or not path.is_file():
+        raise IcrlBenchError(f"{run_dir} has no trainer state ({STATE_FILE}); it cannot be resumed.")
+    meta = json.loads(meta_path.read_text())
+    if file_sha256(path) != meta["sha256"]:
+        raise IcrlBenchError(f"{path} does not match its recorded sha256 (modified or partly written); the run cannot be resumed.")
+    tensors = load_file(str(path))
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            per_param.setdefault(int(index), {})[key] = value.to(device) if key != "step" else value
+    optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    return int(meta["step"])
+
+
+# ---- the loop -------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    wall_time_s: float
+    samples_per_s: float
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    val_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device, autocast: bool = False) -> dict[str, float]:
+    """Mean of every metric over the validation windows (weighted by batch size)."""
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    count = 0
+    for batch in batches:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            _, metrics = model.loss(_to_device(batch, device))
+        n = len(batch["row"])
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + float(value) * n
+        count += n
+    model.train(was_training)
+    return {f"val_{k}": v / count for k, v in totals.items()} if count else {}
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun, else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def train(
+    agent: str | None = None,
+    dataset: str | None = None,
+    preset: str | None = None,
+    device: str = "auto",
+    out: str | os.PathLike = "runs",
+    root: str | os.PathLike | None = None,
+    steps: int | None = None,
+    resume: str | os.PathLike | None = None,
+    config_path: str | os.PathLike | None = None,
+    show_progress: bool = True,
+    console: Console | None = None,
+    stop_after: int | None = None,
+    threads: int | None = None,
+) -> TrainResult:
+    """Train `agent` on `dataset` (or continue the run in `resume`); returns where it went.
+
+    Args:
+        steps: override the config's total steps (the cosine schedule follows it).
+        stop_after: stop (with a checkpoint) after this many steps of this call, as an
+            interruption would; the run can then be resumed.
+        threads: torch CPU threads (default: torch's choice). On a CPU shared with other jobs,
+            1 thread can be several times faster than 2 (threads wait on each other).
+    """
+    if threads is not None:
+        if threads < 1:
+            raise IcrlBenchError(f"--threads must be >= 1, got {threads}.")
+        torch.set_num_threads(threads)
+    console = console or Console(stderr=True)
+    rank, world = _distributed()
+    dev = resolve_device(device)
+    if world > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / RUN_FILE).is_file():
+            raise IcrlBenchError(f"{run_dir} is not a training run directory (no {RUN_FILE}).")
+        run_meta = json.loads((run_dir / RUN_FILE).read_text())
+        recorded = run_meta["config"]  # the run's own configs, not today's YAML
+        config = RunConfig(agent=run_meta["agent"], env=run_meta["env"], preset=run_meta["preset"],
+                           model=model_config(run_meta["agent"], recorded["model"]), train=TrainConfig(**recorded["train"]),
+                           source=recorded.get("source", ""))
+        dataset, root = run_meta["dataset"]["id"], run_meta["dataset"].get("root") if root is None else root
+    else:
+        if agent is None or dataset is None:
+            raise IcrlBenchError("pass --agent and --dataset (or --resume RUN_DIR).")
+        model_spec(agent)  # unknown agent: fail before touching the dataset
+    ds = load_dataset(dataset, root)
+    if resume is None:
+        config = load_run_config(agent, ds.manifest["env"], preset, config_path)
+        if steps is not None:
+            try:
+                config.train = TrainConfig(**{**asdict(config.train), "steps": steps})
+            except ValueError as err:
+                raise IcrlBenchError(f"bad --steps: {err}") from None
+        config.model = fit_to_dataset(config.model, ds)
+    elif ds.manifest["content_hash"] != run_meta["dataset"]["content_hash"]:
+        raise IcrlBenchError(f"dataset {dataset} changed since the run started (content hash differs); it cannot be resumed on it.")
+    spec = model_spec(config.agent)
+    tc = config.train
+
+    # -- data: batches are a pure function of (seed, step); each DDP rank draws its own stream
+    sampler_config = SamplerConfig(
+        window=config.model.n_transit, batch_size=tc.batch_size, seed=tc.seed + 1_000_003 * rank,
+        pool_size=tc.pool_size, refresh_every=tc.refresh_every, holdout_streams=tc.holdout_streams,
+    )
+    val_config = SamplerConfig(**{**asdict(sampler_config), "seed": tc.seed})
+    dataset_info = {"id": ds.dataset_id, "content_hash": ds.manifest["content_hash"], "env": ds.manifest["env"],
+                    "root": str(root) if root is not None else None}
+
+    torch.manual_seed(tc.seed)
+    model = build_model(config.agent, config.model).to(dev)
+    optimizer = make_optimizer(model, tc)
+    start = 0
+    if resume is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(out) / f"{config.agent}-{ds.dataset_id}-{preset or 'paper'}-{stamp}"
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=False)
+            write_json_atomic(run_dir / RUN_FILE, {"agent": config.agent, "env": config.env, "preset": preset, "dataset": dataset_info,
+                                                   "config": config.to_dict(), "device": str(dev), "world_size": world,
+                                                   "provenance": provenance()}, indent=2, sort_keys=True)
+    else:
+        from icrl_bench.agents.checkpoint import load_checkpoint
+
+        ckpt_dir = latest_checkpoint(run_dir)
+        loaded = load_checkpoint(ckpt_dir, agent=config.agent, map_location="cpu")
+        model.load_state_dict(loaded.model.state_dict())
+    ddp_model = model
+    if world > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    if resume is not None:
+        start = saved_step(ckpt_dir)
+        if start != loaded.meta["step"]:
+            raise IcrlBenchError(f"{ckpt_dir}: the weights (step {loaded.meta['step']}) and trainer state (step {start}) disagree; the run cannot be resumed exactly.")
+    # The loader is made before restoring the RNG state: making its iterator draws from the torch RNG.
+    transform = spec.transform(config.model) if spec.transform else None
+    sampler = WindowSampler(ds.dataset_id, root, sampler_config, arrays=spec.arrays, transform=transform, start_step=start)
+    batches = iter(make_loader(sampler, tc.num_workers, pin_memory=dev.type == "cuda"))
+    if resume is not None:
+        load_trainer_state(ckpt_dir, optimizer, dev)
+        if start >= tc.steps:
+            console.print(f"{run_dir} already finished ({start}/{tc.steps} steps).")
+    val = validation_batches(ds.dataset_id, root, val_config, spec.arrays, transform, max_tasks=tc.val_max_tasks,
+                             windows_per_task=tc.val_windows_per_task) if rank == 0 else []
+    autocast = dev.type == "cuda"  # bf16 autocast on GPU; fp32 on CPU
+    metrics_file = open(run_dir / METRICS_FILE, "a") if rank == 0 else None
+
+    def checkpoint(step: int, metrics: dict[str, float]) -> None:
+        """Write weights + trainer state to checkpoint.new/, then swap it in for checkpoint/."""
+        if rank != 0:
+            return
+        new, current, old = run_dir / f"{CHECKPOINT_DIR}.new", run_dir / CHECKPOINT_DIR, run_dir / f"{CHECKPOINT_DIR}.old"
+        shutil.rmtree(new, ignore_errors=True)
+        save_checkpoint(new, config.agent, model, {**asdict(tc), "preset": config.preset}, dataset_info, step, metrics)
+        save_trainer_state(new, step, optimizer, dev)
+        if current.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(current, old)
+        os.replace(new, current)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def emit(record: dict[str, Any]) -> None:
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+
+    step, last = start, {}
+    val_metrics: dict[str, float] = {}
+    end = tc.steps if stop_after is None else min(tc.steps, start + stop_after)
+    t_start = time.perf_counter()
+    t_window, samples_window = t_start, 0
+    progress = Progress(
+        TextColumn(f"[bold]{config.agent}[/] {ds.dataset_id}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, disable=not show_progress or rank != 0,
+    )
+    ddp_model.train()
+    try:
+        with progress:
+            task = progress.add_task("train", total=tc.steps, completed=start, info="")
+            while step < end:
+                batch = _to_device(next(batches), dev)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, tc)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                    loss, metrics = ddp_model(batch)  # the model's forward is its training loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip) if tc.grad_clip > 0 else torch.tensor(0.0)
+                optimizer.step()
+                step += 1
+                samples_window += tc.batch_size * world
+                if step % tc.log_interval == 0 or step == end:
+                    now = time.perf_counter()
+                    last = {k: float(v) for k, v in metrics.items()}
+                    throughput = samples_window / max(now - t_window, 1e-9)
+                    t_window, samples_window = now, 0
+                    emit({"step": step, "lr": lr_at(step - 1, tc), "grad_norm": float(grad_norm), "samples_per_s": throughput,
+                          "elapsed_s": now - t_start, **last})
+                    acc = last.get("acc_action", float("nan"))
+                    progress.update(task, info=f"loss {last['loss']:.3f} acc {acc:.3f} {throughput:,.0f} samples/s")
+                if val and (step % tc.eval_interval == 0 or step == tc.steps):
+                    val_metrics = evaluate(model, val, dev, autocast)
+                    emit({"step": step, **val_metrics})
+                if step % tc.ckpt_interval == 0 or step == end:
+                    checkpoint(step, {**last, **val_metrics})
+                progress.update(task, completed=step)
+    except KeyboardInterrupt:
+        checkpoint(step, {**last, **val_metrics})
+        console.print(f"[yellow]interrupted at step {step}[/]; resume with: icrl-bench train --resume {run_dir}")
+        raise
+    finally:
+        if metrics_file is not None:
+            metrics_file.close()
+    wall = time.perf_counter() - t_start
+    done_steps = step - start
+    return TrainResult(run_dir, step, wall, done_steps * tc.batch_size * world / max(wall, 1e-9), last, val_metrics)
+
+
+def main() -> None:
+    """`python -m icrl_bench.train` / torchrun entry: the same options as `icrl-bench train`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agent")
+    parser.add_argument("--dataset")
+    parser.add_argument("--preset")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="runs")
+    parser.add_argument("--root")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--resume")
+    parser.add_argument("--config")
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args()
+    try:
+        result = train(args.agent, args.dataset, args.preset, args.device, args.out, args.root, args.steps, args.resume, args.config,
+                       threads=args.threads)
+    except IcrlBenchError as err:
+        raise SystemExit(f"error: {err}") from None
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained to step {result.step} in {result.wall_time_s:.0f} s: {result.run_dir}")
+
+
+if __name__ == "__main__":
+    main()

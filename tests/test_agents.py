@@ -1,0 +1,238 @@
+"""AD, DPT and their DICP variants: cached acting equals recomputation, they overfit, checkpoints, sampler."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from icrl_bench.agents.base import Agent, TaskInfo
+from icrl_bench.agents.checkpoint import load_checkpoint, save_checkpoint
+from icrl_bench.agents.models import MODEL_SPECS, build_model, model_config
+from icrl_bench.agents.tokens import Transitions
+from icrl_bench.agents.transformer_agent import TransformerAgent, from_checkpoint
+from icrl_bench.data.sampler import SamplerConfig, WindowSampler, make_loader, validation_batches
+from icrl_bench.errors import IcrlBenchError
+
+AGENTS = sorted(MODEL_SPECS)
+FLAT = [a for a in AGENTS if MODEL_SPECS[a].family != "idt"]  # one sequence per window: AD and DPT
+IDTS = [a for a in AGENTS if MODEL_SPECS[a].family == "idt"]
+SMALL = {"n_transit": 8, "transformer": {"n_layer": 2, "n_head": 2, "n_embd": 32, "n_inner": 64, "dropout": 0.0, "attn_dropout": 0.0}}
+SMALL_IDT = {"n_transit": 20, "low_per_high": 10, "horizon": 20, "target_return": 10.0,
+             "transformer": {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_inner": 64, "dropout": 0.0, "attn_dropout": 0.0}}
+DARKROOM = TaskInfo(env="darkroom", num_actions=5, obs_dim=2, horizon=20, task_params=np.zeros((3, 2)))
+
+
+def small_model(agent: str, **changes):
+    torch.manual_seed(0)
+    base = SMALL_IDT if agent in IDTS else SMALL
+    return build_model(agent, model_config(agent, {**base, **changes}))
+
+
+def sampler_for(agent: str, tiny_root: Path, batch_size: int) -> WindowSampler:
+    model_cfg = model_config(agent, SMALL_IDT if agent in IDTS else SMALL)
+    spec = MODEL_SPECS[agent]
+    transform = spec.transform(model_cfg) if spec.transform else None
+    return WindowSampler("darkroom-tiny-v1", tiny_root, SamplerConfig(window=model_cfg.n_transit, batch_size=batch_size), spec.arrays, transform)
+
+
+def random_transition(rng: np.random.Generator, n: int):
+    obs, next_obs = rng.integers(0, 9, (n, 2)), rng.integers(0, 9, (n, 2))
+    return obs, rng.integers(0, 5, n), rng.integers(0, 2, n), next_obs, np.zeros(n, bool)
+
+
+@pytest.mark.parametrize("agent", FLAT)
+def test_cached_acting_equals_full_recompute(agent: str) -> None:
+    """Logits of the agent's cached acting equal a full forward of the same context, before and after the window slides."""
+    model = small_model(agent)
+    actor = TransformerAgent(agent, model)
+    actor.reset(3, DARKROOM)
+    rng = np.random.default_rng(0)
+    for step in range(12):  # n_transit - 1 = 7 context transitions: slides after step 7
+        obs = rng.integers(0, 9, (3, 2))
+        cached = actor.action_logits(obs)
+        with torch.no_grad():
+            full, _ = model.policy(torch.as_tensor(obs, dtype=torch.float32), actor.context, None)
+        torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
+        actor.observe(*random_transition(rng, 3))
+    assert len(actor.context) == 7
+
+
+@pytest.mark.parametrize("agent", [a for a in FLAT if MODEL_SPECS[a].dynamics])
+def test_dynamics_query_equals_training_forward(agent: str, tiny_root: Path) -> None:
+    """The planner path (policy cache + action-query token) gives the logits the training sequence gives."""
+    model = small_model(agent).eval()
+    sampler = WindowSampler("darkroom-tiny-v1", tiny_root, SamplerConfig(window=8, batch_size=4), MODEL_SPECS[agent].arrays)
+    batch = sampler.batch(0)
+    steps = Transitions.from_batch(batch)
+    context, query = steps.slice(None, 7), steps.slice(7, 8)
+    with torch.no_grad():
+        logits, query_cache = model.policy(query.obs[:, 0].float(), context)
+        reward_logits, state_logits = model.predict_dynamics(query_cache, query.action[:, 0])
+        # the same heads read off one full forward of the training sequence
+        head = model.dynamics
+        if MODEL_SPECS[agent].family == "ad":
+            tokens = [model.embed_context(context), model.query_state_token(query.obs[:, 0])]
+        else:
+            tokens = [model.embed_context.state_only(query.obs[:, 0]), model.embed_context(context)]
+        tokens.append(head.query_action_token(query.action[:, 0]))
+        h, _ = model.transformer(torch.cat(tokens, 1))
+    torch.testing.assert_close(logits, model.pred_action(h[:, -2]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(reward_logits, head.pred_reward(h[:, -1]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(state_logits, head.pred_next_state(h[:, -1]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_overfits_a_tiny_batch(agent: str, tiny_root: Path) -> None:
+    model = small_model(agent)
+    batch = sampler_for(agent, tiny_root, 16 if agent in IDTS else 32).batch(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.99))
+    first = None
+    for _ in range(150 if agent in IDTS else 250):
+        loss, metrics = model(batch)
+        first = first if first is not None else float(loss.detach())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    _, metrics = model(batch)
+    assert float(metrics["loss"]) < 0.2 * first
+    assert float(metrics["acc_action"]) > 0.95
+    if MODEL_SPECS[agent].dynamics:
+        assert float(metrics["acc_next_state"]) > 0.95 and float(metrics["acc_reward"]) > 0.95
+
+
+@pytest.mark.parametrize("agent", ["dicp-ad", "dpt", "dicp-idt"])
+def test_checkpoint_round_trip(agent: str, tmp_path: Path) -> None:
+    model = small_model(agent)
+    save_checkpoint(tmp_path / "ckpt", agent, model, {"lr": 0.1}, {"id": "darkroom-tiny-v1", "content_hash": "x", "env": "darkroom"}, 5)
+    loaded = load_checkpoint(tmp_path / "ckpt", agent=agent)
+    assert loaded.meta["step"] == 5 and loaded.meta["provenance"]["packages"]
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    actor = from_checkpoint(agent, tmp_path / "ckpt", seed=3)
+    assert isinstance(actor, Agent)
+    actor.reset(3, DARKROOM)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        actions = actor.act(rng.integers(0, 9, (3, 2)))
+        assert actions.shape == (3,) and ((0 <= actions) & (actions < 5)).all()
+        actor.observe(*random_transition(rng, 3))
+
+
+def test_bad_checkpoints(tmp_path: Path) -> None:
+    model = small_model("ad")
+    save_checkpoint(tmp_path / "ckpt", "ad", model, {}, {"id": "d", "content_hash": "x", "env": "darkroom"}, 1)
+    with pytest.raises(IcrlBenchError, match="of agent 'ad', not 'dpt'"):
+        from_checkpoint("dpt", tmp_path / "ckpt")
+    with pytest.raises(IcrlBenchError, match="unknown trainable agent 'adx'.*Known: ad, dicp-ad"):
+        from_checkpoint("adx", tmp_path / "ckpt")
+    with pytest.raises(IcrlBenchError, match="no checkpoint"):
+        from_checkpoint("ad", tmp_path / "nowhere")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IcrlBenchError, match="modified or partly copied"):
+        from_checkpoint("ad", tmp_path / "ckpt")
+    actor = TransformerAgent("ad", model, {"dataset": {"env": "darkroom"}})
+    with pytest.raises(IcrlBenchError, match="trained on darkroom"):
+        actor.reset(2, TaskInfo(env="dark-key-to-door", num_actions=5, obs_dim=2, horizon=50, task_params=np.zeros((2, 4))))
+
+
+# ---- IDT -------------------------------------------------------------------------------------------
+
+
+def test_idt_sorts_episodes_and_relabels_return_to_go() -> None:
+    from icrl_bench.agents.idt import SortEpisodes
+
+    rng = np.random.default_rng(0)
+    reward = rng.integers(0, 2, (3, 40)).astype(np.uint8)  # 3 streams, 4 episodes of horizon 10
+    chunk = {"reward": reward, "obs": np.stack([reward, reward], -1), "action": np.arange(40)[None].repeat(3, 0)}
+    out = SortEpisodes(10)(chunk)
+    returns = out["reward"].reshape(3, 4, 10).sum(-1)
+    assert (np.diff(returns, axis=1) >= 0).all()  # ascending by return
+    assert sorted(returns.ravel()) == sorted(reward.reshape(3, 4, 10).sum(-1).ravel())
+    assert (out["obs"][..., 0] == out["reward"]).all()  # every array permuted alike
+    rtg = out["return_to_go"].reshape(3, 4, 10)
+    assert (rtg[:, :, 0] == returns.max(1, keepdims=True)).all()  # each episode starts at the stream's best return
+    assert (rtg[:, :, :-1] - rtg[:, :, 1:] == out["reward"].reshape(3, 4, 10)[:, :, :-1]).all()
+
+
+@pytest.mark.parametrize("agent", IDTS)
+def test_idt_cached_acting_equals_full_recompute(agent: str) -> None:
+    from icrl_bench.agents.idt import IDTAgent
+
+    model = small_model(agent)
+    actor = IDTAgent(agent, model)
+    actor.reset(3, DARKROOM)
+    rng = np.random.default_rng(0)
+    d2g = model.decisions_to_go
+    for step in range(45):  # 4 decisions (and their reviews), the last one half done
+        obs = rng.integers(0, 9, (3, 2))
+        cached = actor.action_logits(obs)
+        with torch.no_grad():
+            full, _ = d2g.transformer(torch.cat(actor.low_tokens, 1))
+        torch.testing.assert_close(cached, d2g.pred_action(full[:, -1]), atol=1e-5, rtol=0)
+        if MODEL_SPECS[agent].dynamics:
+            reward_logits, state_logits = actor.predict_dynamics(torch.tensor([0, 1, 2]))
+            assert reward_logits.shape == (3, 2) and state_logits.shape == (3, 81)
+        actor.observe(*random_transition(rng, 3)[:4], np.full(3, step % 20 == 19))
+    assert len(actor.blocks) == 2  # n_high = 2 blocks of context
+
+
+# ---- the window sampler ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def split_root(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of darkroom-tiny-v1 whose rows 1, 4 and 7 are test tasks (tiny has only train tasks)."""
+    root = tmp_path_factory.mktemp("split-root")
+    shutil.copytree(tiny_root / "datasets", root / "datasets")
+    group = zarr.open_group(str(root / "datasets" / "darkroom-tiny-v1"), mode="r+")
+    split = np.zeros(9, np.uint8)
+    split[[1, 4, 7]] = 1
+    group["split"][:] = split
+    return root
+
+
+def test_sampler_never_yields_a_test_task(split_root: Path) -> None:
+    config = SamplerConfig(window=20, batch_size=64, pool_size=4, refresh_every=1)
+    sampler = WindowSampler("darkroom-tiny-v1", split_root, config)
+    seen = set()
+    for step in range(60):
+        batch = sampler.batch(step)
+        seen |= set(batch["row"].tolist())
+        assert batch["obs"].shape == (64, 20, 2) and batch["action"].shape == (64, 20)
+    assert seen == {0, 2, 3, 5, 6, 8}
+    val = validation_batches("darkroom-tiny-v1", split_root, config)
+    assert set(torch.cat([b["row"] for b in val]).tolist()) == {0, 2, 3, 5, 6, 8}
+    assert sampler.n_train_streams == 3  # the last stream of each task is held out for validation
+
+
+def test_sampler_windows_are_contiguous_history(tiny_root: Path) -> None:
+    """A window is consecutive steps of one stream: next_obs[t] == obs[t+1] except at episode ends."""
+    sampler = WindowSampler("darkroom-tiny-v1", tiny_root, SamplerConfig(window=30, batch_size=16), ("obs", "next_obs", "done"))
+    batch = sampler.batch(3)
+    same = (batch["next_obs"][:, :-1] == batch["obs"][:, 1:]).all(-1)
+    assert bool((same | batch["done"][:, :-1]).all())
+
+
+def test_sampler_is_a_function_of_the_step_even_in_workers(tiny_root: Path) -> None:
+    config = SamplerConfig(window=8, batch_size=8, pool_size=3, refresh_every=2)
+    sampler = WindowSampler("darkroom-tiny-v1", tiny_root, config, start_step=5)
+    loader = iter(make_loader(sampler, num_workers=2))
+    for step in range(5, 11):
+        expected, got = WindowSampler("darkroom-tiny-v1", tiny_root, config).batch(step), next(loader)
+        assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_sampler_refuses_unfit_datasets(tiny_root: Path) -> None:
+    with pytest.raises(IcrlBenchError, match="fewer than the window"):
+        WindowSampler("darkroom-tiny-v1", tiny_root, SamplerConfig(window=500, batch_size=2))
+    with pytest.raises(IcrlBenchError, match="build it with `icrl-bench build-dataset darkroom --preset small`"):
+        WindowSampler("darkroom-small-v1", tiny_root, SamplerConfig(window=5, batch_size=2))

@@ -1,0 +1,156 @@
+"""The trainer: runs, checkpoints, exact resume, configs, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from icrl_bench.agents.models import MODEL_SPECS
+from icrl_bench.errors import IcrlBenchError
+from icrl_bench.train import BASELINES_DIR, load_run_config, lr_at, TrainConfig, train
+
+ENVS = ("darkroom", "darkroom-permuted", "dark-key-to-door")
+
+
+def tiny_config(tmp_path: Path, agent: str = "dicp-ad", env: str = "darkroom", **train_changes) -> Path:
+    """A run config with a very small network so that a run takes seconds."""
+    model = {"n_transit": 20, "low_per_high": 10} if "idt" in agent else {"n_transit": 8}
+    config = {
+        "agent": agent,
+        "env": env,
+        "model": {**model, "transformer": {"n_layer": 1, "n_head": 2, "n_embd": 16, "n_inner": 32, "dropout": 0.1, "attn_dropout": 0.1}},
+        "train": {"lr": 3e-3, "batch_size": 16, "steps": 8, "log_interval": 2, "eval_interval": 4, "ckpt_interval": 2,
+                  "val_max_tasks": 3, "val_windows_per_task": 2, **train_changes},
+    }
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / f"{agent}-{env}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run(tmp_path: Path, tiny_root: Path, agent: str = "dicp-ad", **kwargs):
+    if "config_path" not in kwargs:
+        kwargs["config_path"] = tiny_config(tmp_path, agent)
+    return train(agent, "darkroom-tiny-v1", device="cpu", out=tmp_path / "runs", root=tiny_root, show_progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("agent", sorted(MODEL_SPECS))
+def test_every_baseline_config_loads(agent: str) -> None:
+    for env in ENVS:
+        for preset in (None, "cpu"):
+            config = load_run_config(agent, env, preset)
+            assert config.model.dynamics == agent.startswith("dicp-")
+            assert config.train.betas == (0.9, 0.99) and config.train.weight_decay == 0.01 and config.train.grad_clip == 1.0
+        assert load_run_config(agent, env).model.n_transit == (80 if env == "darkroom" else 200)
+
+
+def test_cosine_schedule() -> None:
+    config = TrainConfig(lr=0.01, steps=100, warmup_steps=10)
+    assert lr_at(0, config) == 0 and lr_at(10, config) == pytest.approx(0.01) and lr_at(100, config) == pytest.approx(0.0)
+    assert lr_at(55, config) == pytest.approx(0.005)
+
+
+def test_a_run_writes_checkpoint_metrics_and_provenance(tmp_path: Path, tiny_root: Path) -> None:
+    result = run(tmp_path, tiny_root)
+    assert {p.name for p in result.run_dir.iterdir()} == {"run.json", "metrics.jsonl", "checkpoint"}
+    files = {p.name for p in (result.run_dir / "checkpoint").iterdir()}
+    assert files == {"model.safetensors", "checkpoint.json", "trainer_state.safetensors", "trainer_state.json"}
+    meta = json.loads((result.run_dir / "checkpoint" / "checkpoint.json").read_text())
+    assert meta["agent"] == "dicp-ad" and meta["step"] == 8 and meta["dataset"]["id"] == "darkroom-tiny-v1"
+    assert len(meta["dataset"]["content_hash"]) == 64 and "code_commit" in meta["provenance"]
+    assert meta["model_config"]["dynamics"] is True and meta["train_config"]["lr"] == 3e-3
+    lines = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == [2, 4, 6, 8]
+    assert {"samples_per_s", "acc_action", "acc_next_state", "lr"} <= set(lines[0])
+    assert any("val_acc_action" in r for r in lines) and "val_acc_reward" in result.val_metrics
+
+
+def test_idt_takes_horizon_and_target_return_from_the_dataset(tmp_path: Path, tiny_root: Path) -> None:
+    result = run(tmp_path, tiny_root, "idt")
+    meta = json.loads((result.run_dir / "checkpoint" / "checkpoint.json").read_text())
+    assert meta["model_config"]["horizon"] == 20 and meta["model_config"]["target_return"] > 0
+    from icrl_bench.agents.transformer_agent import from_checkpoint
+
+    assert type(from_checkpoint("idt", result.run_dir)).__name__ == "IDTAgent"
+
+
+@pytest.mark.parametrize("agent", ["dicp-ad", "dicp-idt"])
+def test_resume_gives_the_weights_of_an_uninterrupted_run(agent: str, tmp_path: Path, tiny_root: Path) -> None:
+    """Dropout and IDT's sampled decisions draw from the RNG: its state is restored too."""
+    straight = run(tmp_path / "a", tiny_root, agent)
+    first = run(tmp_path / "b", tiny_root, agent, stop_after=3)  # interrupted after 3 steps (checkpoint there)
+    assert first.step == 3
+    resumed = train(resume=first.run_dir, device="cpu", show_progress=False)
+    assert resumed.step == 8 and resumed.run_dir == first.run_dir
+    a = load_file(str(straight.run_dir / "checkpoint" / "model.safetensors"))
+    b = load_file(str(resumed.run_dir / "checkpoint" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sa = load_file(str(straight.run_dir / "checkpoint" / "trainer_state.safetensors"))
+    sb = load_file(str(resumed.run_dir / "checkpoint" / "trainer_state.safetensors"))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path, tiny_root: Path) -> None:
+    with pytest.raises(IcrlBenchError, match="unknown trainable agent 'dicp-add'.*Did you mean 'dicp-ad'.*Known: ad, dicp-ad, dicp-dpt, dicp-idt, dpt, idt"):
+        train("dicp-add", "darkroom-tiny-v1", root=tiny_root, show_progress=False)
+    with pytest.raises(IcrlBenchError, match="not built.*icrl-bench build-dataset darkroom --preset small"):
+        train("ad", "darkroom-small-v1", root=tiny_root, show_progress=False)
+    with pytest.raises(IcrlBenchError, match="config for env 'dark-key-to-door' but the dataset is 'darkroom'"):
+        run(tmp_path, tiny_root, "ad", config_path=tiny_config(tmp_path, "ad", "dark-key-to-door"))
+    if not torch.cuda.is_available():
+        with pytest.raises(IcrlBenchError, match="no CUDA device"):
+            train("ad", "darkroom-tiny-v1", device="cuda", root=tiny_root, show_progress=False)
+    with pytest.raises(IcrlBenchError, match="lr must be > 0"):
+        run(tmp_path, tiny_root, config_path=tiny_config(tmp_path, lr=-1.0))
+    with pytest.raises(IcrlBenchError, match="unknown train key.*batchsize"):
+        run(tmp_path, tiny_root, config_path=tiny_config(tmp_path, batchsize=4))
+    with pytest.raises(IcrlBenchError, match="no preset 'gpu'"):
+        train("ad", "darkroom-tiny-v1", preset="gpu", root=tiny_root, show_progress=False)
+    with pytest.raises(IcrlBenchError, match="not a training run directory"):
+        train(resume=tmp_path, show_progress=False)
+
+
+def test_cli_train(tmp_path: Path, tiny_root: Path) -> None:
+    from icrl_bench.cli import app
+
+    config = tiny_config(tmp_path, "dpt", steps=4)
+    result = CliRunner().invoke(app, ["train", "--agent", "dpt", "--dataset", "darkroom-tiny-v1", "--config", str(config), "--device", "cpu",
+                                      "--root", str(tiny_root), "--out", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "trained to step 4" in result.output
+    result = CliRunner().invoke(app, ["train", "--agent", "dpt", "--dataset", "nope-v1", "--root", str(tiny_root)])
+    assert result.exit_code != 0
+
+
+def test_baselines_directory_has_every_agent() -> None:
+    for env in ENVS:
+        assert {p.stem for p in (BASELINES_DIR / env).glob("*.yaml")} >= set(MODEL_SPECS)
+
+
+def test_ctrl_c_saves_a_checkpoint_to_resume_from(tmp_path: Path, tiny_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from icrl_bench.data.sampler import WindowSampler
+
+    straight = run(tmp_path / "a", tiny_root)
+    original = WindowSampler.batch
+
+    def interrupted(self, step):
+        if step == 5:
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    monkeypatch.setattr(WindowSampler, "batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", tiny_root)
+    run_dir = next((tmp_path / "b" / "runs").iterdir())
+    assert json.loads((run_dir / "checkpoint" / "checkpoint.json").read_text())["step"] == 5
+    monkeypatch.setattr(WindowSampler, "batch", original)
+    resumed = train(resume=run_dir, device="cpu", show_progress=False)
+    a = load_file(str(straight.run_dir / "checkpoint" / "model.safetensors"))
+    b = load_file(str(resumed.run_dir / "checkpoint" / "model.safetensors"))
+    assert resumed.step == 8 and all(torch.equal(a[k], b[k]) for k in a)
