@@ -263,6 +263,153 @@ def _print_catalog(root: Optional[Path]) -> None:
         table.add_row(row["dataset_id"], row["repo"], row["revision"], row["content_hash"][:12], row["local"])
     console.print(table)
 
+# --- benchmark: evaluate, agents, leaderboard (icrl_bench.harness / .leaderboard) -------------
+
+agents_app = typer.Typer(help="The agents the benchmark knows.", no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
+leaderboard_app = typer.Typer(help="Submit, show, render and verify leaderboard entries.", no_args_is_help=True)
+app.add_typer(leaderboard_app, name="leaderboard")
+LeaderboardDirOption = Annotated[Optional[Path], typer.Option("--dir", help="Leaderboard directory (default: the repository's leaderboard/).")]
+
+
+@app.command("train")
+def train_cmd(
+    agent: Annotated[Optional[str], typer.Option(help="Agent to train: ad, dicp-ad, dpt, dicp-dpt.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset id, e.g. darkroom-small-v1.")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Named preset of the config (e.g. cpu); default: the paper's settings.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory exactly.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Total steps (overrides the config; the schedule follows).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Config YAML (default: baselines/<env>/<agent>.yaml).")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for run directories.")] = Path("runs"),
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: torch's; 1 is faster on a busy CPU).")] = None,
+    root: RootOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train an in-context agent on a learning-history dataset (checkpoints, metrics, resumable)."""
+    from icrl_bench.train import train
+
+    result = train(agent, dataset, preset, device, out, root, steps, resume, config, show_progress=not quiet, console=err_console,
+                   threads=threads)
+    val = ", ".join(f"{k} {v:.3f}" for k, v in result.val_metrics.items() if k.startswith("val_acc"))
+    console.print(
+        f"[green]trained[/] to step {result.step} in {result.wall_time_s:.0f} s ({result.samples_per_s:,.0f} samples/s)"
+        f"{'; ' + val if val else ''}. Run: {result.run_dir}"
+    )
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    agent: Annotated[str, typer.Option(help="Agent: a name from `icrl-bench agents list`, or package.module:Class.")],
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Trained agent checkpoint (default: the shipped one, if any).")] = None,
+    env: Annotated[str, typer.Option(help="Environment or protocol (darkroom, darkroom-permuted, dark-key-to-door, or e.g. darkroom/v1).")] = "darkroom",
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds (default: the protocol's 0,1,2,3,4).")] = None,
+    episodes: Annotated[Optional[int], typer.Option(help="In-context episodes (default: the protocol's 50).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Agent setting KEY=VALUE (JSON value), repeatable.")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for the results JSON and plot.")] = Path("results"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run an agent under the standard protocol: results JSON, learning-curve plot, summary table."""
+    from rich.progress import Progress
+
+    from icrl_bench.harness import evaluate, save_results
+    from icrl_bench.reporting import results_table
+
+    seed_list = _parse_seeds(seeds)
+    settings = _parse_settings(set_ or [])
+    with Progress(console=err_console, disable=quiet, transient=True) as bar:
+        task = bar.add_task(f"evaluating {agent} on {env}", total=None)
+        results = evaluate(agent, checkpoint, env, seed_list, episodes, settings, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    json_path, png_path = save_results(results, out)
+    console.print(results_table(results))
+    console.print(f"[green]wrote[/] {json_path} and {png_path}")
+    if not results["standard"]:
+        console.print("[yellow]non-standard seeds or episodes: this run cannot be submitted to the leaderboard.[/]")
+
+
+@agents_app.command("list")
+def agents_list() -> None:
+    """Built-in agents and installed plugins."""
+    from icrl_bench.agents.registry import list_agents
+
+    table = Table(title="Agents (`icrl-bench evaluate --agent NAME`; or any package.module:Class)")
+    for column in ("name", "needs checkpoint", "origin", "description"):
+        table.add_column(column)
+    for info in list_agents():
+        table.add_row(info.name, "yes" if info.needs_checkpoint else "no", info.origin, info.description)
+    console.print(table)
+
+
+@leaderboard_app.command("submit")
+def leaderboard_submit(results: Annotated[Path, typer.Argument(help="Results JSON written by `icrl-bench evaluate`.")], dir: LeaderboardDirOption = None) -> None:
+    """Validate a results file and add it to the leaderboard."""
+    from icrl_bench.leaderboard import submit
+
+    path = submit(results, dir)
+    console.print(f"[green]accepted[/] {results} as {path}; run `icrl-bench leaderboard render` to update the page.")
+
+
+@leaderboard_app.command("show")
+def leaderboard_show(
+    env: Annotated[Optional[str], typer.Option(help="Only this environment or protocol.")] = None, dir: LeaderboardDirOption = None
+) -> None:
+    """Print the ranking per protocol."""
+    from icrl_bench.leaderboard import ranking
+    from icrl_bench.reporting import leaderboard_table
+
+    groups = ranking(env, dir)
+    if not groups:
+        console.print("No leaderboard entries" + (f" for {env}" if env else "") + ". Add one: icrl-bench leaderboard submit results/NAME-ENV.json")
+    for name, entries in groups.items():
+        console.print(leaderboard_table(entries, f"{name} (mean [95% CI] over seeds)"))
+
+
+@leaderboard_app.command("render")
+def leaderboard_render(dir: LeaderboardDirOption = None) -> None:
+    """Write leaderboard/README.md, index.html and the learning-curve plots."""
+    from icrl_bench.leaderboard import render
+
+    rendered = render(dir)
+    console.print(f"[green]wrote[/] {rendered.readme}, {rendered.html} and {len(rendered.plots)} plot(s).")
+
+
+@leaderboard_app.command("verify")
+def leaderboard_verify(entry: Annotated[Path, typer.Argument(help="An entry JSON under leaderboard/entries/.")]) -> None:
+    """Re-run an entry's evaluation from its agent and checkpoint, and compare."""
+    from icrl_bench.leaderboard import verify
+
+    result = verify(entry)
+    if result.identical:
+        console.print(f"[green]verified[/] {entry}: the re-run reproduced every episode return (final return {result.rerun_final:.3f}).")
+    elif result.within_ci:
+        console.print(f"[yellow]consistent[/] {entry}: not bit-identical (max diff {result.max_abs_diff:.3g}), final return {result.rerun_final:.3f} within the entry's 95% CI.")
+    else:
+        raise IcrlBenchError(f"{entry} did not reproduce: final return {result.rerun_final:.3f} vs claimed {result.claimed_final:.3f} (outside its 95% CI).")
+
+
+def _parse_seeds(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise IcrlBenchError(f"--seeds must be comma-separated integers such as 0,1,2,3,4; got {text!r}.") from None
+
+
+def _parse_settings(pairs: list[str]) -> dict:
+    import json
+
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise IcrlBenchError(f"--set takes KEY=VALUE, got {pair!r}.")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
 
 def _size(n_bytes: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):

@@ -13,17 +13,6 @@ from icrl_bench.envs.darkroom import DarkroomEnv, DarkroomPermutedEnv
 from icrl_bench.envs.families import FAMILIES, GridWorldFamily, TaskSplit, get_family, paper_split
 from icrl_bench.envs.key_to_door import DarkKeyToDoorEnv
 
-_ENTRY_POINTS = {
-    "icrl_bench/Darkroom-v0": "icrl_bench.envs.darkroom:DarkroomEnv",
-    "icrl_bench/DarkroomPermuted-v0": "icrl_bench.envs.darkroom:DarkroomPermutedEnv",
-    "icrl_bench/DarkKeyToDoor-v0": "icrl_bench.envs.key_to_door:DarkKeyToDoorEnv",
-}
-for _env_id, _entry_point in _ENTRY_POINTS.items():
-    if _env_id not in gym.registry:
-        # No TimeLimit wrapper: each env ends its episodes at its own horizon, as in the paper.
-        gym.register(_env_id, entry_point=_entry_point, disable_env_checker=False)
-
-
 def make_env(name: str, task: int) -> gym.Env:
     """The Gymnasium env of task `task` (canonical index) of grid world `name`."""
     return get_family(name).make_env(task)

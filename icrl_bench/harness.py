@@ -1,0 +1,298 @@
+"""The evaluation harness: one agent, one protocol, every test task x seed in one batched loop.
+
+    >>> from icrl_bench.harness import evaluate
+    >>> results = evaluate("oracle", env="darkroom")          # results JSON as a dict
+    >>> results["summary"]["normalized_score"]["mean"]
+    100.0
+
+The harness knows agents only through the Agent protocol (reset / act / observe) and envs only
+through the batched grid world; it never imports the trainer. Rows of the batch are ordered
+[seed, task]: row `s * n_tasks + t` is test task `t` in seed replica `s`. All episodes share
+the horizon, so they end together and the episode returns fall out as a [seed, task, episode]
+array, the raw material of every metric (`icrl_bench.metrics`).
+
+What an agent may expose besides the protocol, all optional attributes read once per run:
+`env` (the env its checkpoint was trained on; a mismatch is refused), `checkpoint_hash`,
+`dataset_id`, `dataset_hash` (recorded in the results; the leaderboard checks the dataset hash),
+and `forward_passes` (an int counter of model forward passes; reported per action).
+
+Randomness: one integer is derived from the seed list; the harness seeds torch's global RNG
+with it (inside `torch.random.fork_rng`, so the caller's state is left alone) and hands it to
+the agent's optional `set_seed(seed)` before `reset`, for agents that keep their own generator.
+So the same agent, checkpoint and seed list give the same curves again, and another seed list
+gives other draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from icrl_bench import metrics
+from icrl_bench.agents.base import Agent, TaskInfo
+from icrl_bench.envs import get_family
+from icrl_bench.envs.grid import N_ACTIONS
+from icrl_bench.errors import IcrlBenchError
+from icrl_bench.protocols import EvalProtocol, get_protocol
+from icrl_bench.provenance import provenance
+from icrl_bench.reporting import atomic_path, dumps_results, write_atomic
+
+RESULTS_SCHEMA_VERSION = 1
+ProgressFn = Callable[[int, int], None]
+"""Called with (episodes done, episodes in all) after every episode."""
+
+
+@dataclass
+class Rollout:
+    """What one run of the protocol produced, before any summarizing."""
+
+    returns: np.ndarray  # [seed, task, episode] float64
+    success: np.ndarray | None  # [seed, task, episode] bool, for envs with success
+    steps: int  # batched steps (decisions for all envs at once)
+    num_envs: int
+    act_seconds: float
+    observe_seconds: float
+    env_seconds: float
+    total_seconds: float
+    forward_passes: int | None  # the agent's own count, if it keeps one
+
+
+def run_protocol(
+    agent: Agent,
+    protocol: EvalProtocol,
+    seeds: list[int] | None = None,
+    n_episodes: int | None = None,
+    progress: ProgressFn | None = None,
+) -> Rollout:
+    """Run `agent` from an empty context on every test task x seed for `n_episodes` episodes."""
+    seeds = list(protocol.seeds if seeds is None else seeds)
+    n_episodes = protocol.n_episodes if n_episodes is None else n_episodes
+    if not seeds or n_episodes <= 0:
+        raise IcrlBenchError(f"need at least one seed and one episode; got seeds {seeds} and {n_episodes} episodes.")
+    family = get_family(protocol.env)
+    params = protocol.test_task_params()
+    n_tasks = len(params)
+    rows = np.tile(params, (len(seeds), 1))  # [seed * task, k], row s * n_tasks + t
+    num_envs = len(rows)
+    env = family.batched(rows)
+    info = TaskInfo(env=protocol.env, num_actions=N_ACTIONS, obs_dim=2, horizon=family.horizon, task_params=rows)
+
+    returns = np.zeros((n_episodes, num_envs))
+    success = np.zeros((n_episodes, num_envs), dtype=bool) if protocol.has_success else None
+    max_return = family.max_return(rows)
+    timers = {"act": 0.0, "observe": 0.0, "env": 0.0}
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        key = _seed_key(seeds)
+        torch.manual_seed(key)
+        if callable(getattr(agent, "set_seed", None)):
+            agent.set_seed(key)
+        agent.reset(num_envs, info)
+        passes_before = getattr(agent, "forward_passes", None)
+        obs = env.reset().numpy()
+        episode_return = np.zeros(num_envs)
+        episode = 0
+        steps = 0
+        while episode < n_episodes:
+            t0 = time.perf_counter()
+            action = np.asarray(agent.act(obs)).reshape(-1)
+            t1 = time.perf_counter()
+            if action.shape != (num_envs,) or not np.issubdtype(action.dtype, np.integer) or ((action < 0) | (action >= N_ACTIONS)).any():
+                raise IcrlBenchError(f"the agent's act() must return {num_envs} integer actions in [0, {N_ACTIONS}); got {action.dtype} {action.shape}.")
+            step = env.step(torch.as_tensor(action))
+            reward, done = step.reward.numpy(), step.done.numpy()
+            next_obs, following = step.next_obs.numpy(), step.obs.numpy()
+            t2 = time.perf_counter()
+            agent.observe(obs, action, reward, next_obs, done)
+            t3 = time.perf_counter()
+            timers["act"] += t1 - t0
+            timers["env"] += t2 - t1
+            timers["observe"] += t3 - t2
+            steps += 1
+            episode_return += reward
+            if done.all():
+                returns[episode] = episode_return
+                if success is not None:
+                    success[episode] = episode_return >= max_return  # the door was reached
+                episode_return = np.zeros(num_envs)
+                episode += 1
+                if progress is not None:
+                    progress(episode, n_episodes)
+            obs = following
+        passes_after = getattr(agent, "forward_passes", None)
+    forward_passes = None
+    if isinstance(passes_before, int) and isinstance(passes_after, int):
+        forward_passes = passes_after - passes_before
+    shape = (len(seeds), n_tasks, n_episodes)
+    return Rollout(
+        returns=returns.T.reshape(shape),
+        success=None if success is None else success.T.reshape(shape),
+        steps=steps,
+        num_envs=num_envs,
+        act_seconds=timers["act"],
+        observe_seconds=timers["observe"],
+        env_seconds=timers["env"],
+        total_seconds=time.perf_counter() - start,
+        forward_passes=forward_passes,
+    )
+
+
+def evaluate(
+    agent: str,
+    checkpoint: str | os.PathLike | None = None,
+    env: str = "darkroom",
+    seeds: list[int] | None = None,
+    n_episodes: int | None = None,
+    agent_settings: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> dict:
+    """Make agent `agent` (by registry name or `module:Class`), run the protocol, return results.
+
+    Args:
+        env: an env name (its current protocol) or a protocol name such as `darkroom/v1`.
+        seeds, n_episodes: the protocol's unless given (a non-standard run cannot be submitted).
+        agent_settings: keyword settings for the agent's constructor.
+    """
+    from icrl_bench.agents.registry import make_agent
+
+    protocol = get_protocol(env)
+    settings = dict(agent_settings or {})
+    instance = make_agent(agent, checkpoint, env=protocol.env, **settings)
+    return evaluate_agent(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, progress)
+
+
+def evaluate_agent(
+    agent: Agent,
+    protocol: EvalProtocol,
+    name: str,
+    checkpoint: str | os.PathLike | None = None,
+    seeds: list[int] | None = None,
+    n_episodes: int | None = None,
+    settings: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> dict:
+    """Run an already-made agent under `protocol` and build its results document."""
+    record = agent_record(agent)
+    trained_on = record["env"]
+    if trained_on is not None and trained_on != protocol.env:
+        raise IcrlBenchError(
+            f"agent {name!r} was trained on {trained_on} but is evaluated on {protocol.env}; use --env {trained_on} or a {protocol.env} checkpoint."
+        )
+    seeds = list(protocol.seeds if seeds is None else seeds)
+    if len(set(seeds)) != len(seeds):
+        raise IcrlBenchError(f"seeds must be distinct, got {seeds}.")
+    n_episodes = protocol.n_episodes if n_episodes is None else n_episodes
+    rollout = run_protocol(agent, protocol, seeds, n_episodes, progress)
+    params = protocol.test_task_params()
+    summary = metrics.summarize(
+        rollout.returns, protocol.random_return, protocol.oracle_return, rollout.success, protocol.final_window
+    )
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "protocol": protocol.describe(),
+        "env": protocol.env,
+        "agent": {
+            "name": name,
+            "checkpoint": None if checkpoint is None else str(checkpoint),
+            "checkpoint_hash": record["checkpoint_hash"],
+            "dataset_id": record["dataset_id"],
+            "dataset_hash": record["dataset_hash"],
+            "settings": dict(settings or {}),
+        },
+        "standard": seeds == list(protocol.seeds) and n_episodes == protocol.n_episodes,
+        "test_tasks": {"indices": [int(i) for i in protocol.test_tasks()], "params": params.tolist()},
+        "seeds": seeds,
+        "n_episodes": n_episodes,
+        "curves": {
+            # Grid-world returns are whole numbers: stored as integers (half the size).
+            "return": rollout.returns.astype(int).tolist() if (rollout.returns % 1 == 0).all() else rollout.returns.tolist(),
+            "success": None if rollout.success is None else rollout.success.astype(int).tolist(),
+        },
+        "summary": summary,
+        "cost": {
+            "num_envs": rollout.num_envs,
+            "steps": rollout.steps,
+            "act_s_per_step": rollout.act_seconds / rollout.steps,
+            "act_s_per_action": rollout.act_seconds / (rollout.steps * rollout.num_envs),
+            "observe_s_per_step": rollout.observe_seconds / rollout.steps,
+            "env_s_per_step": rollout.env_seconds / rollout.steps,
+            "total_s": rollout.total_seconds,
+            "forward_passes_per_action": None if rollout.forward_passes is None else rollout.forward_passes / rollout.steps,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "command": reproduce_command(name, checkpoint, protocol, seeds, n_episodes, settings or {}),
+        "provenance": provenance(),
+    }
+
+
+def reproduce_command(name: str, checkpoint, protocol: EvalProtocol, seeds: list[int], n_episodes: int, settings: dict) -> str:
+    """The CLI command that re-runs an evaluation."""
+    parts = ["icrl-bench evaluate", f"--agent {name}", f"--env {protocol.env}"]
+    if checkpoint is not None:
+        parts.append(f"--checkpoint {checkpoint}")
+    if seeds != list(protocol.seeds):
+        parts.append("--seeds " + ",".join(map(str, seeds)))
+    if n_episodes != protocol.n_episodes:
+        parts.append(f"--episodes {n_episodes}")
+    parts += [f"--set {k}={json.dumps(v)}" for k, v in sorted(settings.items())]
+    return " ".join(parts)
+
+
+def results_stem(results: dict) -> str:
+    """File name stem of a results document: `<agent>-<env>` (plus a tag for non-standard runs)."""
+    agent = results["agent"]["name"].replace(":", "-").replace(".", "-").replace("/", "-")
+    stem = f"{agent}-{results['env']}"
+    if not results.get("standard", True):
+        stem += f"-s{len(results['seeds'])}-e{results['n_episodes']}"
+    return stem
+
+
+def save_results(results: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write `<stem>.json` and its learning-curve plot `<stem>.png` atomically into `out_dir`."""
+    from icrl_bench.reporting import plot_learning_curves  # matplotlib only when plotting
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = results_stem(results)
+    json_path, png_path = out / f"{stem}.json", out / f"{stem}.png"
+    write_atomic(json_path, dumps_results(results).encode())
+    with atomic_path(png_path) as tmp:
+        plot_learning_curves([results], tmp)
+    return json_path, png_path
+
+
+def agent_record(agent: Agent) -> dict[str, str | None]:
+    """The env, checkpoint hash and dataset an agent was made from, as far as it says.
+
+    Explicit attributes win; otherwise a checkpoint-backed agent's `meta` (the checkpoint JSON:
+    `weights_sha256`, `dataset.{id, content_hash, env}`) is read.
+    """
+    meta = getattr(agent, "meta", None)
+    meta = meta if isinstance(meta, dict) else {}
+    dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    fallback = {
+        "env": dataset.get("env"),
+        "checkpoint_hash": meta.get("weights_sha256"),
+        "dataset_id": dataset.get("id"),
+        "dataset_hash": dataset.get("content_hash"),
+    }
+    record = {}
+    for key, default in fallback.items():
+        value = getattr(agent, key, None)
+        value = default if value is None else value
+        record[key] = None if value is None else str(value)
+    return record
+
+
+def _seed_key(seeds: list[int]) -> int:
+    """One seed for a whole run, determined by the seed list (31 bits: numpy and SB3 take < 2**32)."""
+    return int.from_bytes(hashlib.sha256(json.dumps(list(map(int, seeds))).encode()).digest()[:4], "little") & 0x7FFFFFFF

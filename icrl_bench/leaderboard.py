@@ -1,0 +1,408 @@
+"""The leaderboard: validated entries under `leaderboard/entries/`, rankings, a rendered page.
+
+An entry is a results JSON of `icrl-bench evaluate`, accepted only if it is well formed, was
+made under a current protocol version with its standard seeds, episodes and test tasks, names
+a known dataset (if any), carries summary numbers that recompute exactly from its raw curves,
+and is not already there. Submission writes atomically (temporary file, then a hard link that
+fails if the name exists), so a rejected or interrupted entry never lands.
+
+This module never imports torch: validating, ranking and rendering need only the pinned protocol
+facts, numpy and matplotlib. Only `verify`, which re-runs an evaluation, loads the harness.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from icrl_bench import metrics
+from icrl_bench.errors import IcrlBenchError
+from icrl_bench.paths import REPO_ROOT, data_root
+from icrl_bench.protocols import PROTOCOLS, EvalProtocol, get_protocol, task_params_sha256
+from icrl_bench.reporting import FILE_MODE, agent_label, atomic_path, dumps_results, leaderboard_cells, plot_learning_curves, write_atomic
+
+DEFAULT_DIR = REPO_ROOT / "leaderboard"
+CATALOG_ENV_VAR = "ICRL_BENCH_CATALOG"  # the same variable `icrl-bench datasets download` reads
+DEFAULT_CATALOG = REPO_ROOT / "datasets" / "catalog.yaml"
+
+
+# --- schema ------------------------------------------------------------------------------------
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EstimateModel(_Closed):
+    mean: float
+    ci_low: float
+    ci_high: float
+    iqm: float
+    per_seed: list[float]
+
+
+class SummaryModel(_Closed):
+    final_return: EstimateModel
+    normalized_score: EstimateModel
+    auc: EstimateModel
+    episodes_to_90: EstimateModel
+    return_curve: list[float]
+    success_rate: EstimateModel | None = None
+
+
+class AgentModel(_Closed):
+    name: str = Field(min_length=1)
+    label: str | None = None
+    checkpoint: str | None = None
+    checkpoint_hash: str | None = None
+    dataset_id: str | None = None
+    dataset_hash: str | None = None
+    settings: dict[str, Any] = {}
+
+
+class ProtocolModel(_Open):
+    name: str
+    env: str
+    version: int
+    references: dict[str, float]
+
+
+class TestTasksModel(_Closed):
+    indices: list[int]
+    params: list[list[int]]
+
+
+class CurvesModel(_Closed):
+    returns: list[list[list[float]]] = Field(alias="return")
+    success: list[list[list[int]]] | None = None
+
+
+class ProvenanceModel(_Open):
+    created_at: str
+    packages: dict[str, str]
+    code_commit: str | None
+    machine: dict[str, str]
+
+
+class EntryModel(_Closed):
+    """A results document of `icrl-bench evaluate` (schema version 1)."""
+
+    schema_version: Literal[1]
+    protocol: ProtocolModel
+    env: str
+    agent: AgentModel
+    standard: bool
+    test_tasks: TestTasksModel
+    seeds: list[int]
+    n_episodes: int = Field(gt=0)
+    curves: CurvesModel
+    summary: SummaryModel
+    cost: dict[str, Any]
+    command: str
+    provenance: ProvenanceModel
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def load_entry(path: str | os.PathLike) -> dict:
+    """Read a results/entry JSON file, or fail in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise IcrlBenchError(f"no results file at {path}; make one with `icrl-bench evaluate --agent NAME`.")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise IcrlBenchError(f"{path} is not valid JSON ({err}); submit the file `icrl-bench evaluate` wrote.") from None
+    if not isinstance(data, dict):
+        raise IcrlBenchError(f"{path} is not a results document (a JSON object), got {type(data).__name__}.")
+    return data
+
+
+def validate(data: dict, where: str = "entry") -> tuple[EntryModel, EvalProtocol]:
+    """Every check of an entry except duplicates; returns the parsed entry and its protocol."""
+    try:
+        entry = EntryModel.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        location = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise IcrlBenchError(
+            f"{where} does not match the results schema: {location}: {first['msg']} ({err.error_count()} problem(s) in all)."
+        ) from None
+    protocol = get_protocol(entry.protocol.name)  # unknown / old / retired versions fail here
+    if entry.env != protocol.env or entry.protocol.env != protocol.env:
+        raise IcrlBenchError(f"{where}: env {entry.env!r} does not match its protocol {protocol.name}.")
+    if entry.seeds != list(protocol.seeds) or entry.n_episodes != protocol.n_episodes:
+        raise IcrlBenchError(
+            f"{where} is a non-standard run ({len(entry.seeds)} seeds {entry.seeds}, {entry.n_episodes} episodes); "
+            f"{protocol.name} entries use seeds {','.join(map(str, protocol.seeds))} and {protocol.n_episodes} episodes: "
+            "re-run without --seeds/--episodes."
+        )
+    if task_params_sha256(entry.test_tasks.params) != protocol.test_tasks_sha256:
+        raise IcrlBenchError(f"{where}: its test tasks are not those of {protocol.name}.")
+    claimed_refs = entry.protocol.references
+    if not (np.isclose(claimed_refs.get("random", np.nan), protocol.random_return) and np.isclose(claimed_refs.get("oracle", np.nan), protocol.oracle_return)):
+        raise IcrlBenchError(f"{where}: its reference returns {claimed_refs} are not those of {protocol.name}.")
+    returns = np.asarray(entry.curves.returns, dtype=np.float64)
+    shape = (len(protocol.seeds), protocol.n_test_tasks, protocol.n_episodes)
+    if returns.shape != shape:
+        raise IcrlBenchError(f"{where}: return curves have shape {returns.shape}, expected [seed, task, episode] = {shape}.")
+    if not np.isfinite(returns).all() or (returns < 0).any():
+        raise IcrlBenchError(f"{where}: return curves hold negative or non-finite values.")
+    if (metrics.return_curve(returns) > protocol.oracle_return + 1e-9).any():
+        raise IcrlBenchError(f"{where}: its mean return exceeds the optimal policy's ({protocol.oracle_return}); the curves are wrong.")
+    success = None
+    if protocol.has_success:
+        if entry.curves.success is None:
+            raise IcrlBenchError(f"{where}: {protocol.name} records success per episode, but curves.success is missing.")
+        success = np.asarray(entry.curves.success)
+        if success.shape != shape or not np.isin(success, (0, 1)).all():
+            raise IcrlBenchError(f"{where}: curves.success must be 0/1 of shape {shape}.")
+    if entry.agent.dataset_hash is not None:
+        known = known_dataset_hashes()
+        if entry.agent.dataset_hash not in known:
+            raise IcrlBenchError(
+                f"{where}: dataset hash {entry.agent.dataset_hash[:12]} ({entry.agent.dataset_id}) is not a known dataset "
+                f"(not built under {data_root() / 'datasets'} nor listed in the dataset catalog); build or download it first."
+            )
+    recomputed = metrics.summarize(returns, protocol.random_return, protocol.oracle_return, success, protocol.final_window)
+    problems = metrics.compare_summaries(data["summary"], recomputed)
+    if problems:
+        raise IcrlBenchError(
+            f"{where}: its summary does not match its curves ({len(problems)} number(s) differ, first {problems[0]}); "
+            "submit the file exactly as `icrl-bench evaluate` wrote it."
+        )
+    return entry, protocol
+
+
+def known_dataset_hashes(root: str | os.PathLike | None = None, catalog: Path | None = None) -> set[str]:
+    """Content hashes of the datasets built under the data root and of those in the catalog.
+
+    Read straight from each store's `zarr.json` (the manifest lives in the group attributes), so
+    no Zarr or torch import is needed.
+    """
+    hashes: set[str] = set()
+    directory = data_root(root) / "datasets"
+    for meta in sorted(directory.glob("*/zarr.json")) if directory.is_dir() else []:
+        try:
+            manifest = json.loads(meta.read_text()).get("attributes", {}).get("icrl_bench", {})
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(manifest, dict) and isinstance(manifest.get("content_hash"), str):
+            hashes.add(manifest["content_hash"])
+    if catalog is None:
+        catalog = Path(os.environ[CATALOG_ENV_VAR]).expanduser() if os.environ.get(CATALOG_ENV_VAR) else DEFAULT_CATALOG
+    if catalog.is_file():
+        hashes |= set(_hashes_in(yaml.safe_load(catalog.read_text())))
+    return hashes
+
+
+def _hashes_in(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [v for k, v in node.items() if k in ("content_hash", "hash") and isinstance(v, str)]
+        return found + [h for v in node.values() for h in _hashes_in(v)]
+    if isinstance(node, list):
+        return [h for v in node for h in _hashes_in(v)]
+    return []
+
+
+# --- storage -----------------------------------------------------------------------------------
+
+
+def entries_dir(leaderboard_dir: str | os.PathLike | None = None) -> Path:
+    return Path(leaderboard_dir or DEFAULT_DIR) / "entries"
+
+
+def curves_hash(data: dict) -> str:
+    """Identity of an entry's raw results (the same run submitted twice has the same hash)."""
+    payload = json.dumps([data["protocol"]["name"], data["curves"]], sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()
+
+
+def entry_filename(data: dict) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", data["agent"]["name"].lower()).strip("-")
+    protocol = data["protocol"]["name"].replace("/", "-")
+    return f"{protocol}--{slug}--{curves_hash(data)[:12]}.json"
+
+
+def _identity(data: dict) -> tuple:
+    agent = data["agent"]
+    return (data["protocol"]["name"], agent["name"], agent.get("checkpoint_hash"), json.dumps(agent.get("settings", {}), sort_keys=True))
+
+
+def list_entries(leaderboard_dir: str | os.PathLike | None = None) -> list[tuple[Path, dict]]:
+    """Every committed entry file with its contents, by file name."""
+    directory = entries_dir(leaderboard_dir)
+    return [(path, load_entry(path)) for path in sorted(directory.glob("*.json"))] if directory.is_dir() else []
+
+
+def submit(results_path: str | os.PathLike, leaderboard_dir: str | os.PathLike | None = None) -> Path:
+    """Validate a results file and add it to the leaderboard; returns the entry's path."""
+    data = load_entry(results_path)
+    validate(data, where=str(results_path))
+    directory = entries_dir(leaderboard_dir)
+    for path, existing in list_entries(leaderboard_dir):
+        if curves_hash(existing) == curves_hash(data) or _identity(existing) == _identity(data):
+            raise IcrlBenchError(
+                f"{results_path} duplicates the entry {path.name} (same protocol, agent, checkpoint and settings, or the same curves)."
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / entry_filename(data)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".incoming.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(dumps_results(data))
+        os.chmod(tmp, FILE_MODE)
+        os.link(tmp, final)  # fails if the name exists: never overwrite an entry
+    except FileExistsError:
+        raise IcrlBenchError(f"{results_path} duplicates the entry {final.name}.") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return final
+
+
+def ranking(env: str | None = None, leaderboard_dir: str | os.PathLike | None = None) -> dict[str, list[dict]]:
+    """Entries per protocol name, best first (by normalized score, then AUC)."""
+    if env is not None:
+        get_protocol(env)  # unknown env -> one-line error
+    groups: dict[str, list[dict]] = {}
+    for _, data in list_entries(leaderboard_dir):
+        if env is None or data["env"] == env or data["protocol"]["name"] == env:
+            groups.setdefault(data["protocol"]["name"], []).append(data)
+    for entries in groups.values():
+        entries.sort(key=lambda d: (-d["summary"]["normalized_score"]["mean"], -d["summary"]["auc"]["mean"], agent_label(d)))
+    return dict(sorted(groups.items(), key=lambda item: list(PROTOCOLS).index(item[0]) if item[0] in PROTOCOLS else 99))
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+HEADER = """# icrl-bench leaderboard
+
+Generated by `icrl-bench leaderboard render` from `leaderboard/entries/*.json`; do not edit by
+hand. Every entry was validated on submission (schema, current protocol version, standard seeds
+and test tasks, known dataset, summary recomputed from the raw curves) and the repository's
+tests validate them all again. Numbers are mean [95% bootstrap CI] over seeds.
+
+- **final return**: mean return of the last 5 in-context episodes (mean over test tasks).
+- **normalized**: final return on a scale where uniform random is 0 and the optimal policy 100.
+- **AUC**: the normalized score averaged over all episodes (rewards learning fast).
+- **episodes to 90%**: first episode whose mean return reaches 90% of the oracle's (`>N`: never).
+
+Add an entry: `icrl-bench evaluate --agent NAME [--checkpoint DIR] --env ENV`, then
+`icrl-bench leaderboard submit results/NAME-ENV.json`; check one: `icrl-bench leaderboard verify ENTRY`.
+"""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    readme: Path
+    html: Path
+    plots: list[Path]
+
+
+def render(leaderboard_dir: str | os.PathLike | None = None) -> Rendered:
+    """Write `README.md`, `index.html` and one learning-curve plot per protocol."""
+    directory = Path(leaderboard_dir or DEFAULT_DIR)
+    plots_dir = directory / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    groups = ranking(None, directory)
+    markdown = [HEADER]
+    body = []
+    plots = []
+    columns = ["rank", "agent", "final return", "normalized", "AUC", "episodes to 90%", "dataset", "command"]
+    for name, entries in groups.items():
+        protocol = get_protocol(name)
+        plot = plots_dir / f"{name.replace('/', '-')}.png"
+        with atomic_path(plot) as tmp:
+            plot_learning_curves(entries, tmp, title=f"{name}: in-context learning curves (95% CI over seeds)")
+        plots.append(plot)
+        intro = (
+            f"{protocol.n_test_tasks} test tasks x {len(protocol.seeds)} seeds, {protocol.n_episodes} episodes; "
+            f"random {protocol.random_return:.3f}, oracle {protocol.oracle_return:.3f} (expected return)."
+        )
+        rows = [
+            [str(rank), agent_label(e), *leaderboard_cells(e), e["agent"].get("dataset_id") or "-", f"`{e['command']}`"]
+            for rank, e in enumerate(entries, 1)
+        ]
+        markdown += [f"## {name}\n", intro + "\n", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        markdown += ["| " + " | ".join(row) + " |" for row in rows]
+        markdown += ["", f"![{name} learning curves](plots/{plot.name})", ""]
+        png = base64.b64encode(plot.read_bytes()).decode()
+        table = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        table += "".join("<tr>" + "".join(f"<td>{html.escape(cell.strip('`'))}</td>" for cell in row) + "</tr>" for row in rows)
+        body.append(
+            f"<h2>{html.escape(name)}</h2><p>{html.escape(intro)}</p><table>{table}</table>"
+            f'<img alt="{html.escape(name)} learning curves" src="data:image/png;base64,{png}">'
+        )
+    if not groups:
+        markdown.append("No entries yet.\n")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>icrl-bench leaderboard</title><style>"
+        "body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}img{max-width:40em;display:block;margin:1em 0}"
+        "</style></head><body><h1>icrl-bench leaderboard</h1>"
+        + "".join(body or ["<p>No entries yet.</p>"])
+        + "</body></html>\n"
+    )
+    readme, page_path = directory / "README.md", directory / "index.html"
+    write_atomic(readme, "\n".join(markdown).encode())
+    write_atomic(page_path, page.encode())
+    return Rendered(readme, page_path, plots)
+
+
+# --- verification ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verification:
+    entry: Path
+    identical: bool  # the re-run reproduced every episode return exactly
+    max_abs_diff: float
+    claimed_final: float
+    rerun_final: float
+    within_ci: bool  # the re-run's final return lies in the entry's 95% CI
+
+
+def verify(entry_path: str | os.PathLike) -> Verification:
+    """Re-run an entry's evaluation from its agent and checkpoint, and compare the curves."""
+    from icrl_bench.harness import evaluate  # the only place the leaderboard runs agents (torch)
+
+    data = load_entry(entry_path)
+    entry, protocol = validate(data, where=str(entry_path))
+    checkpoint = entry.agent.checkpoint
+    if checkpoint is not None and not Path(checkpoint).exists() and (REPO_ROOT / checkpoint).exists():
+        checkpoint = str(REPO_ROOT / checkpoint)
+    rerun = evaluate(entry.agent.name, checkpoint, protocol.name, entry.seeds, entry.n_episodes, entry.agent.settings)
+    if entry.agent.checkpoint_hash != rerun["agent"]["checkpoint_hash"]:
+        raise IcrlBenchError(
+            f"{entry_path}: the checkpoint at {checkpoint} has hash {rerun['agent']['checkpoint_hash']}, "
+            f"but the entry was made with {entry.agent.checkpoint_hash}; nothing to compare."
+        )
+    old = np.asarray(entry.curves.returns)
+    new = np.asarray(rerun["curves"]["return"])
+    claimed = entry.summary.final_return
+    final = rerun["summary"]["final_return"]["mean"]
+    return Verification(
+        entry=Path(entry_path),
+        identical=bool(np.array_equal(old, new)),
+        max_abs_diff=float(np.abs(old - new).max()),
+        claimed_final=claimed.mean,
+        rerun_final=final,
+        within_ci=claimed.ci_low - 1e-9 <= final <= claimed.ci_high + 1e-9,
+    )

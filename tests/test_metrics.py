@@ -1,0 +1,105 @@
+"""The standard metrics on hand-made curves whose answers are known by hand."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icrl_bench import metrics
+
+# Two seeds, two tasks, ten episodes, references random = 0 and oracle = 10.
+# Seed 0: both tasks return e on episode e (0..9); seed 1: task 0 always 10, task 1 always 0.
+RETURNS = np.stack(
+    [
+        np.stack([np.arange(10.0), np.arange(10.0)]),
+        np.stack([np.full(10, 10.0), np.zeros(10)]),
+    ]
+)
+
+
+def test_return_curve_and_final_return():
+    curve = metrics.return_curve(RETURNS)
+    np.testing.assert_array_equal(curve[0], np.arange(10.0))
+    np.testing.assert_array_equal(curve[1], np.full(10, 5.0))
+    np.testing.assert_array_equal(metrics.final_return(RETURNS), [7.0, 5.0])  # mean of episodes 5..9
+    np.testing.assert_array_equal(metrics.final_return(RETURNS, window=1), [9.0, 5.0])
+
+
+def test_normalized_score_auc_and_episodes_to_90():
+    np.testing.assert_allclose(metrics.normalized_score([7.0, 5.0, 0.0, 10.0], 0.0, 10.0), [70, 50, 0, 100])
+    np.testing.assert_allclose(metrics.normalized_score(3.0, 1.0, 5.0), 50.0)
+    np.testing.assert_allclose(metrics.auc(RETURNS, 0.0, 10.0), [45.0, 50.0])
+    # Seed 0 reaches 9 = 90% of 10 at its 10th episode; seed 1 never (censored as 11).
+    np.testing.assert_array_equal(metrics.episodes_to_threshold(RETURNS, 10.0), [10.0, 11.0])
+    np.testing.assert_array_equal(metrics.episodes_to_threshold(RETURNS, 5.0), [6.0, 1.0])  # 4.5 first reached at e = 5
+    with pytest.raises(ValueError, match="must exceed"):
+        metrics.normalized_score(1.0, 2.0, 2.0)
+
+
+def test_iqm_and_bootstrap_ci():
+    assert metrics.iqm([1, 2, 3, 4, 100]) == 3.0  # the middle three of five
+    assert metrics.iqm([4, 1, 3, 2]) == 2.5  # the middle two of four
+    assert metrics.iqm([7.0, 5.0]) == 6.0
+    assert metrics.bootstrap_ci([3.0, 3.0, 3.0]) == (3.0, 3.0)
+    # Resampling two seeds gives means 5, 6, 7 with probabilities 1/4, 1/2, 1/4.
+    assert metrics.bootstrap_ci([7.0, 5.0]) == (5.0, 7.0)
+    rng = np.random.default_rng(1)
+    values = rng.normal(10.0, 1.0, size=200)
+    low, high = metrics.bootstrap_ci(values)
+    half_width = 1.96 * values.std() / np.sqrt(len(values))
+    assert low < values.mean() < high
+    assert high - low == pytest.approx(2 * half_width, rel=0.15)
+    assert metrics.bootstrap_ci(values) == (low, high)  # deterministic: a fixed seed
+
+
+def test_summarize_and_success_rate():
+    success = (RETURNS >= 9).astype(int)
+    summary = metrics.summarize(RETURNS, 0.0, 10.0, success=success)
+    assert summary["final_return"]["per_seed"] == [7.0, 5.0]
+    assert summary["final_return"]["mean"] == 6.0
+    assert (summary["final_return"]["ci_low"], summary["final_return"]["ci_high"]) == (5.0, 7.0)
+    assert summary["normalized_score"]["mean"] == 60.0
+    assert summary["auc"]["mean"] == 47.5
+    assert summary["episodes_to_90"]["per_seed"] == [10.0, 11.0]
+    # Last five episodes: seed 0 succeeds on task 0 and 1 only at episode 9 (1/5 each); seed 1 on task 0 always.
+    assert summary["success_rate"]["per_seed"] == pytest.approx([0.2, 0.5])
+    assert summary["return_curve"] == pytest.approx(list((np.arange(10.0) + 5.0) / 2))
+
+
+def test_compare_summaries_names_the_tampered_number():
+    summary = metrics.summarize(RETURNS, 0.0, 10.0)
+    assert metrics.compare_summaries(summary, metrics.summarize(RETURNS.copy(), 0.0, 10.0)) == []
+    tampered = {**summary, "auc": {**summary["auc"], "mean": 90.0}}
+    assert metrics.compare_summaries(tampered, summary) == ["auc.mean: 90.0 != 47.5"]
+    missing = {k: v for k, v in summary.items() if k != "final_return"}
+    assert metrics.compare_summaries(missing, summary)[0] == "final_return: missing"
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"\[seed, task, episode\]"):
+        metrics.summarize(np.zeros((3, 4)), 0.0, 1.0)
+
+
+@pytest.mark.parametrize("module", ["metrics", "leaderboard", "reporting", "protocols"])
+def test_benchmark_modules_do_not_import_torch_or_the_trainer(module):
+    """The leaderboard side never loads torch at import; the harness never imports the trainer."""
+    source = Path(__file__).resolve().parents[1] / "icrl_bench" / f"{module}.py"
+    tree = ast.parse(source.read_text())
+    top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = [a.name for n in top_level if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in top_level if isinstance(n, ast.ImportFrom)]
+    assert not [n for n in names if n.split(".")[0] == "torch" or n.startswith(("icrl_bench.envs", "icrl_bench.harness", "icrl_bench.train"))]
+
+
+def test_harness_never_imports_the_trainer():
+    source = (Path(__file__).resolve().parents[1] / "icrl_bench" / "harness.py").read_text()
+    imported = [
+        n.module if isinstance(n, ast.ImportFrom) else a.name
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in (n.names if isinstance(n, ast.Import) else [None])
+    ]
+    assert not [m for m in imported if m and (m == "icrl_bench.train" or m.startswith("icrl_bench.train."))]
