@@ -275,7 +275,7 @@ LeaderboardDirOption = Annotated[Optional[Path], typer.Option("--dir", help="Lea
 @app.command("train")
 def train_cmd(
     agent: Annotated[Optional[str], typer.Option(help="Agent to train: ad, dicp-ad, dpt, dicp-dpt.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset id, e.g. darkroom-small-v1.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset id, e.g. darkroom-small-v2.")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named preset of the config (e.g. cpu); default: the paper's settings.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory exactly.")] = None,

@@ -1,9 +1,9 @@
 """One trainer for every in-context agent, on CPU or GPU.
 
-    icrl-bench train --agent dicp-ad --dataset darkroom-small-v1 --preset cpu
-    icrl-bench train --agent ad --dataset darkroom-v1 --device cuda          # the paper's config
-    icrl-bench train --resume runs/dicp-ad-darkroom-small-v1-cpu-20260101-120000
-    torchrun --nproc-per-node 4 -m icrl_bench.train --agent ad --dataset darkroom-v1   # DDP
+    icrl-bench train --agent dicp-ad --dataset darkroom-small-v2 --preset cpu
+    icrl-bench train --agent ad --dataset darkroom-v2 --device cuda          # the paper's config
+    icrl-bench train --resume runs/dicp-ad-darkroom-small-v2-cpu-20260101-120000
+    torchrun --nproc-per-node 4 -m icrl_bench.train --agent ad --dataset darkroom-v2   # DDP
 
 The paper's hyperparameters live in baselines/<env>/<agent>.yaml (from the official
 gridworld/cfg/model/*.yaml): AdamW, betas (0.9, 0.99), weight decay 0.01, cosine schedule,

@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 run() { echo "+ icrl-bench $*"; .venv/bin/icrl-bench "$@"; }
 run build-dataset darkroom --preset small
-run datasets info darkroom-small-v1
-run datasets verify darkroom-small-v1
+run datasets info darkroom-small-v2
+run datasets verify darkroom-small-v2
 run datasets list

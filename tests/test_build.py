@@ -23,12 +23,12 @@ from icrl_bench.errors import IcrlBenchError
 def test_tiny_dataset_layout_and_manifest(tiny_dataset):
     ds = tiny_dataset
     m = ds.manifest
-    assert m["dataset_id"] == "darkroom-tiny-v1" and m["format"] == "icrl-bench-dataset"
+    assert m["dataset_id"] == "darkroom-tiny-v2" and m["format"] == "icrl-bench-dataset"
     assert (ds.n_tasks, ds.n_streams, ds.n_steps) == (9, 4, 200)
     assert ds["obs"].shape == (9, 4, 200, 2) and ds["obs"].dtype == np.uint8
     assert {ds[n].dtype for n in ("action", "reward", "optimal_action")} == {np.dtype(np.uint8)}
     assert ds["done"].dtype == np.bool_
-    assert m["source"]["name"] == "sb3-ppo" and m["source"]["hyperparameters"]["n_epochs"] == 2
+    assert m["source"]["name"] == "batched-ppo" and m["source"]["hyperparameters"]["n_epochs"] == 2
     assert set(m["arrays"]) == set(ds.array_names) and len(m["content_hash"]) == 64
     assert m["provenance"]["packages"]["zarr"].startswith("3.")
     family = get_family("darkroom")
@@ -79,24 +79,42 @@ def test_key_to_door_labels_follow_key_possession():
     assert labels.tolist() == expected == [2, 2, 3, 3, 3, 2]
 
 
-def test_same_recipe_and_seed_give_the_same_hash_with_any_worker_count(tiny_dataset, tmp_path):
-    again = build_dataset("darkroom", "tiny", root=tmp_path, workers=2, show_progress=False)
-    assert again.content_hash == tiny_dataset.manifest["content_hash"]
-    assert not again.already_built
-    rerun = build_dataset("darkroom", "tiny", root=tmp_path, workers=2, show_progress=False)
+@pytest.fixture(scope="module")
+def sb3_tiny(tmp_path_factory) -> str:
+    """Content hash of an uninterrupted one-worker build of the tiny preset with SB3 (one task per job)."""
+    root = tmp_path_factory.mktemp("sb3-tiny")
+    return build_dataset("darkroom", "tiny", source="sb3-ppo", root=root, workers=1, show_progress=False).content_hash
+
+
+def test_same_recipe_and_seed_give_the_same_hash_with_any_worker_count(sb3_tiny, tmp_path):
+    again = build_dataset("darkroom", "tiny", source="sb3-ppo", root=tmp_path, workers=2, show_progress=False)
+    assert again.dataset_id == "darkroom-tiny-sb3-ppo-v2"
+    assert again.content_hash == sb3_tiny and not again.already_built
+    rerun = build_dataset("darkroom", "tiny", source="sb3-ppo", root=tmp_path, workers=2, show_progress=False)
     assert rerun.already_built and rerun.content_hash == again.content_hash
 
 
+def test_the_default_source_rebuilds_the_same_hash(tiny_dataset, tmp_path):
+    again = build_dataset("darkroom", "tiny", root=tmp_path, workers=2, show_progress=False)
+    assert again.content_hash == tiny_dataset.manifest["content_hash"]
+
+
 def test_another_seed_is_another_dataset(tmp_path):
-    assert resolve("darkroom", "tiny", seed=7).dataset_id == "darkroom-tiny-seed7-v1"
-    assert resolve("darkroom", "tiny", seed=0).dataset_id == "darkroom-tiny-v1"
+    assert resolve("darkroom", "tiny", seed=7).dataset_id == "darkroom-tiny-seed7-v2"
+    assert resolve("darkroom", "tiny", seed=0).dataset_id == "darkroom-tiny-v2"
+
+
+SB3_TINY = "darkroom-tiny-sb3-ppo-v2"
 
 
 def _build_until_tasks_saved(root: Path, n_saved: int) -> None:
-    """Start a CLI build and SIGKILL it once `n_saved` tasks are recorded as finished."""
-    command = [sys.executable, "-m", "icrl_bench.cli", "build-dataset", "darkroom", "--preset", "tiny", "--workers", "1", "--quiet", "--root", str(root)]
+    """Start a CLI build (SB3: one task per job) and SIGKILL it once `n_saved` tasks are recorded."""
+    command = [
+        sys.executable, "-m", "icrl_bench.cli", "build-dataset", "darkroom", "--preset", "tiny", "--source", "sb3-ppo",
+        "--workers", "1", "--quiet", "--root", str(root),
+    ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    state = state_path(staging_dir(root, "darkroom-tiny-v1"))
+    state = state_path(staging_dir(root, SB3_TINY))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if state.is_file():
@@ -111,18 +129,18 @@ def _build_until_tasks_saved(root: Path, n_saved: int) -> None:
     process.wait()
 
 
-def test_resume_after_kills_gives_the_uninterrupted_hash(tiny_dataset, tmp_path):
+def test_resume_after_kills_gives_the_uninterrupted_hash(sb3_tiny, tmp_path):
     _build_until_tasks_saved(tmp_path, 2)
-    assert not (tmp_path / "datasets" / "darkroom-tiny-v1").exists(), "a killed build must not be published"
+    assert not (tmp_path / "datasets" / SB3_TINY).exists(), "a killed build must not be published"
     _build_until_tasks_saved(tmp_path, 5)  # interrupted twice
-    saved = json.loads(state_path(staging_dir(tmp_path, "darkroom-tiny-v1")).read_text())["done"]
+    saved = json.loads(state_path(staging_dir(tmp_path, SB3_TINY)).read_text())["done"]
     assert len(saved) >= 5
-    result = build_dataset("darkroom", "tiny", root=tmp_path, workers=1, show_progress=False)
+    result = build_dataset("darkroom", "tiny", source="sb3-ppo", root=tmp_path, workers=1, show_progress=False)
     assert result.tasks_run == 9 - len(saved)
-    assert result.content_hash == tiny_dataset.manifest["content_hash"]
-    assert load_dataset("darkroom-tiny-v1", root=tmp_path).verify() == result.content_hash
-    assert not staging_dir(tmp_path, "darkroom-tiny-v1").exists()
-    assert not state_path(staging_dir(tmp_path, "darkroom-tiny-v1")).exists()
+    assert result.content_hash == sb3_tiny
+    assert load_dataset(SB3_TINY, root=tmp_path).verify() == result.content_hash
+    assert not staging_dir(tmp_path, SB3_TINY).exists()
+    assert not state_path(staging_dir(tmp_path, SB3_TINY)).exists()
 
 
 def test_unknown_env_preset_and_source_suggest_fixes(tmp_path):
@@ -144,7 +162,7 @@ def test_unwritable_root_is_one_clear_error(tmp_path):
 
 
 def test_foreign_directory_at_the_dataset_path_is_refused(tmp_path):
-    foreign = tmp_path / "datasets" / "darkroom-tiny-v1"
+    foreign = tmp_path / "datasets" / "darkroom-tiny-v2"
     foreign.mkdir(parents=True)
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(IcrlBenchError, match="not an icrl-bench dataset"):
@@ -155,11 +173,11 @@ def test_foreign_directory_at_the_dataset_path_is_refused(tmp_path):
 def test_a_running_build_locks_out_a_second(tmp_path):
     import fcntl
 
-    lock = staging_dir(tmp_path, "darkroom-tiny-v1").with_suffix(".lock")
+    lock = staging_dir(tmp_path, "darkroom-tiny-v2").with_suffix(".lock")
     lock.parent.mkdir(parents=True)
     with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        with pytest.raises(IcrlBenchError, match="another build of darkroom-tiny-v1 is running"):
+        with pytest.raises(IcrlBenchError, match="another build of darkroom-tiny-v2 is running"):
             build_dataset("darkroom", "tiny", root=tmp_path)
 
 
@@ -174,7 +192,7 @@ def test_bad_recipe_values_are_one_line_errors(tmp_path, monkeypatch):
     (tmp_path / "darkroom.yaml").write_text(base.replace("n_epochs: 20", "n_epochs: 20\n  n_epoch: 3"))
     with pytest.raises(IcrlBenchError, match="unknown setting.*n_epoch"):
         recipes.resolve("darkroom")
-    (tmp_path / "darkroom.yaml").write_text(base.replace("version: 1", "version: zero"))
+    (tmp_path / "darkroom.yaml").write_text(base.replace("version: 2", "version: zero"))
     with pytest.raises(IcrlBenchError, match="is invalid"):
         recipes.resolve("darkroom")
 
@@ -206,7 +224,7 @@ def test_a_device_that_is_not_there_is_a_one_line_error(tmp_path):
 
 def test_a_state_file_left_without_its_store_restarts_cleanly(tiny_dataset, tmp_path):
     """A kill between publishing and cleaning up leaves only the state file; a rebuild must still work."""
-    staging = staging_dir(tmp_path, "darkroom-tiny-v1")
+    staging = staging_dir(tmp_path, "darkroom-tiny-v2")
     staging.parent.mkdir(parents=True)
     plan = json.loads(json.dumps(resolve("darkroom", "tiny").to_dict()))
     state_path(staging).write_text(json.dumps({"plan": plan, "done": list(range(9)), "wall_time_s": 1.0}))
@@ -215,10 +233,10 @@ def test_a_state_file_left_without_its_store_restarts_cleanly(tiny_dataset, tmp_
 
 
 def test_an_unfinished_build_with_other_settings_is_not_overwritten(tmp_path):
-    staging = staging_dir(tmp_path, "darkroom-tiny-v1")
+    staging = staging_dir(tmp_path, "darkroom-tiny-v2")
     staging.mkdir(parents=True)
     (staging / "zarr.json").write_text("{}")
     state_path(staging).write_text(json.dumps({"plan": {"other": 1}, "done": [0], "wall_time_s": 1.0}))
-    with pytest.raises(IcrlBenchError, match="unfinished build of darkroom-tiny-v1 with other settings"):
+    with pytest.raises(IcrlBenchError, match="unfinished build of darkroom-tiny-v2 with other settings"):
         build_dataset("darkroom", "tiny", root=tmp_path, workers=1, show_progress=False)
     assert (staging / "zarr.json").read_text() == "{}"

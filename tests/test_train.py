@@ -37,7 +37,7 @@ def tiny_config(tmp_path: Path, agent: str = "dicp-ad", env: str = "darkroom", *
 def run(tmp_path: Path, tiny_root: Path, agent: str = "dicp-ad", **kwargs):
     if "config_path" not in kwargs:
         kwargs["config_path"] = tiny_config(tmp_path, agent)
-    return train(agent, "darkroom-tiny-v1", device="cpu", out=tmp_path / "runs", root=tiny_root, show_progress=False, **kwargs)
+    return train(agent, "darkroom-tiny-v2", device="cpu", out=tmp_path / "runs", root=tiny_root, show_progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("agent", sorted(MODEL_SPECS))
@@ -62,7 +62,7 @@ def test_a_run_writes_checkpoint_metrics_and_provenance(tmp_path: Path, tiny_roo
     files = {p.name for p in (result.run_dir / "checkpoint").iterdir()}
     assert files == {"model.safetensors", "checkpoint.json", "trainer_state.safetensors", "trainer_state.json"}
     meta = json.loads((result.run_dir / "checkpoint" / "checkpoint.json").read_text())
-    assert meta["agent"] == "dicp-ad" and meta["step"] == 8 and meta["dataset"]["id"] == "darkroom-tiny-v1"
+    assert meta["agent"] == "dicp-ad" and meta["step"] == 8 and meta["dataset"]["id"] == "darkroom-tiny-v2"
     assert len(meta["dataset"]["content_hash"]) == 64 and "code_commit" in meta["provenance"]
     assert meta["model_config"]["dynamics"] is True and meta["train_config"]["lr"] == 3e-3
     lines = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -98,20 +98,20 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(agent: str, tmp_path: 
 
 def test_bad_inputs_are_one_line_errors(tmp_path: Path, tiny_root: Path) -> None:
     with pytest.raises(IcrlBenchError, match="unknown trainable agent 'dicp-add'.*Did you mean 'dicp-ad'.*Known: ad, dicp-ad, dicp-dpt, dicp-idt, dpt, idt"):
-        train("dicp-add", "darkroom-tiny-v1", root=tiny_root, show_progress=False)
+        train("dicp-add", "darkroom-tiny-v2", root=tiny_root, show_progress=False)
     with pytest.raises(IcrlBenchError, match="not built.*icrl-bench build-dataset darkroom --preset small"):
-        train("ad", "darkroom-small-v1", root=tiny_root, show_progress=False)
+        train("ad", "darkroom-small-v2", root=tiny_root, show_progress=False)
     with pytest.raises(IcrlBenchError, match="config for env 'dark-key-to-door' but the dataset is 'darkroom'"):
         run(tmp_path, tiny_root, "ad", config_path=tiny_config(tmp_path, "ad", "dark-key-to-door"))
     if not torch.cuda.is_available():
         with pytest.raises(IcrlBenchError, match="no CUDA device"):
-            train("ad", "darkroom-tiny-v1", device="cuda", root=tiny_root, show_progress=False)
+            train("ad", "darkroom-tiny-v2", device="cuda", root=tiny_root, show_progress=False)
     with pytest.raises(IcrlBenchError, match="lr must be > 0"):
         run(tmp_path, tiny_root, config_path=tiny_config(tmp_path, lr=-1.0))
     with pytest.raises(IcrlBenchError, match="unknown train key.*batchsize"):
         run(tmp_path, tiny_root, config_path=tiny_config(tmp_path, batchsize=4))
     with pytest.raises(IcrlBenchError, match="no preset 'gpu'"):
-        train("ad", "darkroom-tiny-v1", preset="gpu", root=tiny_root, show_progress=False)
+        train("ad", "darkroom-tiny-v2", preset="gpu", root=tiny_root, show_progress=False)
     with pytest.raises(IcrlBenchError, match="not a training run directory"):
         train(resume=tmp_path, show_progress=False)
 
@@ -120,7 +120,7 @@ def test_cli_train(tmp_path: Path, tiny_root: Path) -> None:
     from icrl_bench.cli import app
 
     config = tiny_config(tmp_path, "dpt", steps=4)
-    result = CliRunner().invoke(app, ["train", "--agent", "dpt", "--dataset", "darkroom-tiny-v1", "--config", str(config), "--device", "cpu",
+    result = CliRunner().invoke(app, ["train", "--agent", "dpt", "--dataset", "darkroom-tiny-v2", "--config", str(config), "--device", "cpu",
                                       "--root", str(tiny_root), "--out", str(tmp_path / "runs"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "trained to step 4" in result.output

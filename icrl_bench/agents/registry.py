@@ -2,7 +2,7 @@
 
     >>> from icrl_bench import make_agent
     >>> agent = make_agent("oracle")
-    >>> agent = make_agent("ad", checkpoint="runs/ad-darkroom-v1")
+    >>> agent = make_agent("ad", checkpoint="runs/ad-darkroom-v2")
     >>> agent = make_agent("mypkg.agents:MyAgent", some_setting=3)
 
 Everything is imported lazily, so listing agents costs nothing and a broken plugin fails only
@@ -70,12 +70,16 @@ def list_agents() -> list[AgentInfo]:
 
 def train_command(name: str, env: str = "darkroom") -> str:
     """The command that makes a checkpoint for built-in agent `name` on `env` (the paper's config)."""
-    return f"icrl-bench train --agent {name} --dataset {env}-v1"
+    from icrl_bench.data.recipes import resolve
+
+    return f"icrl-bench train --agent {name} --dataset {resolve(env).dataset_id}"
 
 
 def cpu_train_command(name: str, env: str = "darkroom") -> str:
     """The same on a small dataset with the CPU preset (minutes, not hours)."""
-    return f"icrl-bench train --agent {name} --dataset {env}-small-v1 --preset cpu"
+    from icrl_bench.data.recipes import resolve
+
+    return f"icrl-bench train --agent {name} --dataset {resolve(env, 'small').dataset_id} --preset cpu"
 
 
 def default_checkpoint(name: str, env: str | None) -> Path | None:

@@ -138,7 +138,7 @@ class CatalogEntry(BaseModel):
     """One published dataset: where it is and the content hash that pins it."""
 
     model_config = ConfigDict(extra="forbid")
-    repo: str = Field(description="ORG/NAME on the Hub, an hf:// URL, or a directory remote")
+    repo: str = Field(description="ORG/NAME on the Hub, an hf:// URL, or a directory remote (./path: beside the catalog)")
     revision: str = Field(description="the tag (or commit) that pins this version")
     content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     description: str = ""
@@ -192,7 +192,11 @@ def resolve_spec(spec: str, catalog: str | os.PathLike | None = None) -> Target:
                 "download by ORG/NAME@REVISION, or see `icrl-bench datasets list --remote`."
             )
         entry = entries[text]
-        remote = parse_remote(entry.repo)
+        repo = entry.repo
+        if repo.startswith(("./", "../")):
+            # A directory remote shipped beside the catalog (e.g. in the repository itself).
+            repo = str(catalog_path(catalog).parent / repo)
+        remote = parse_remote(repo)
         return Target(RemoteSpec(remote.kind, remote.location, entry.revision), text, entry.content_hash)
     return Target(parse_remote(text))
 

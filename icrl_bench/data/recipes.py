@@ -7,9 +7,9 @@ every choice that changes the data, so two different datasets never share an id:
     <family>[-<preset>][-<source>][-seed<N>]-v<version>
 
 The source appears only when it is not the recipe's own, the seed only when it is not the
-recipe's seed: the paper-size Darkroom dataset is `darkroom-v1`, its small preset
-`darkroom-small-v1`, and the same with SB3 as source once the default changes
-`darkroom-small-sb3-ppo-v1`.
+recipe's seed: the paper-size Darkroom dataset is `darkroom-v2`, its small preset
+`darkroom-small-v2`, and the same made by SB3 instead of the default batched PPO
+`darkroom-small-sb3-ppo-v2`.
 """
 
 from __future__ import annotations

@@ -49,6 +49,11 @@ class SourceInfo:
 
 SOURCES: dict[str, SourceInfo] = {
     "sb3-ppo": SourceInfo("sb3-ppo", "icrl_bench.sources.sb3_ppo", "stable-baselines3 PPO, one process per task"),
+    "batched-ppo": SourceInfo(
+        "batched-ppo",
+        "icrl_bench.sources.batched_ppo",
+        "SB3's PPO, one learner per task, all tasks batched in one process",
+    ),
 }
 
 
