@@ -8,8 +8,8 @@ never limits training. For every agent this measures:
 
 and prints the ratio. Usage:
 
-    python benchmarks/bench_training.py                          # darkroom-tiny-v1, built in a temp root
-    python benchmarks/bench_training.py --dataset darkroom-small-v1 --preset cpu --steps 10
+    python benchmarks/bench_training.py                          # the tiny preset, built in a temp root
+    python benchmarks/bench_training.py --dataset darkroom-small-v2 --preset cpu --steps 10
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from rich.table import Table
 from icrl_bench.agents.models import MODEL_SPECS, build_model, model_spec
 from icrl_bench.data.dataset import load_dataset
 from icrl_bench.data.sampler import SamplerConfig, WindowSampler
+from icrl_bench.data.recipes import resolve
 from icrl_bench.train import fit_to_dataset, load_run_config, make_optimizer
+
+TINY = resolve("darkroom", "tiny").dataset_id
 
 
 def trainer_rate(config, batches: list[dict], steps: int) -> float:
@@ -56,7 +59,7 @@ def sampler_rate(sampler: WindowSampler, seconds: float = 2.0) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="darkroom-tiny-v1")
+    parser.add_argument("--dataset", default=TINY)
     parser.add_argument("--root", default=None)
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per agent")
@@ -67,7 +70,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     console = Console()
     root = args.root
-    if args.dataset == "darkroom-tiny-v1" and root is None:
+    if args.dataset == TINY and root is None:
         from icrl_bench.data.build import build_dataset
 
         root = tempfile.mkdtemp(prefix="icrl-bench-bench-")
