@@ -154,6 +154,7 @@ def evaluate(
     n_episodes: int | None = None,
     agent_settings: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
+    beam_k: int | None = None,
 ) -> dict:
     """Make agent `agent` (by registry name or `module:Class`), run the protocol, return results.
 
@@ -161,12 +162,23 @@ def evaluate(
         env: an env name (its current protocol) or a protocol name such as `darkroom/v1`.
         seeds, n_episodes: the protocol's unless given (a non-standard run cannot be submitted).
         agent_settings: keyword settings for the agent's constructor.
+        beam_k: DICP's beam size (0 = no planning; default: the agent's, the paper's 10 for dicp-*).
+            Planning needs a world model, so a positive beam for any other agent is refused.
     """
     from icrl_bench.agents.registry import make_agent
 
     protocol = get_protocol(env)
     settings = dict(agent_settings or {})
+    if beam_k is not None:
+        if beam_k < 0:
+            raise IcrlBenchError(f"--beam must be >= 0 (0 = no planning), got {beam_k}.")
+        if agent.startswith("dicp-"):
+            settings["beam_k"] = beam_k
+        elif beam_k > 0:
+            raise IcrlBenchError(f"--beam {beam_k}: only the DICP agents (dicp-ad, dicp-dpt, dicp-idt) plan; {agent!r} has no world model (use --beam 0 or a dicp-* agent).")
     instance = make_agent(agent, checkpoint, env=protocol.env, **settings)
+    if agent.startswith("dicp-") and isinstance(getattr(instance, "beam_k", None), int):
+        settings["beam_k"] = instance.beam_k  # record the beam planned with, default included (results are explicit)
     return evaluate_agent(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, progress)
 
 

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from icrl_bench.agents.base import TaskInfo
+from icrl_bench.agents.planner import IDTBeams, IDTWorld, beam_search, check_beam_k, count_forward_passes
 from icrl_bench.agents.tokens import GridModelConfig, state_index
 from icrl_bench.agents.transformer import KVCache, Transformer
 from icrl_bench.errors import IcrlBenchError
@@ -218,16 +219,32 @@ class IDTAgent:
 
     Return-to-go starts each episode at `config.target_return` (the best return in the training
     task set; the official evaluation uses each test task's own optimum, which is privileged) and
-    falls by the reward of each finished block.
+    falls by the reward of each finished block. dicp-idt plans (`beam_k` > 0, planner.py) within
+    the current block once `n_transit` steps have been seen.
     """
 
-    def __init__(self, name: str, model: IDT, meta: dict | None = None, device: str | torch.device = "cpu", sample: bool = True, seed: int = 0):
+    def __init__(self, name: str, model: IDT, meta: dict | None = None, device: str | torch.device = "cpu", sample: bool = True, seed: int = 0,
+                 beam_k: int | None = None, planner: str = "cache"):
         self.name = name
         self.model = model.to(device).eval()
         self.meta = meta or {}
         self.device = torch.device(device)
         self.sample = sample
         self.seed = seed
+        self.beam_k = check_beam_k(name, model, beam_k)
+        if planner not in ("cache", "recompute"):
+            raise IcrlBenchError(f"planner must be 'cache' or 'recompute', got {planner!r}.")
+        self.planner = planner
+        count_forward_passes(model)
+
+    @property
+    def forward_passes(self) -> int:
+        """Transformer forward calls of the three networks so far (the harness takes differences)."""
+        return self.model.forward_calls
+
+    def set_seed(self, seed: int) -> None:
+        """Seed z and action sampling (and the planner's candidate order) from the next reset on."""
+        self.seed = int(seed)
 
     def reset(self, num_envs: int, task_info: TaskInfo) -> None:
         c = self.model.config
@@ -245,6 +262,7 @@ class IDTAgent:
         self.block: list[tuple[torch.Tensor, ...]] = []  # this block's transitions (s, a, r, s') [E] each
         self.low_cache: KVCache | None = None
         self.low_tokens: list[torch.Tensor] = []  # this block's Decisions-to-Go tokens, for checks and planners
+        self.steps_seen = 0  # since reset (the official `step`)
 
     def _decide(self, s0: torch.Tensor) -> None:
         """A new high-level decision for the block starting in cells s0 [E]."""
@@ -285,9 +303,26 @@ class IDTAgent:
         h, _ = d2g.transformer(d2g.embed_action(action.long())[:, None], self.low_cache)
         return d2g.pred_reward(h[:, -1]), d2g.pred_next_state(h[:, -1])
 
-    @torch.no_grad()
+    @torch.inference_mode()
+    def plan(self, logits: torch.Tensor) -> torch.Tensor:
+        """DICP's actions [E] by beam search over the rest of the block (after `action_logits`)."""
+        E, c = len(logits), self.model.config
+        depth = torch.full((E,), c.low_per_high - self.t_low, device=self.device)  # the block's remaining steps
+        envs = torch.arange(E, device=self.device)
+        if self.planner == "recompute":
+            tokens = torch.cat(self.low_tokens, dim=1)  # the block so far, encoded from scratch below [E, L, C]
+            d2g = self.model.decisions_to_go
+            h, _ = d2g.transformer(tokens)
+            world, root, logits = IDTWorld(self.model, self.z, cached=False), IDTBeams(envs, self.t_low, tokens=tokens), d2g.pred_action(h[:, -1])
+        else:
+            world, root = IDTWorld(self.model, self.z), IDTBeams(envs, self.t_low, cache=self.low_cache)
+        return beam_search(world, root, logits, self.beam_k, depth, self.sample, self.generator)
+
+    @torch.inference_mode()
     def act(self, obs: np.ndarray) -> np.ndarray:
         logits = self.action_logits(obs)
+        if self.beam_k and self.steps_seen >= self.model.config.n_transit:
+            return self.plan(logits).cpu().numpy()
         if self.sample:
             return torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=self.generator)[:, 0].cpu().numpy()
         return logits.argmax(-1).cpu().numpy()
@@ -300,6 +335,7 @@ class IDTAgent:
         r = as_long(reward).clamp(0, c.n_reward_classes - 1)
         self.block.append((s, as_long(action), r, s_next))
         self.t_low += 1
+        self.steps_seen += 1
         if self.t_low == c.low_per_high:  # the block is over: review it
             s_b, a_b, r_b, n_b = (torch.stack(x, dim=1)[:, None] for x in zip(*self.block))  # [E, 1, L] each
             z_dist = self.model.reviewing_decisions(s_b, a_b, r_b, n_b)[:, 0]  # [E, 2*dim_z]

@@ -11,6 +11,15 @@ be exact: later tokens were computed while the dropped one was visible). DPT's q
 so it recomputes its short sequence every step. A planner (DICP beam search, issue 5) branches
 many continuations off `context_cache()` with `KVCache.repeat_interleave` / `index_select`
 and asks the network `policy(...)` and `predict_dynamics(...)`.
+
+DICP planning (`beam_k` > 0, the dicp-* agents; see planner.py): once `n_transit` steps have been
+seen (the official `step >= n_transit`), each action is the first action of the best beam of an
+imagined search over the model's predicted rewards and next states, up to the paper's planning
+horizon and never past the episode's end. `planner="recompute"` runs the same search without
+the cache (the reference the cached search is checked against).
+
+`forward_passes` counts Transformer forward calls (acting, observing and planning), so the
+harness can report forward passes per action; `set_seed` reseeds action sampling.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import torch.nn as nn
 from icrl_bench.agents.base import TaskInfo
 from icrl_bench.agents.checkpoint import load_checkpoint
 from icrl_bench.agents.models import model_spec
+from icrl_bench.agents.planner import check_beam_k, count_forward_passes, plan, planning_horizon, query_tokens
 from icrl_bench.agents.tokens import Transitions
 from icrl_bench.agents.transformer import KVCache
 from icrl_bench.errors import IcrlBenchError
@@ -42,6 +52,8 @@ class TransformerAgent:
         device: str | torch.device = "cpu",
         sample: bool = True,
         seed: int = 0,
+        beam_k: int | None = None,
+        planner: str = "cache",
     ):
         self.name = name
         self.model = model.to(device).eval()
@@ -49,6 +61,11 @@ class TransformerAgent:
         self.device = torch.device(device)
         self.sample = sample
         self.seed = seed
+        self.beam_k = check_beam_k(name, model, beam_k)
+        if planner not in ("cache", "recompute"):
+            raise IcrlBenchError(f"planner must be 'cache' or 'recompute', got {planner!r}.")
+        self.planner = planner
+        count_forward_passes(model)
         self.n_context = model.config.n_transit - 1
         self.num_envs = 0
         self.context: Transitions | None = None
@@ -73,17 +90,32 @@ class TransformerAgent:
         self._context_cache = None
         self.query_cache = None
         self.generator = torch.Generator(device=dev).manual_seed(self.seed)
+        self.horizon = task_info.horizon
+        self.planning_horizon = planning_horizon(task_info.env) if self.beam_k else 0
+        self.steps_seen = 0  # since reset (the official `step`)
+        self.t_episode = torch.zeros(num_envs, dtype=torch.long, device=dev)  # step within each env's episode
 
-    @torch.no_grad()
+    @property
+    def forward_passes(self) -> int:
+        """Transformer forward calls of this agent's network so far (the harness takes differences)."""
+        return self.model.forward_calls
+
+    def set_seed(self, seed: int) -> None:
+        """Seed action sampling (and the planner's candidate order) from the next reset on."""
+        self.seed = int(seed)
+
+    @torch.inference_mode()
     def act(self, obs: np.ndarray) -> np.ndarray:
         logits = self.action_logits(obs)  # [num_envs, A]
+        if self.beam_k and self.steps_seen >= self.model.config.n_transit:
+            return self.plan(obs, logits).cpu().numpy()
         if self.sample:
             actions = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=self.generator)[:, 0]
         else:
             actions = logits.argmax(-1)
         return actions.cpu().numpy()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray, done: np.ndarray) -> None:
         dev = self.device
         new = Transitions(
@@ -103,6 +135,8 @@ class TransformerAgent:
             if self._context_cache is not None:  # the window grows: extend the cache by one token
                 self._context_cache = self.model.prefill_context(new, self._context_cache)
         self.query_cache = None
+        self.steps_seen += 1
+        self.t_episode = torch.where(torch.as_tensor(np.asarray(done), device=dev), 0, self.t_episode + 1)
 
     # ---- what a planner uses ---------------------------------------------------------------------
 
@@ -112,29 +146,45 @@ class TransformerAgent:
             self._context_cache = self.model.prefill_context(self.context)
         return self._context_cache
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def action_logits(self, obs: np.ndarray) -> torch.Tensor:
         """Policy logits [num_envs, A] at query states `obs`; keeps the query's cache in `query_cache`."""
         if self.context is None:
             raise IcrlBenchError(f"{self.name}: call reset(num_envs, task_info) before act().")
         query = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)  # [E, dim]
+        if self._context_cache is None and len(self.context) and hasattr(self.model, "embed_query_state"):
+            # AD after the window slid: [context, query] in one forward; the context's cache is its prefix (exact: causal).
+            h, self.query_cache = self.model.transformer(query_tokens(self.model, self.context, query))  # [E, T + 1, C]
+            self._context_cache = self.query_cache.truncate(len(self.context))
+            return self.model.pred_action(h[:, -1])
         logits, self.query_cache = self.model.policy(query, self.context, self.context_cache())
         return logits
 
+    @torch.inference_mode()
+    def plan(self, obs: np.ndarray, logits: torch.Tensor) -> torch.Tensor:
+        """DICP's actions [num_envs] by beam search from the current query states (after `action_logits`)."""
+        query = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)  # [E, dim]
+        depth = torch.clamp(self.horizon - self.t_episode, min=1).clamp(max=self.planning_horizon)  # [E], never past the episode end
+        if self.planner == "recompute":
+            return plan(self.model, self.context, query, self.beam_k, depth, cached=False, sample=self.sample, generator=self.generator)
+        return plan(self.model, self.context, query, self.beam_k, depth, context_cache=self.context_cache(), query_cache=self.query_cache,
+                    logits=logits, sample=self.sample, generator=self.generator)
+
 
 def from_checkpoint(name: str, checkpoint: str | os.PathLike | Path, device: str | torch.device = "cpu", sample: bool = True,
-                    seed: int = 0, **kwargs: Any) -> TransformerAgent:
+                    seed: int = 0, beam_k: int | None = None, planner: str = "cache", **kwargs: Any) -> TransformerAgent:
     """The agent `name` (ad, dicp-ad, dpt, dicp-dpt, idt, dicp-idt) from a checkpoint or run directory.
 
     Fails with a one-line error if the checkpoint is of another agent or was tampered with.
-    Extra keyword arguments are refused by name so a typo is not ignored.
+    Extra keyword arguments are refused by name so a typo is not ignored. `beam_k`: DICP's beam
+    size (default: the paper's 10 for dicp-*, 0 = no planning); `planner`: "cache" or "recompute".
     """
     model_spec(name)
     if kwargs:
-        raise IcrlBenchError(f"{name} takes no option(s) {', '.join(sorted(kwargs))}; options: device, sample, seed.")
+        raise IcrlBenchError(f"{name} takes no option(s) {', '.join(sorted(kwargs))}; options: device, sample, seed, beam_k, planner.")
     loaded = load_checkpoint(checkpoint, agent=name, map_location="cpu")
     if model_spec(name).family == "idt":
         from icrl_bench.agents.idt import IDTAgent
 
-        return IDTAgent(name, loaded.model, loaded.meta, device=device, sample=sample, seed=seed)
-    return TransformerAgent(name, loaded.model, loaded.meta, device=device, sample=sample, seed=seed)
+        return IDTAgent(name, loaded.model, loaded.meta, device=device, sample=sample, seed=seed, beam_k=beam_k, planner=planner)
+    return TransformerAgent(name, loaded.model, loaded.meta, device=device, sample=sample, seed=seed, beam_k=beam_k, planner=planner)

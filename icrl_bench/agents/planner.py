@@ -1,0 +1,389 @@
+"""DICP's in-context model-based planning (Son et al. 2025, Sec. 4.2): beam search in the model's own world.
+
+A DICP network is both a policy and a world model: after the query state it predicts an action,
+and after an action-query token the reward and the next state of taking it. At each step (once
+the context is full) the agent imagines futures before acting:
+
+    level 1   candidates: every action, in the order the policy gives them (sampled without
+              replacement when acting samples, by logit otherwise); predicted reward = argmax
+              of the reward head, next state = argmax of the next-state head
+    level d   each of the `beam_k` best beams appends its imagined transition
+              (state, action, predicted reward, predicted next state) to its context, and
+              tries every action (0..A-1) in its predicted next state
+    score     sum of predicted immediate rewards; beams kept by a stable sort, so ties go to
+              the earlier beam and the earlier candidate (as `torch.sort(stable=True)` does in
+              the official gridworld/model/{ad,dpt}.py `beam_search`)
+    act       the first action of the best beam
+
+Depth: up to the paper's planning horizon (`PLANNING_HORIZON`: grid_size - 1 on Darkroom,
+2 (grid_size - 1) on Darkroom-Permuted and Dark Key-to-Door) and never past the end of the
+current episode (`depth = min(planning horizon, horizon - t)` with t the step in the episode).
+Envs whose episode ends sooner than others' add no reward after their end, which leaves their
+choice exactly what a shorter search would give.
+
+Two ways to get the same numbers:
+
+  `CachedWorld`     the KV cache: the shared context is encoded once (the agent's own cache);
+                    each beam extends a copy (`KVCache.index_select` of its parent, then its
+                    imagined transition and query state, 2 tokens), and the A action queries
+                    branch off as siblings (`forward_siblings`: one copy of the cache, each
+                    action token attending to it and to itself only). DPT's query comes
+                    *first*, so a new imagined query state invalidates its prefix: DPT re-encodes
+                    [query, real context] once per level for each distinct (env, imagined cell),
+                    appends each beam's imagined tail, and shares that across its A
+                    action queries.
+  `RecomputeWorld`  the reference: every candidate's whole sequence encoded from scratch.
+
+One deliberate difference from the official code: there the imagined context *slides* (the
+oldest real transition is dropped for each imagined one, a full recompute per candidate); here
+it *grows* by the imagined transitions (at most the planning horizon, 8 or 16 tokens on top of
+n_transit - 1), which is what lets each beam extend the cache exactly. Both planners here follow
+this definition, so they choose the same actions.
+
+dicp-idt plans with `IDTWorld` / `IDTRecomputeWorld` in its Decisions-to-Go Transformer, whose
+sequence within a block is (z_t, s_t, a_t, r_t) per step: a beam appends (r_t, z_{t+1}, s_{t+1}) to
+its parent's cache and then branches the A action tokens a_{t+1}, whose hidden states predict
+reward and next state. Depth: the rest of the current block (`low_per_high - t`): the next block's
+decision z is not made yet. (The official idt.py always searches `low_per_high` levels and indexes
+z by the beam level, running past the block's end with another step's z; a block never crosses
+an episode's end since the horizon is a multiple of `low_per_high`.) There is no grid-based
+planning horizon in the official IDT search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from icrl_bench.agents.tokens import Transitions, state_from_index, state_index
+from icrl_bench.agents.transformer import KVCache, Transformer, apply_rotary, rotary_angles
+from icrl_bench.errors import IcrlBenchError
+
+# Official evaluate.py `--beam-k` default.
+PAPER_BEAM_K = 10
+# Official model/{ad,dpt}.py `max_beam_steps`: grid_size - 1 on darkroom, 2 (grid_size - 1) on the others (grid_size 9).
+PLANNING_HORIZON = {"darkroom": 8, "darkroom-permuted": 16, "dark-key-to-door": 16}
+
+
+def planning_horizon(env: str) -> int:
+    """The paper's planning horizon (maximum beam depth) for env family `env`."""
+    if env not in PLANNING_HORIZON:
+        raise IcrlBenchError(f"DICP planning has no planning horizon for env {env!r}; known: {', '.join(sorted(PLANNING_HORIZON))}.")
+    return PLANNING_HORIZON[env]
+
+
+class World(Protocol):
+    """What the beam search needs from a model: N beams, each in an imagined query state."""
+
+    num_actions: int
+
+    def expand(self, beams: object, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted reward classes and next cells [N, A'] of taking `actions` [N, A'] in each beam."""
+        ...
+
+    def advance(self, beams: object, parent: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_cell: torch.Tensor) -> object:
+        """N' new beams: beam `parent[i]` [N'] took `action[i]`, got `reward[i]`, reached `next_cell[i]`."""
+        ...
+
+
+def candidate_order(logits: torch.Tensor, sample: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Level-1 candidates [E, A]: a policy-weighted permutation when sampling, by logit otherwise."""
+    if sample:
+        probs = torch.softmax(logits.float(), -1).clamp_min(torch.finfo(torch.float32).tiny)  # every action gets a place
+        return torch.multinomial(probs, logits.shape[-1], replacement=False, generator=generator)
+    return logits.float().argsort(dim=-1, descending=True, stable=True)
+
+
+@torch.inference_mode()
+def beam_search(world: World, root: object, logits: torch.Tensor, beam_k: int, depth: torch.Tensor,
+                sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The first action [E] of the best of `beam_k` beams, `depth` [E] levels deep per env.
+
+    `root` holds E beams (one per env, in its real query state); `logits` [E, A] is the policy there.
+    """
+    E, A = logits.shape
+    if beam_k < 1:
+        raise ValueError(f"beam_k must be >= 1, got {beam_k}")
+    max_depth = int(depth.max())
+    order = candidate_order(logits, sample, generator)  # [E, A]
+    reward, next_cell = world.expand(root, order)  # [E, A] each (depth >= 1 always: the real step itself)
+    score, pick = reward.sort(dim=-1, descending=True, stable=True)  # [E, A]
+    k = min(beam_k, A)
+    score, pick = score[:, :k], pick[:, :k]  # [E, k]
+    action = order.gather(1, pick)  # [E, k]
+    first = action
+    parent = torch.arange(E, device=logits.device)[:, None].expand(E, k)  # [E, k]: rows of the root
+    reward, next_cell = reward.gather(1, pick), next_cell.gather(1, pick)
+    beams = root
+    for level in range(2, max_depth + 1):
+        beams = world.advance(beams, parent.reshape(-1), action.reshape(-1), reward.reshape(-1), next_cell.reshape(-1))  # E * k beams
+        all_actions = torch.arange(A, device=logits.device).expand(E * k, A)  # [E*k, A]
+        r, s = world.expand(beams, all_actions)  # [E*k, A]
+        r = r * (depth >= level).repeat_interleave(k)[:, None]  # no reward past an env's episode end
+        total = (score[:, :, None] + r.view(E, k, A)).view(E, k * A)  # [E, k*A]: beam-major, as the official sort sees them
+        n_parent = k
+        score, pick = total.sort(dim=-1, descending=True, stable=True)
+        k = min(beam_k, n_parent * A)
+        score, pick = score[:, :k], pick[:, :k]  # [E, k]
+        beam_of = pick // A  # which of the n_parent beams [E, k]
+        first = first.gather(1, beam_of)
+        action = pick % A
+        parent = torch.arange(E, device=logits.device)[:, None] * n_parent + beam_of  # rows of `beams` [E, k]
+        reward, next_cell = r.view(E, n_parent * A).gather(1, pick), s.view(E, n_parent * A).gather(1, pick)
+    return first[:, 0]
+
+
+def forward_siblings(transformer: Transformer, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """Hidden states [N, A, C] of A alternative next tokens x [N, A, C] after each of the N cached sequences.
+
+    The same numbers as `transformer(x.reshape(N * A, 1, C), cache.repeat_interleave(A))`, but the
+    cache is not copied A times: the A tokens go in as one sequence in which token j attends to
+    the cache and to itself only (all at position `cache.next_pos`). Branching the A action
+    queries of every beam this way is most of what makes cached planning cheap. (It reads the
+    blocks' layers directly; it belongs next to `Transformer.forward` if the Transformer grows a
+    mask argument.)
+    """
+    for hook in transformer._forward_pre_hooks.values():  # counted as one forward, like any other call
+        hook(transformer, (x,))
+    N, A, C = x.shape
+    T = len(cache)
+    positions = torch.full((A,), cache.next_pos, device=x.device)  # [A]: every sibling is the next token
+    mask = torch.cat([torch.ones(A, T, dtype=torch.bool, device=x.device), torch.eye(A, dtype=torch.bool, device=x.device)], dim=1)  # [A, T + A]
+    x = transformer.drop(x)
+    for i, block in enumerate(transformer.blocks):
+        attn = block.attn
+        H, D = attn.n_head, attn.head_dim
+        q, k, v = attn.qkv(block.norm_1(x)).split(C, dim=-1)  # 3 x [N, A, C]
+        q, k, v = (t.view(N, A, H, D).transpose(1, 2) for t in (q, k, v))  # [N, H, A, D]
+        cos, sin = rotary_angles(positions, D, attn.rope_base)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        keys = torch.cat([cache.k[i].to(k.dtype), k], dim=2)  # [N, H, T + A, D]
+        values = torch.cat([cache.v[i].to(v.dtype), v], dim=2)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # [N, H, A, D]
+        x = x + block.dropout(attn.proj(y.transpose(1, 2).reshape(N, A, C)))
+        x = x + block.dropout(block.mlp(block.norm_2(x)))
+    return transformer.norm_f(x)
+
+
+# ---- AD and DPT worlds -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Beams:
+    """N imagined futures of AD / DPT.
+
+    context: the real context followed by the beam's imagined transitions [N, T + d].
+    state: the (imagined) query state each beam is in [N, dim_state].
+    query_cache: [context, query] encoded (AD: context then query; DPT: query then context), or None.
+    context_cache: AD only, the context without the query (what the next imagined transition extends).
+    env: the env each beam belongs to [N]; n_real: how many of the context's transitions are real.
+    """
+
+    context: Transitions
+    state: torch.Tensor
+    query_cache: KVCache | None = None
+    context_cache: KVCache | None = None
+    env: torch.Tensor | None = None
+    n_real: int = 0
+
+    def select(self, parent: torch.Tensor) -> Beams:
+        c = self.context
+        env = None if self.env is None else self.env[parent]
+        return Beams(Transitions(c.obs[parent], c.action[parent], c.reward[parent], c.next_obs[parent]), self.state[parent], env=env, n_real=self.n_real)
+
+
+def _is_ad(model: nn.Module) -> bool:
+    return hasattr(model, "embed_query_state")  # AD: the query follows the context; DPT: it precedes it
+
+
+def query_tokens(model: nn.Module, context: Transitions, state: torch.Tensor) -> torch.Tensor:
+    """The policy's input sequence [N, T + 1, C] (the model's own order of context and query)."""
+    if _is_ad(model):
+        return torch.cat([model.embed_context(context), model.query_state_token(state)], dim=1)
+    return torch.cat([model.embed_context.state_only(state), model.embed_context(context)], dim=1)
+
+
+def _imagined(beams: Beams, parent: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_cell: torch.Tensor,
+              grid_size: int) -> tuple[Beams, Transitions, torch.Tensor]:
+    """The parents' beams with the imagined transition appended; also that transition [N', 1] and the new state."""
+    base = beams.select(parent)
+    next_state = state_from_index(next_cell, grid_size).to(base.state.dtype)  # [N', dim_state]
+    step = Transitions(base.state[:, None], action[:, None].long(), reward[:, None].to(base.context.reward.dtype), next_state[:, None])
+    c = base.context
+    context = Transitions(*(torch.cat([a, b], dim=1) for a, b in zip((c.obs, c.action, c.reward, c.next_obs),
+                                                                      (step.obs, step.action, step.reward, step.next_obs))))
+    return Beams(context, next_state, env=base.env, n_real=base.n_real), step, next_state
+
+
+class CachedWorld:
+    """AD / DPT imagination on the KV cache (see the module docstring)."""
+
+    def __init__(self, model: nn.Module):
+        if getattr(model, "dynamics", None) is None:
+            raise IcrlBenchError("planning needs a DICP world model (dicp-ad, dicp-dpt, dicp-idt); this network has no dynamics heads.")
+        self.model = model
+        self.num_actions = model.config.num_actions
+        self.grid_size = model.config.grid_size
+
+    def expand(self, beams: Beams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        N, A = actions.shape
+        if beams.query_cache is None:  # DPT below the root: its query state changed, so its prefix must be re-encoded
+            beams.query_cache = self._dpt_query_cache(beams)
+        h = forward_siblings(self.model.transformer, self.model.dynamics.embed_query_action(actions.long()), beams.query_cache)  # [N, A, C]
+        dyn = self.model.dynamics
+        return dyn.pred_reward(h).argmax(-1), dyn.pred_next_state(h).argmax(-1)
+
+    def _dpt_query_cache(self, beams: Beams) -> KVCache:
+        """[query, real context, imagined transitions] of each beam, encoding [query, real context] once per (env, cell).
+
+        Exact: the prefix depends only on the env's real context and the query cell, and beams of
+        one env often stand in the same imagined cell; only the short imagined tail is per beam.
+        """
+        N = len(beams.state)
+        key = beams.env * self.grid_size**2 + state_index(beams.state, self.grid_size)  # [N]
+        unique, inverse = torch.unique(key, return_inverse=True)  # [U], [N]
+        first = torch.full((len(unique),), N, device=key.device).scatter_reduce(0, inverse, torch.arange(N, device=key.device), "amin")  # [U]
+        real = beams.context.slice(None, beams.n_real)
+        real = Transitions(real.obs[first], real.action[first], real.reward[first], real.next_obs[first])  # [U, n_real]
+        _, prefix = self.model.transformer(query_tokens(self.model, real, beams.state[first]))  # [U, 1 + n_real]
+        cache = prefix.index_select(inverse)  # [N, 1 + n_real]
+        imagined = beams.context.slice(beams.n_real, None)  # [N, d - 1]
+        if len(imagined):
+            _, cache = self.model.transformer(self.model.embed_context(imagined), cache)
+        return cache
+
+    def advance(self, beams: Beams, parent, action, reward, next_cell) -> Beams:
+        new, step, next_state = _imagined(beams, parent, action, reward, next_cell, self.grid_size)
+        if _is_ad(self.model):  # extend each parent's context by its imagined transition and the new query state
+            tokens = torch.cat([self.model.embed_context(step), self.model.query_state_token(next_state)], dim=1)  # [N', 2, C]
+            _, cache = self.model.transformer(tokens, beams.context_cache.index_select(parent))
+            new.query_cache, new.context_cache = cache, cache.truncate(len(cache) - 1)
+        return new
+
+
+class RecomputeWorld:
+    """The reference: every candidate's whole sequence [context, query, action] encoded from scratch."""
+
+    def __init__(self, model: nn.Module):
+        if getattr(model, "dynamics", None) is None:
+            raise IcrlBenchError("planning needs a DICP world model (dicp-ad, dicp-dpt, dicp-idt); this network has no dynamics heads.")
+        self.model = model
+        self.num_actions = model.config.num_actions
+        self.grid_size = model.config.grid_size
+
+    def policy(self, context: Transitions, state: torch.Tensor) -> torch.Tensor:
+        h, _ = self.model.transformer(query_tokens(self.model, context, state))
+        return self.model.pred_action(h[:, -1])
+
+    def expand(self, beams: Beams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        N, A = actions.shape
+        rep = beams.select(torch.arange(N, device=actions.device).repeat_interleave(A))  # [N*A] copies
+        tokens = torch.cat([query_tokens(self.model, rep.context, rep.state), self.model.dynamics.query_action_token(actions.reshape(-1))], dim=1)
+        h, _ = self.model.transformer(tokens)  # [N*A, T + 2, C]
+        dyn = self.model.dynamics
+        return dyn.pred_reward(h[:, -1]).argmax(-1).view(N, A), dyn.pred_next_state(h[:, -1]).argmax(-1).view(N, A)
+
+    def advance(self, beams: Beams, parent, action, reward, next_cell) -> Beams:
+        return _imagined(beams, parent, action, reward, next_cell, self.grid_size)[0]
+
+
+def check_beam_k(name: str, model: nn.Module, beam_k: int | None) -> int:
+    """The beam size to act with: the paper's for a DICP network unless given; planning needs a world model."""
+    has_world_model = bool(model.config.dynamics)
+    if beam_k is None:
+        return PAPER_BEAM_K if has_world_model else 0
+    if isinstance(beam_k, bool) or not isinstance(beam_k, int) or beam_k < 0:
+        raise IcrlBenchError(f"beam_k must be an integer >= 0 (0 = no planning), got {beam_k!r}.")
+    if beam_k > 0 and not has_world_model:
+        raise IcrlBenchError(f"--beam {beam_k}: {name} has no world model to plan with; use its DICP version (dicp-{name.removeprefix('dicp-')}) or --beam 0.")
+    return beam_k
+
+
+def count_forward_passes(model: nn.Module) -> None:
+    """Make every Transformer forward call of `model` add 1 to `model.forward_calls` (idempotent)."""
+    if hasattr(model, "forward_calls"):
+        return
+    model.forward_calls = 0
+
+    def hook(module: nn.Module, args: Any) -> None:
+        model.forward_calls += 1
+
+    for module in model.modules():
+        if isinstance(module, Transformer):
+            module.register_forward_pre_hook(hook)
+
+
+# ---- IDT world (Decisions-to-Go) -------------------------------------------------------------------------
+
+
+@dataclass
+class IDTBeams:
+    """N imagined futures of IDT's current block.
+
+    env: the env each beam belongs to [N] (its z sequence); t: the step in the block of the state token.
+    cache: Decisions-to-Go cache up to the beam's state token (cached world), or tokens [N, L, C] (recompute).
+    """
+
+    env: torch.Tensor
+    t: int
+    cache: KVCache | None = None
+    tokens: torch.Tensor | None = None
+
+
+class IDTWorld:
+    """dicp-idt imagination on the Decisions-to-Go KV cache; `z` [E, low_per_high, dim_z] is the block's decision."""
+
+    def __init__(self, model: nn.Module, z: torch.Tensor, cached: bool = True):
+        if not model.config.dynamics:
+            raise IcrlBenchError("planning needs a DICP world model (dicp-idt); this IDT has no dynamics heads.")
+        self.d2g, self.z, self.cached = model.decisions_to_go, z, cached
+        self.num_actions = model.config.num_actions
+
+    def expand(self, beams: IDTBeams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        N, A = actions.shape
+        if self.cached:
+            h = forward_siblings(self.d2g.transformer, self.d2g.embed_action(actions.long()), beams.cache).reshape(N * A, -1)  # [N*A, C]
+        else:
+            a = self.d2g.embed_action(actions.reshape(-1).long())[:, None]  # [N*A, 1, C]
+            h = self.d2g.transformer(torch.cat([beams.tokens.repeat_interleave(A, dim=0), a], dim=1))[0][:, -1]
+        return self.d2g.pred_reward(h).argmax(-1).view(N, A), self.d2g.pred_next_state(h).argmax(-1).view(N, A)
+
+    def advance(self, beams: IDTBeams, parent, action, reward, next_cell) -> IDTBeams:
+        d2g, env, t = self.d2g, beams.env[parent], beams.t + 1
+        new = torch.stack([d2g.embed_action(action.long()), d2g.embed_reward(reward.long()), d2g.embed_z(self.z[env, t]),
+                           d2g.embed_state(next_cell.long())], dim=1)  # [N', 4, C]: a_t, r_t, z_{t+1}, s_{t+1}
+        if self.cached:
+            _, cache = d2g.transformer(new, beams.cache.index_select(parent))
+            return IDTBeams(env, t, cache=cache)
+        return IDTBeams(env, t, tokens=torch.cat([beams.tokens[parent], new], dim=1))
+
+
+def plan(model: nn.Module, context: Transitions, state: torch.Tensor, beam_k: int, depth: torch.Tensor, *, cached: bool = True,
+         context_cache: KVCache | None = None, query_cache: KVCache | None = None, logits: torch.Tensor | None = None,
+         sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DICP's action [E] for AD / DPT in real query states `state` [E, dim_state] after `context` [E, T].
+
+    Cached: pass the agent's `context_cache` (AD), `query_cache` and the policy `logits` there to
+    encode nothing twice; whatever is missing is computed. Recompute (`cached=False`): all three
+    are ignored and everything is encoded from scratch.
+    """
+    with torch.inference_mode():
+        if not cached:
+            world = RecomputeWorld(model)
+            return beam_search(world, Beams(context, state), world.policy(context, state), beam_k, depth, sample, generator)
+        world = CachedWorld(model)
+        if _is_ad(model) and context_cache is None:
+            context_cache = model.prefill_context(context)
+        if query_cache is None or logits is None:
+            logits, query_cache = model.policy(state, context, context_cache)
+        root = Beams(context, state, query_cache, context_cache, env=torch.arange(len(state), device=state.device), n_real=len(context))
+        return beam_search(world, root, logits, beam_k, depth, sample, generator)
+
+
+__all__ = ["PAPER_BEAM_K", "PLANNING_HORIZON", "Beams", "CachedWorld", "IDTBeams", "IDTWorld", "RecomputeWorld", "beam_search", "candidate_order",
+           "check_beam_k", "count_forward_passes",
+           "plan", "planning_horizon", "query_tokens"]
