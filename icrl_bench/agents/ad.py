@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from icrl_bench.agents.tokens import DynamicsHeads, GridModelConfig, Transitions, TransitionEmbedding, state_index
+from icrl_bench.agents.tokens import DynamicsHeads, GridModelConfig, Transitions, TransitionEmbedding, add_dynamics_loss, state_index
 from icrl_bench.agents.transformer import KVCache, Transformer
 
 
@@ -60,12 +60,7 @@ class AD(nn.Module):
         target = query.action[:, 0].long()
         loss = F.cross_entropy(logits.float(), target, label_smoothing=self.config.label_smoothing)
         metrics = {"loss_action": loss.detach(), "acc_action": (logits.argmax(-1) == target).float().mean()}
-        if self.dynamics is not None:
-            loss_dyn, dyn_metrics = self.dynamics.losses(h[:, n], query.reward[:, 0], query.next_obs[:, 0], self.config.label_smoothing)
-            loss = loss + self.config.dynamics_strength * loss_dyn
-            metrics.update(dyn_metrics)
-        metrics["loss"] = loss.detach()
-        return loss, metrics
+        return add_dynamics_loss(self, loss, metrics, h, n, query)
 
     # ---- inference: what the acting agent and a planner call ------------------------------------
 

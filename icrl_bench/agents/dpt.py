@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from icrl_bench.agents.tokens import DynamicsHeads, GridModelConfig, Transitions, TransitionEmbedding
+from icrl_bench.agents.tokens import DynamicsHeads, GridModelConfig, Transitions, TransitionEmbedding, add_dynamics_loss
 from icrl_bench.agents.transformer import KVCache, Transformer
 
 
@@ -66,12 +66,7 @@ class DPT(nn.Module):
             "acc_action": correct.float().mean(),  # over every context length (the official metric)
             "acc_action_full": correct[:, -1].float().mean(),  # with the full context
         }
-        if self.dynamics is not None:
-            loss_dyn, dyn_metrics = self.dynamics.losses(h[:, n], query.reward[:, 0], query.next_obs[:, 0], self.config.label_smoothing)
-            loss = loss + self.config.dynamics_strength * loss_dyn
-            metrics.update(dyn_metrics)
-        metrics["loss"] = loss.detach()
-        return loss, metrics
+        return add_dynamics_loss(self, loss, metrics, h, n, query)
 
     # ---- inference -------------------------------------------------------------------------------
 

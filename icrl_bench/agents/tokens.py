@@ -156,3 +156,16 @@ class DynamicsHeads(nn.Module):
             "acc_next_state": (state_logits.argmax(-1) == state_target).float().mean(),
         }
         return loss_reward + loss_next_state, metrics
+
+
+def add_dynamics_loss(
+    model: nn.Module, loss: torch.Tensor, metrics: dict[str, torch.Tensor], h: torch.Tensor, n: int, query: Transitions
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """AD's and DPT's total loss: the action loss plus, for a DICP model, `dynamics_strength`
+    times the reward and next-state losses at the action-query token (position `n` of h [B, T, C])."""
+    if model.dynamics is not None:
+        loss_dyn, dyn_metrics = model.dynamics.losses(h[:, n], query.reward[:, 0], query.next_obs[:, 0], model.config.label_smoothing)
+        loss = loss + model.config.dynamics_strength * loss_dyn
+        metrics.update(dyn_metrics)
+    metrics["loss"] = loss.detach()
+    return loss, metrics
