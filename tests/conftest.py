@@ -35,3 +35,11 @@ def tiny_dataset(tiny_root: Path):
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread: the tests' tensors are tiny, and two threads on a busy 2-core
+    machine were measured 10-40x slower than one (thread contention, not compute)."""
+    import torch
+
+    torch.set_num_threads(1)
