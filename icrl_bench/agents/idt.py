@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from icrl_bench.agents.base import TaskInfo
-from icrl_bench.agents.planner import IDTBeams, IDTWorld, beam_search, check_beam_k, count_forward_passes
+from icrl_bench.agents.planner import CheckpointAgent, IDTBeams, IDTWorld, beam_search
 from icrl_bench.agents.tokens import GridModelConfig, state_index
 from icrl_bench.agents.transformer import KVCache, Transformer
 from icrl_bench.errors import IcrlBenchError
@@ -214,7 +214,7 @@ class IDT(nn.Module):
 # ---- acting -------------------------------------------------------------------------------------------
 
 
-class IDTAgent:
+class IDTAgent(CheckpointAgent):
     """Acts with a trained IDT: a decision every `low_per_high` steps, actions decoded with a KV cache.
 
     Return-to-go starts each episode at `config.target_return` (the best return in the training
@@ -225,26 +225,7 @@ class IDTAgent:
 
     def __init__(self, name: str, model: IDT, meta: dict | None = None, device: str | torch.device = "cpu", sample: bool = True, seed: int = 0,
                  beam_k: int | None = None, planner: str = "cache"):
-        self.name = name
-        self.model = model.to(device).eval()
-        self.meta = meta or {}
-        self.device = torch.device(device)
-        self.sample = sample
-        self.seed = seed
-        self.beam_k = check_beam_k(name, model, beam_k)
-        if planner not in ("cache", "recompute"):
-            raise IcrlBenchError(f"planner must be 'cache' or 'recompute', got {planner!r}.")
-        self.planner = planner
-        count_forward_passes(model)
-
-    @property
-    def forward_passes(self) -> int:
-        """Transformer forward calls of the three networks so far (the harness takes differences)."""
-        return self.model.forward_calls
-
-    def set_seed(self, seed: int) -> None:
-        """Seed z and action sampling (and the planner's candidate order) from the next reset on."""
-        self.seed = int(seed)
+        super().__init__(name, model, meta, device, sample, seed, beam_k, planner)
 
     def reset(self, num_envs: int, task_info: TaskInfo) -> None:
         c = self.model.config

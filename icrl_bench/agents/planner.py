@@ -387,3 +387,40 @@ def plan(model: nn.Module, context: Transitions, state: torch.Tensor, beam_k: in
 __all__ = ["PAPER_BEAM_K", "PLANNING_HORIZON", "Beams", "CachedWorld", "IDTBeams", "IDTWorld", "RecomputeWorld", "beam_search", "candidate_order",
            "check_beam_k", "count_forward_passes",
            "plan", "planning_horizon", "query_tokens"]
+
+
+class CheckpointAgent:
+    """What every network-backed agent keeps: the network in eval mode, the device, whether
+    actions are sampled, the seed, the beam size and the planner; plus the harness's hooks."""
+
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        meta: dict | None = None,
+        device: str | torch.device = "cpu",
+        sample: bool = True,
+        seed: int = 0,
+        beam_k: int | None = None,
+        planner: str = "cache",
+    ):
+        self.name = name
+        self.model = model.to(device).eval()
+        self.meta = meta or {}
+        self.device = torch.device(device)
+        self.sample = sample
+        self.seed = seed
+        self.beam_k = check_beam_k(name, model, beam_k)
+        if planner not in ("cache", "recompute"):
+            raise IcrlBenchError(f"planner must be 'cache' or 'recompute', got {planner!r}.")
+        self.planner = planner
+        count_forward_passes(model)
+
+    @property
+    def forward_passes(self) -> int:
+        """Transformer forward calls of this agent's network(s) so far (the harness takes differences)."""
+        return self.model.forward_calls
+
+    def set_seed(self, seed: int) -> None:
+        """Seed sampling (and the planner's candidate order) from the next reset on."""
+        self.seed = int(seed)

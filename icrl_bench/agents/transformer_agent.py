@@ -35,13 +35,13 @@ import torch.nn as nn
 from icrl_bench.agents.base import TaskInfo
 from icrl_bench.agents.checkpoint import load_checkpoint
 from icrl_bench.agents.models import model_spec
-from icrl_bench.agents.planner import check_beam_k, count_forward_passes, plan, planning_horizon, query_tokens
+from icrl_bench.agents.planner import CheckpointAgent, plan, planning_horizon, query_tokens
 from icrl_bench.agents.tokens import Transitions
 from icrl_bench.agents.transformer import KVCache
 from icrl_bench.errors import IcrlBenchError
 
 
-class TransformerAgent:
+class TransformerAgent(CheckpointAgent):
     """Acts with a trained in-context network; batched over `num_envs` envs."""
 
     def __init__(
@@ -55,17 +55,7 @@ class TransformerAgent:
         beam_k: int | None = None,
         planner: str = "cache",
     ):
-        self.name = name
-        self.model = model.to(device).eval()
-        self.meta = meta or {}
-        self.device = torch.device(device)
-        self.sample = sample
-        self.seed = seed
-        self.beam_k = check_beam_k(name, model, beam_k)
-        if planner not in ("cache", "recompute"):
-            raise IcrlBenchError(f"planner must be 'cache' or 'recompute', got {planner!r}.")
-        self.planner = planner
-        count_forward_passes(model)
+        super().__init__(name, model, meta, device, sample, seed, beam_k, planner)
         self.n_context = model.config.n_transit - 1
         self.num_envs = 0
         self.context: Transitions | None = None
@@ -94,15 +84,6 @@ class TransformerAgent:
         self.planning_horizon = planning_horizon(task_info.env) if self.beam_k else 0
         self.steps_seen = 0  # since reset (the official `step`)
         self.t_episode = torch.zeros(num_envs, dtype=torch.long, device=dev)  # step within each env's episode
-
-    @property
-    def forward_passes(self) -> int:
-        """Transformer forward calls of this agent's network so far (the harness takes differences)."""
-        return self.model.forward_calls
-
-    def set_seed(self, seed: int) -> None:
-        """Seed action sampling (and the planner's candidate order) from the next reset on."""
-        self.seed = int(seed)
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray) -> np.ndarray:
