@@ -219,8 +219,8 @@ def _imagined(beams: Beams, parent: torch.Tensor, action: torch.Tensor, reward: 
     return Beams(context, next_state, env=base.env, n_real=base.n_real), step, next_state
 
 
-class CachedWorld:
-    """AD / DPT imagination on the KV cache (see the module docstring)."""
+class _World:
+    """A DICP network used as a world model: what both ways of imagining need."""
 
     def __init__(self, model: nn.Module):
         if getattr(model, "dynamics", None) is None:
@@ -228,6 +228,10 @@ class CachedWorld:
         self.model = model
         self.num_actions = model.config.num_actions
         self.grid_size = model.config.grid_size
+
+
+class CachedWorld(_World):
+    """AD / DPT imagination on the KV cache (see the module docstring)."""
 
     def expand(self, beams: Beams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         N, A = actions.shape
@@ -265,15 +269,8 @@ class CachedWorld:
         return new
 
 
-class RecomputeWorld:
+class RecomputeWorld(_World):
     """The reference: every candidate's whole sequence [context, query, action] encoded from scratch."""
-
-    def __init__(self, model: nn.Module):
-        if getattr(model, "dynamics", None) is None:
-            raise IcrlBenchError("planning needs a DICP world model (dicp-ad, dicp-dpt, dicp-idt); this network has no dynamics heads.")
-        self.model = model
-        self.num_actions = model.config.num_actions
-        self.grid_size = model.config.grid_size
 
     def policy(self, context: Transitions, state: torch.Tensor) -> torch.Tensor:
         h, _ = self.model.transformer(query_tokens(self.model, context, state))
