@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from icrl_bench.errors import IcrlBenchError
 
-
-def resolve_device(name: str) -> str:
-    """`auto` picks CUDA when present; `cuda` without a GPU is a user error, not a crash."""
+if TYPE_CHECKING:
     import torch
 
-    name = name.strip().lower()
+
+def resolve_device(name: str | torch.device) -> str:
+    """`auto` picks CUDA when present; `cuda` without a GPU is a user error, not a crash.
+
+    The one place every command (build, train, evaluate) turns --device into a torch device.
+    """
+    import torch
+
+    name = str(name).strip().lower()
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return "cpu"
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise IcrlBenchError(f"--device {name} was asked for but torch sees no CUDA GPU here; use --device cpu (or auto).")
-        index = int(name.split(":")[1]) if ":" in name and name.split(":")[1].isdigit() else 0
-        if index >= torch.cuda.device_count():
+            raise IcrlBenchError(
+                f"--device {name} was asked for but CUDA is not available: torch sees no CUDA GPU here; use --device cpu (or auto)."
+            )
+        index = name.split(":")[1] if ":" in name else "0"
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
             raise IcrlBenchError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible.")
         return name
     raise IcrlBenchError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N.")

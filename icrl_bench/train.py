@@ -38,6 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file
 
 from icrl_bench.agents.checkpoint import save_checkpoint, save_tensors_atomic
+from icrl_bench.devices import resolve_device
 from icrl_bench.fileio import file_sha256, write_json_atomic
 from icrl_bench.agents.models import build_model, model_config, model_spec
 from icrl_bench.agents.tokens import GridModelConfig
@@ -184,19 +185,6 @@ def fit_to_dataset(model: GridModelConfig, ds) -> GridModelConfig:
 # ---- devices and schedule ---------------------------------------------------------------------------
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' (a CUDA GPU if there is one), 'cpu', 'cuda' or 'cuda:N'."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise IcrlBenchError(f"--device {device} asked for a GPU but torch sees no CUDA device; use --device cpu (or auto).")
-        return torch.device(device)
-    raise IcrlBenchError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N.")
-
-
 def lr_at(step: int, config: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 0 at `config.steps` (transformers' cosine schedule)."""
     if step < config.warmup_steps:
@@ -331,7 +319,7 @@ def train(
         torch.set_num_threads(threads)
     console = console or Console(stderr=True)
     rank, world = _distributed()
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device))
     if world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)

@@ -104,7 +104,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, tiny_root: Path) -> None
     with pytest.raises(IcrlBenchError, match="config for env 'dark-key-to-door' but the dataset is 'darkroom'"):
         run(tmp_path, tiny_root, "ad", config_path=tiny_config(tmp_path, "ad", "dark-key-to-door"))
     if not torch.cuda.is_available():
-        with pytest.raises(IcrlBenchError, match="no CUDA device"):
+        with pytest.raises(IcrlBenchError, match="torch sees no CUDA GPU"):
             train("ad", "darkroom-tiny-v2", device="cuda", root=tiny_root, show_progress=False)
     with pytest.raises(IcrlBenchError, match="lr must be > 0"):
         run(tmp_path, tiny_root, config_path=tiny_config(tmp_path, lr=-1.0))

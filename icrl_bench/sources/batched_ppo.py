@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from icrl_bench.devices import resolve_device
 from icrl_bench.envs import get_family
-from icrl_bench.errors import IcrlBenchError
 from icrl_bench.sources import ProgressFn
 from icrl_bench.sources.sb3_ppo import PPOConfig
 
@@ -386,19 +386,6 @@ def sample_actions(log_probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """The torch device, or a one-line error for a device this machine does not have."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise IcrlBenchError(f"unknown device {device!r}; use --device cpu or --device cuda.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise IcrlBenchError(f"--device {device} requested but CUDA is not available here; use --device cpu.")
-    if dev.type not in ("cpu", "cuda"):
-        raise IcrlBenchError(f"batched-ppo runs on cpu or cuda, not {device!r}; use --device cpu or --device cuda.")
-    return dev
-
-
 @torch.no_grad()  # gradients are computed by hand; autograd would only cost time
 def train_tasks(
     family: str,
@@ -414,7 +401,7 @@ def train_tasks(
     [.., 2], action uint8, reward float32, done bool. `progress` gets the env steps of
     each rollout (all tasks together).
     """
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device))
     cfg = config
     n_tasks, n_streams, n_steps = len(params), cfg.n_streams, cfg.n_steps
     n_rollouts = cfg.total_timesteps // (n_steps * n_streams)
@@ -572,7 +559,7 @@ class BatchedPPOSource:
         progress: ProgressFn | None = None,
     ) -> list[dict[str, np.ndarray]]:
         params, seeds = np.asarray(params), list(seeds)
-        dev = resolve_device(device)
+        dev = torch.device(resolve_device(device))
         if dev.type == "cpu" and multiprocessing.parent_process() is not None:
             # A builder worker: one of several jobs side by side, one core each (as SB3's source).
             torch.set_num_threads(1)
