@@ -29,13 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from icrl_bench import metrics
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.paths import REPO_ROOT, data_root
+from icrl_bench.paths import REPO_ROOT, catalog_path, data_root
 from icrl_bench.protocols import PROTOCOLS, EvalProtocol, get_protocol, task_params_sha256
 from icrl_bench.reporting import FILE_MODE, agent_label, atomic_path, dumps_results, leaderboard_cells, plot_learning_curves, write_atomic
 
 DEFAULT_DIR = REPO_ROOT / "leaderboard"
-CATALOG_ENV_VAR = "ICRL_BENCH_CATALOG"  # the same variable `icrl-bench datasets download` reads
-DEFAULT_CATALOG = REPO_ROOT / "datasets" / "catalog.yaml"
 
 
 # --- schema ------------------------------------------------------------------------------------
@@ -206,8 +204,7 @@ def known_dataset_hashes(root: str | os.PathLike | None = None, catalog: Path | 
             continue
         if isinstance(manifest, dict) and isinstance(manifest.get("content_hash"), str):
             hashes.add(manifest["content_hash"])
-    if catalog is None:
-        catalog = Path(os.environ[CATALOG_ENV_VAR]).expanduser() if os.environ.get(CATALOG_ENV_VAR) else DEFAULT_CATALOG
+    catalog = catalog_path(catalog)
     if catalog.is_file():
         hashes |= set(_hashes_in(yaml.safe_load(catalog.read_text())))
     return hashes

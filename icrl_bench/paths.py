@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,7 +12,26 @@ from platformdirs import user_cache_dir
 from icrl_bench.errors import IcrlBenchError
 
 ROOT_ENV_VAR = "ICRL_BENCH_ROOT"
+CATALOG_ENV_VAR = "ICRL_BENCH_CATALOG"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _recipe_dir() -> Path:
+    """datasets/ of a source checkout, else the copy a wheel installs under sys.prefix."""
+    checkout = REPO_ROOT / "datasets"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "icrl-bench" / "datasets"
+
+
+RECIPE_DIR = _recipe_dir()  # the dataset recipes, and the catalog beside them
+CATALOG_FILE = "catalog.yaml"
+DEFAULT_CATALOG = RECIPE_DIR / CATALOG_FILE
+
+
+def catalog_path(path: str | os.PathLike | None = None) -> Path:
+    """`path`, else $ICRL_BENCH_CATALOG, else the catalog shipped in `datasets/`."""
+    if path is not None:
+        return Path(path).expanduser()
+    return Path(os.environ[CATALOG_ENV_VAR]).expanduser() if os.environ.get(CATALOG_ENV_VAR) else DEFAULT_CATALOG
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:

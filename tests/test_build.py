@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -182,10 +181,11 @@ def test_a_running_build_locks_out_a_second(tmp_path):
 
 
 def test_bad_recipe_values_are_one_line_errors(tmp_path, monkeypatch):
+    from icrl_bench import paths
     from icrl_bench.data import recipes
 
     monkeypatch.setattr(recipes, "RECIPE_DIR", tmp_path)
-    base = (recipes.REPO_ROOT / "datasets" / "darkroom.yaml").read_text()
+    base = (paths.RECIPE_DIR / "darkroom.yaml").read_text()
     (tmp_path / "darkroom.yaml").write_text(base.replace("total_timesteps: 100000", "total_timesteps: 12345"))
     with pytest.raises(IcrlBenchError, match="total_timesteps .* must be a multiple"):
         recipes.resolve("darkroom")

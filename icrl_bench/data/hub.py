@@ -27,8 +27,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from icrl_bench.data.dataset import dataset_path, load_dataset
-from icrl_bench.data.recipes import CATALOG_FILE, ID_PATTERN, RECIPE_DIR
+from icrl_bench.data.recipes import ID_PATTERN
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.paths import CATALOG_ENV_VAR, DEFAULT_CATALOG, catalog_path  # noqa: F401 (re-exported)
 
 try:
     from huggingface_hub import HfApi, constants, get_token, snapshot_download
@@ -41,9 +42,7 @@ except ImportError as _err:  # the hub extra is optional
 
 from icrl_bench.data import hf_export
 
-CATALOG_ENV_VAR = "ICRL_BENCH_CATALOG"
 MIRROR_ENV_VAR = "ICRL_BENCH_MIRROR"
-DEFAULT_CATALOG = RECIPE_DIR / CATALOG_FILE
 HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 REVISION = re.compile(r"^[A-Za-z0-9._/-]+$")
 REPO_TYPE = "dataset"
@@ -148,13 +147,6 @@ class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format_version: int = 1
     datasets: dict[str, CatalogEntry] = {}
-
-
-def catalog_path(path: str | os.PathLike | None = None) -> Path:
-    """`path`, else $ICRL_BENCH_CATALOG, else the catalog shipped in `datasets/`."""
-    if path is not None:
-        return Path(path).expanduser()
-    return Path(os.environ[CATALOG_ENV_VAR]).expanduser() if os.environ.get(CATALOG_ENV_VAR) else DEFAULT_CATALOG
 
 
 def load_catalog(path: str | os.PathLike | None = None) -> Catalog:

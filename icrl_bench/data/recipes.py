@@ -15,7 +15,6 @@ recipe's seed: the paper-size Darkroom dataset is `darkroom-v2`, its small prese
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,16 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from icrl_bench.envs import get_family
 from icrl_bench.errors import IcrlBenchError, unknown
-from icrl_bench.paths import REPO_ROOT
+from icrl_bench import paths
 from icrl_bench.sources import SOURCES, get_source, make_config
 
-def _recipe_dir() -> Path:
-    """datasets/ of a source checkout, else the copy a wheel installs under sys.prefix."""
-    checkout = REPO_ROOT / "datasets"
-    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "icrl-bench" / "datasets"
-
-
-RECIPE_DIR = _recipe_dir()
+RECIPE_DIR = paths.RECIPE_DIR  # a module attribute, so tests can point it elsewhere
 ID_PATTERN = re.compile(r"^(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)-v(?P<version>[0-9]+)$")
 
 
@@ -94,11 +87,10 @@ def recipe_path(family: str) -> Path:
     return RECIPE_DIR / f"{family}.yaml"
 
 
-CATALOG_FILE = "catalog.yaml"  # beside the recipes: where published datasets live, not a recipe
 
 
 def known_families() -> list[str]:
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if p.name != CATALOG_FILE)
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if p.name != paths.CATALOG_FILE)  # the catalog is not a recipe
 
 
 def load_recipe(family: str) -> Recipe:
