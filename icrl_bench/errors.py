@@ -17,3 +17,8 @@ def unknown(kind: str, name: str, known: Iterable[str]) -> IcrlBenchError:
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     listing = ", ".join(known) if known else "none"
     return IcrlBenchError(f"unknown {kind} {name!r}.{hint} Known: {listing}.")
+
+
+def missing_extra(err: ImportError, extra: str, purpose: str) -> IcrlBenchError:
+    """An error for an optional extra that is not installed, with the pip command that fixes it."""
+    return IcrlBenchError(f"{purpose} needs the {extra} extra ({err.name} is not installed): pip install 'icrl-bench[{extra}]'")

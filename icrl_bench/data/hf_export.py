@@ -38,7 +38,7 @@ import zarr
 from icrl_bench.data import store
 from icrl_bench.data.dataset import LearningHistoryDataset, dataset_path, load_dataset
 from icrl_bench.data.schema import ArraySpec
-from icrl_bench.errors import IcrlBenchError
+from icrl_bench.errors import IcrlBenchError, missing_extra
 from icrl_bench.fileio import file_sha256
 from icrl_bench.paths import data_root, ensure_writable
 
@@ -52,9 +52,7 @@ try:
     from datasets.utils.metadata import MetadataConfigs
     from huggingface_hub import DatasetCard, DatasetCardData
 except ImportError as _err:  # the hub extra is optional
-    raise IcrlBenchError(
-        f"sharing datasets needs the hub extra ({_err.name} is not installed): pip install 'icrl-bench[hub]'"
-    ) from None
+    raise missing_extra(_err, "hub", "sharing datasets") from None
 
 EXPORT_FORMAT = "icrl-bench-hf-export"
 EXPORT_FORMAT_VERSION = 1

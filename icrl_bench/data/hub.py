@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from icrl_bench.data.dataset import dataset_path, load_dataset
 from icrl_bench.data.recipes import ID_PATTERN
-from icrl_bench.errors import IcrlBenchError
+from icrl_bench.errors import IcrlBenchError, missing_extra
 from icrl_bench.paths import CATALOG_ENV_VAR, DEFAULT_CATALOG, catalog_path  # noqa: F401 (re-exported)
 
 try:
@@ -36,9 +36,7 @@ try:
     from huggingface_hub import errors as hf_errors
     from huggingface_hub.utils import parse_hf_uri, validate_repo_id
 except ImportError as _err:  # the hub extra is optional
-    raise IcrlBenchError(
-        f"sharing datasets needs the hub extra ({_err.name} is not installed): pip install 'icrl-bench[hub]'"
-    ) from None
+    raise missing_extra(_err, "hub", "sharing datasets") from None
 
 from icrl_bench.data import hf_export
 
