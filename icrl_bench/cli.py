@@ -54,7 +54,8 @@ RootOption = Annotated[
 
 @app.command("build-dataset")
 def build_dataset_cmd(
-    family: Annotated[str, typer.Argument(help="Dataset family: darkroom, darkroom-permuted, dark-key-to-door.")],
+    family: Annotated[str, typer.Argument(help="Dataset family: darkroom, darkroom-permuted, dark-key-to-door, metaworld-ml1, metaworld-ml10.")],
+    task: Annotated[Optional[str], typer.Option(help="The task of a family that has several (metaworld-ml1: reach, push, pick-place, ...).")] = None,
     preset: Annotated[Optional[str], typer.Option(help="A smaller named preset of the recipe (e.g. small).")] = None,
     source: Annotated[Optional[str], typer.Option(help="Source algorithm (default: the recipe's).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Base seed (default: the recipe's; another seed is another dataset id).")] = None,
@@ -66,7 +67,7 @@ def build_dataset_cmd(
     """Run the source RL algorithm on every task and record its learning histories."""
     from icrl_bench.data.build import build_dataset
 
-    result = build_dataset(family, preset, source, seed, workers, root, device, show_progress=not quiet, console=err_console)
+    result = build_dataset(family, preset, source, seed, workers, root, device, show_progress=not quiet, console=err_console, task=task)
     if result.already_built:
         console.print(f"{result.dataset_id} is already built at {result.path} (hash {result.content_hash[:12]}).")
     else:
@@ -121,7 +122,7 @@ def datasets_info(dataset_id: str, root: RootOption = None, tasks: Annotated[int
     for key, value in (
         ("env", f"{m['env']} ({m['env_spec']['gym_id']}, horizon {m['env_spec']['horizon']})"),
         ("shape", f"{m['shape']['n_tasks']} tasks x {m['shape']['n_streams']} streams x {m['shape']['n_steps']} steps"),
-        ("split", f"{int((ds.split == 0).sum())} train / {int((ds.split == 1).sum())} test tasks (paper split, seed {m['split']['seed']})"),
+        ("split", f"{int((ds.split == 0).sum())} train / {int((ds.split == 1).sum())} test tasks ({m['split']['rule'] if 'train_ratio' not in m['split'] else 'paper split'}, seed {m['split']['seed']})"),
         ("source", f"{m['source']['name']} " + ", ".join(f"{k}={v}" for k, v in m["source"]["hyperparameters"].items())),
         ("seeds", f"base {m['seeds']['base']}: {m['seeds']['rule']}"),
         ("content hash", m["content_hash"]),
@@ -133,20 +134,30 @@ def datasets_info(dataset_id: str, root: RootOption = None, tasks: Annotated[int
     console.print(facts)
     summary = learning_summary(ds)
     table = Table(title="Learning curves: mean episode return over streams")
-    for column in ("row", "task", "params", "split", "first episode", "last episode", "oracle"):
+    columns = ["row", "task", "params", "split", "first episode", "last episode"]
+    columns += ["first success", "last success"] if summary.has_success else []
+    columns += ["oracle"] if summary.mean_max is not None else []
+    for column in columns:
         table.add_column(column, justify="right")
     shown = summary.rows if tasks == 0 else summary.rows[:tasks]
     for row in shown:
-        table.add_row(
-            str(row.row), str(row.task), ",".join(map(str, row.params)), "test" if row.test else "train",
-            f"{row.first_return:.2f}", f"{row.last_return:.2f}", str(row.max_return),
-        )
+        cells = [str(row.row), str(row.task), ",".join(f"{v:g}" if isinstance(v, int) else f"{v:.3f}" for v in row.params)]
+        cells += ["test" if row.test else "train", f"{row.first_return:.2f}", f"{row.last_return:.2f}"]
+        cells += [f"{row.first_success:.2f}", f"{row.last_success:.2f}"] if summary.has_success else []
+        cells += [f"{row.max_return:g}"] if row.max_return is not None else []
+        table.add_row(*cells)
     console.print(table)
     if len(shown) < len(summary.rows):
         console.print(f"({len(summary.rows) - len(shown)} more rows: --tasks 0 shows all)")
+    oracle = f" (oracle {summary.mean_max:.2f})" if summary.mean_max is not None else ""
+    success = (
+        f"; success rate of the first episode {summary.mean_success('first'):.2f}, of the last {summary.mean_success('last'):.2f}"
+        if summary.has_success
+        else ""
+    )
     console.print(
-        f"Mean over tasks: first episode {summary.mean_first:.2f}, last episode {summary.mean_last:.2f} "
-        f"(oracle {summary.mean_max:.2f}); the last episode beats the first on {summary.n_improved}/{len(summary.rows)} tasks."
+        f"Mean over tasks: first episode {summary.mean_first:.2f}, last episode {summary.mean_last:.2f}{oracle}{success}; "
+        f"the last episode beats the first on {summary.n_improved}/{len(summary.rows)} tasks."
     )
 
 

@@ -271,7 +271,7 @@ def test_histories_are_consistent_and_independent_of_batch_mates(monkeypatch) ->
         np.testing.assert_array_equal(together[name], again[name])
     monkeypatch.setattr(bp, "CPU_ACTIVATION_BUDGET", 2 * 32 * 64 * 4 * 2)  # chunks of 2 tasks
     assert bp.cpu_chunks(3, SMALL.batch_size) == [slice(0, 2), slice(2, 3)]
-    chunked = bp.SOURCE.run("darkroom", params, [10, 11, 12], SMALL, "cpu", None)
+    chunked = bp.SOURCE.run("darkroom", tasks, [10, 11, 12], SMALL, "cpu", None)
     for name in together:
         np.testing.assert_array_equal(np.stack([h[name] for h in chunked]), together[name])
     other_seed = bp.train_tasks("darkroom", params[1:2], [99], SMALL)

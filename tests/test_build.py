@@ -200,11 +200,13 @@ def test_bad_recipe_values_are_one_line_errors(tmp_path, monkeypatch):
 def test_every_shipped_recipe_and_preset_resolves_and_round_trips_its_id():
     from icrl_bench.data.recipes import known_families, load_recipe, parse_dataset_id, resolve
 
-    assert known_families() == ["dark-key-to-door", "darkroom", "darkroom-permuted"]
+    assert known_families() == ["dark-key-to-door", "darkroom", "darkroom-permuted", "metaworld-ml1", "metaworld-ml10"]
     for family in known_families():
-        for preset in [None, *load_recipe(family).presets]:
-            plan = resolve(family, preset)
-            assert parse_dataset_id(plan.dataset_id) == plan
+        recipe = load_recipe(family)
+        for preset in [None, *recipe.presets]:
+            for source in [recipe.source["name"], *recipe.other_sources]:
+                plan = resolve(family, preset, source, task="reach" if recipe.task_names else None)
+                assert parse_dataset_id(plan.dataset_id) == plan
             assert plan.source_settings["total_timesteps"] // plan.source_settings["n_streams"] >= 200
     assert resolve("darkroom").source_settings | {} == resolve("darkroom").source_settings
     paper = resolve("darkroom").source_settings

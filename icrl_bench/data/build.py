@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from icrl_bench.data import store
 from icrl_bench.data.recipes import BuildPlan, resolve
-from icrl_bench.data.schema import ArraySpec, grid_world_arrays
+from icrl_bench.data.schema import ArraySpec, family_arrays
 from icrl_bench.devices import resolve_device
 from icrl_bench.envs import get_family
 from icrl_bench.errors import IcrlBenchError
@@ -78,13 +78,14 @@ def build_dataset(
     device: str = "cpu",
     show_progress: bool = True,
     console: Console | None = None,
+    task: str | None = None,
 ) -> BuildResult:
     """Build (or resume, or find already built) the dataset of `family` with a preset.
 
     With more than one worker, tasks run in spawned processes: a script that calls this
     must guard its entry point with `if __name__ == "__main__":`.
     """
-    plan = resolve(family, preset, source, seed)
+    plan = resolve(family, preset, source, seed, task)
     return run_plan(plan, workers=workers, root=root, device=device, show_progress=show_progress, console=console)
 
 
@@ -150,7 +151,7 @@ def _exclusive(lock_path: Path, dataset_id: str) -> Iterator[None]:
 
 
 def _specs(plan: BuildPlan) -> list[ArraySpec]:
-    return grid_world_arrays(len(get_family(plan.env).param_names))
+    return family_arrays(get_family(plan.env))
 
 
 def _open_or_create(staging: Path, plan: BuildPlan) -> dict[str, Any]:
@@ -177,7 +178,7 @@ def _open_or_create(staging: Path, plan: BuildPlan) -> dict[str, Any]:
     group = store.create(staging, _specs(plan), len(plan.tasks), plan.source_settings["n_streams"], _steps_per_stream(plan))
     params = env.task_params()[plan.tasks]
     group["task_index"][:] = np.asarray(plan.tasks, dtype=np.int32)
-    group["task_params"][:] = params.astype(np.uint8)
+    group["task_params"][:] = {s.name: s for s in _specs(plan)}["task_params"].cast(params)
     group["split"][:] = env.split().labels(env.n_tasks)[plan.tasks]
     state = {"plan": plan_dict, "done": [], "wall_time_s": 0.0}
     _save_state(staging, state)
@@ -204,16 +205,17 @@ def run_job(plan_dict: dict[str, Any], rows: list[int], device: str, progress_qu
     tasks = [plan.tasks[r] for r in rows]
     params = env.task_params()[tasks]
     progress = progress_queue.put if progress_queue is not None else None
-    histories = source.run(plan.env, params, [plan.task_seed(t) for t in tasks], config, device, progress)
+    histories = source.run(plan.env, tasks, [plan.task_seed(t) for t in tasks], config, device, progress)
     return [complete_history(plan.env, p, h) for p, h in zip(params, histories)]
 
 
 def complete_history(env_name: str, params: np.ndarray, history: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Add the oracle's labels and cast every array to the schema's dtype."""
+    """Add the oracle's labels (grid worlds) and cast every array to the schema's dtype."""
     env = get_family(env_name)
     history = dict(history)
-    history["optimal_action"] = env.optimal_actions(params[None], history["obs"][None], history["reward"][None], history["done"][None])[0]
-    specs = {s.name: s for s in grid_world_arrays(len(env.param_names)) if not s.per_task}
+    if env.kind == "discrete":
+        history["optimal_action"] = env.optimal_actions(params[None], history["obs"][None], history["reward"][None], history["done"][None])[0]
+    specs = {s.name: s for s in family_arrays(env) if not s.per_task}
     return {name: spec.cast(history[name]) for name, spec in specs.items()}
 
 
@@ -249,27 +251,66 @@ def _run_tasks(plan, staging, state, pending, workers, device, show_progress, co
     with progress:
         tasks_bar = progress.add_task(f"{plan.dataset_id}: tasks", total=len(plan.tasks), completed=len(state["done"]))
         steps_bar = progress.add_task("env steps", total=len(plan.tasks) * steps_per_task, completed=len(state["done"]) * steps_per_task)
+        failures: dict[tuple[int, ...], str] = {}
         if workers == 1 or len(jobs) <= 1:
             for rows in jobs:
-                histories = run_job(plan_dict, rows, device, _Direct(progress, steps_bar))
-                _write_rows(staging, rows, histories, state)
-                progress.update(tasks_bar, advance=len(rows))
+                for attempt in range(1 + RETRIES):
+                    try:
+                        histories = run_job(plan_dict, rows, device, _Direct(progress, steps_bar))
+                    except (KeyboardInterrupt, IcrlBenchError):
+                        raise
+                    except Exception as err:  # noqa: BLE001 - a simulator crash: retry, then report
+                        failures[tuple(rows)] = _describe(err)
+                        continue
+                    failures.pop(tuple(rows), None)
+                    _write_rows(staging, rows, histories, state)
+                    progress.update(tasks_bar, advance=len(rows))
+                    break
+            _report_failures(plan, failures, state)
             return
         context = multiprocessing.get_context("spawn")
         with context.Manager() as manager:
             queue = manager.Queue()
             executor = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
             try:
-                futures: dict[Future, list[int]] = {executor.submit(run_job, plan_dict, rows, device, queue): rows for rows in jobs}
+                futures: dict[Future, tuple[list[int], int]] = {executor.submit(run_job, plan_dict, rows, device, queue): (rows, 0) for rows in jobs}
                 while futures:
                     finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
                     _drain(queue, progress, steps_bar)
                     for future in finished:
-                        rows = futures.pop(future)
+                        rows, attempt = futures.pop(future)
+                        error = future.exception()
+                        if isinstance(error, IcrlBenchError):
+                            raise error
+                        if error is not None:
+                            failures[tuple(rows)] = _describe(error)
+                            if attempt < RETRIES:
+                                futures[executor.submit(run_job, plan_dict, rows, device, queue)] = (rows, attempt + 1)
+                            continue
+                        failures.pop(tuple(rows), None)
                         _write_rows(staging, rows, future.result(), state)
                         progress.update(tasks_bar, advance=len(rows))
             finally:
                 executor.shutdown(wait=False, cancel_futures=True)
+        _report_failures(plan, failures, state)
+
+
+RETRIES = 1  # a job that raises (e.g. a MuJoCo instability) runs once more with the same seed
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
+def _report_failures(plan: BuildPlan, failures: dict[tuple[int, ...], str], state: dict[str, Any]) -> None:
+    """Fail the build, naming the tasks that failed twice; every finished task stays saved."""
+    if not failures:
+        return
+    lines = "; ".join(f"task(s) {[plan.tasks[r] for r in rows]}: {error}" for rows, error in failures.items())
+    raise IcrlBenchError(
+        f"build of {plan.dataset_id}: {lines} (failed {1 + RETRIES} times); the {len(state['done'])} finished "
+        "tasks are saved: run the same command again to retry the failed ones."
+    )
 
 
 class _Direct:
@@ -300,6 +341,16 @@ def _publish(staging: Path, final: Path, plan: BuildPlan, state: dict[str, Any],
     return finalize(staging, final, manifest)
 
 
+def _split_rule(env: Any) -> dict[str, Any]:
+    if env.kind == "continuous":
+        return {"seed": env.split_seed, "rule": "Meta-World's own: its train tasks, then its test tasks (benchmark seed)"}
+    return {
+        "seed": env.split_seed,
+        "train_ratio": env.train_ratio,
+        "rule": "random.seed(seed); random.shuffle(task indices); the first round(n * train_ratio) are train",
+    }
+
+
 def finalize(staging: Path, final: Path, manifest: dict[str, Any]) -> str:
     """Hash a complete staging store, write its manifest, and rename it into place.
 
@@ -319,14 +370,16 @@ def finalize(staging: Path, final: Path, manifest: dict[str, Any]) -> str:
         "shape": {"n_tasks": obs_shape[0], "n_streams": obs_shape[1], "n_steps": obs_shape[2]},
         "env_spec": {
             "gym_id": env.gym_id,
+            "kind": env.kind,
             "horizon": env.horizon,
+            "obs_dim": env.obs_dim,
+            "action_dim": env.action_dim,
             "param_names": list(env.param_names),
             "n_env_tasks": env.n_tasks,
+            **env.env_facts(),
         },
         "split": {
-            "seed": env.split_seed,
-            "train_ratio": env.train_ratio,
-            "rule": "random.seed(seed); random.shuffle(task indices); the first round(n * train_ratio) are train",
+            **_split_rule(env),
             "train": split.train.tolist(),
             "test": split.test.tolist(),
         },

@@ -8,7 +8,6 @@ its HDF5 files, so task `i` here is group `str(i)` there.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -17,29 +16,9 @@ import torch
 
 from icrl_bench.envs.batched import BatchedGridWorld
 from icrl_bench.envs.grid import GRID_SIZE, PERMUTATIONS
+from icrl_bench.envs.metaworld import MetaWorldFamily, metaworld_family
+from icrl_bench.envs.split import TaskSplit, paper_split
 from icrl_bench.errors import unknown
-
-
-@dataclass(frozen=True)
-class TaskSplit:
-    """Task indices of each split, in the paper's shuffled order."""
-
-    train: np.ndarray
-    test: np.ndarray
-
-    def labels(self, n_tasks: int) -> np.ndarray:
-        """Per-task split label [n_tasks] uint8: 0 = train, 1 = test."""
-        labels = np.zeros(n_tasks, dtype=np.uint8)
-        labels[self.test] = 1
-        return labels
-
-
-def paper_split(n_tasks: int, seed: int, train_ratio: float) -> TaskSplit:
-    """The official split: `random.seed(seed); random.shuffle(tasks)`, first round(n*ratio) train."""
-    order = list(range(n_tasks))
-    random.Random(seed).shuffle(order)
-    n_train = round(n_tasks * train_ratio)
-    return TaskSplit(train=np.array(order[:n_train], dtype=np.int64), test=np.array(order[n_train:], dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -52,6 +31,9 @@ class GridWorldFamily:
     split_seed: int
     train_ratio: float
     param_names: tuple[str, ...]
+    kind = "discrete"  # actions are indices (Meta-World's are "continuous")
+    obs_dim = 2  # a grid cell (x, y)
+    action_dim = 0  # actions are indices, not vectors
 
     def task_params(self) -> np.ndarray:
         """Parameters of every task [n_tasks, len(param_names)] int64, in canonical order."""
@@ -73,6 +55,18 @@ class GridWorldFamily:
         if not 0 <= task < self.n_tasks:
             raise ValueError(f"{self.name} has tasks 0..{self.n_tasks - 1}, got {task}")
         return gym.make(self.gym_id, **self.env_kwargs(self.task_params()[task]))
+
+    def make_source_env(self, task: int) -> gym.Env:
+        """The bare env of canonical task `task`, without Gymnasium's checker wrappers (speed)."""
+        return gym.spec(self.gym_id).make(**self.env_kwargs(self.task_params()[task])).unwrapped
+
+    def recorded(self, obs: np.ndarray) -> np.ndarray:
+        """The stored view of source observations: the grid cell itself."""
+        return np.asarray(obs)
+
+    def env_facts(self) -> dict:
+        """Facts about the env beyond the spec, for the dataset manifest (none for grid worlds)."""
+        return {}
 
     def batched(self, params: np.ndarray, device: str | torch.device = "cpu") -> BatchedGridWorld:
         """A batched env with one episode per row of `params` [B, k]."""
@@ -206,9 +200,12 @@ FAMILIES: dict[str, GridWorldFamily] = {
 }
 
 
-def get_family(name: str) -> GridWorldFamily:
-    """The family called `name`, or an error listing the known ones."""
+def get_family(name: str) -> GridWorldFamily | MetaWorldFamily:
+    """The family called `name` (a grid world, `metaworld-ml1-<task>` or `metaworld-ml10`),
+    or an error listing the known ones."""
+    if name.startswith("metaworld-"):
+        return metaworld_family(name)
     try:
         return FAMILIES[name]
     except KeyError:
-        raise unknown("environment", name, FAMILIES) from None
+        raise unknown("environment", name, [*FAMILIES, "metaworld-ml1-<task>", "metaworld-ml10"]) from None

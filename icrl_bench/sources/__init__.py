@@ -30,13 +30,13 @@ class Source(Protocol):
     def run(
         self,
         family: str,
-        params: np.ndarray,
+        tasks: list[int],
         seeds: list[int],
         config: Any,
         device: str,
         progress: ProgressFn | None,
     ) -> list[dict[str, np.ndarray]]:
-        """Learn each task (rows of `params` [B, k]) from scratch and return its history."""
+        """Learn each canonical task of `family` from scratch (seeded by `seeds`) and return its history."""
         ...
 
 
@@ -49,6 +49,7 @@ class SourceInfo:
 
 SOURCES: dict[str, SourceInfo] = {
     "sb3-ppo": SourceInfo("sb3-ppo", "icrl_bench.sources.sb3_ppo", "stable-baselines3 PPO, one process per task"),
+    "sb3-sac": SourceInfo("sb3-sac", "icrl_bench.sources.sb3_sac", "stable-baselines3 SAC, one process per task (continuous actions)"),
     "batched-ppo": SourceInfo(
         "batched-ppo",
         "icrl_bench.sources.batched_ppo",

@@ -46,6 +46,7 @@ import torch
 
 from icrl_bench.devices import resolve_device
 from icrl_bench.envs import get_family
+from icrl_bench.errors import IcrlBenchError
 from icrl_bench.sources import ProgressFn
 from icrl_bench.sources.sb3_ppo import PPOConfig
 
@@ -552,13 +553,16 @@ class BatchedPPOSource:
     def run(
         self,
         family: str,
-        params: np.ndarray,
+        tasks: list[int],
         seeds: list[int],
         config: Any,
         device: str = "cpu",
         progress: ProgressFn | None = None,
     ) -> list[dict[str, np.ndarray]]:
-        params, seeds = np.asarray(params), list(seeds)
+        spec = get_family(family)
+        if spec.kind != "discrete":
+            raise IcrlBenchError(f"batched-ppo runs the grid worlds only; build {family} with --source sb3-ppo or sb3-sac.")
+        params, seeds = spec.task_params()[list(tasks)], list(seeds)
         dev = torch.device(resolve_device(device))
         if dev.type == "cpu" and multiprocessing.parent_process() is not None:
             # A builder worker: one of several jobs side by side, one core each (as SB3's source).

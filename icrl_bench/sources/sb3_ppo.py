@@ -1,7 +1,7 @@
 """stable-baselines3 PPO as a source, recording every transition of every stream.
 
-The reference source: the paper's own (official gridworld/alg/ppo.py wraps SB3 PPO with an
-MlpPolicy and these settings). Each task runs in its own process on one thread, which is
+The reference source: the paper's own (official gridworld/alg/ppo.py and metaworld/alg/ppo.py
+wrap SB3 PPO with an MlpPolicy and these settings), for the grid worlds and Meta-World. Each task runs in its own process on one thread, which is
 the fastest way to run SB3's tiny networks on a CPU (measured: ~1.5x faster than default
 threads).
 """
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from icrl_bench.sources import ProgressFn
+from icrl_bench.sources.sb3_recorder import learn_and_record, make_vec_env
 
 
 @dataclass(frozen=True)
@@ -48,82 +49,24 @@ class PPOConfig:
         return self.total_timesteps // self.n_streams
 
 
-class _Recorder:
-    """Collects (obs, action, reward, next_obs, done) per step; builds SB3's callback lazily."""
-
-    def __init__(self, progress: ProgressFn | None, rollout_size: int):
-        from stable_baselines3.common.callbacks import BaseCallback
-
-        recorder = self
-
-        class Callback(BaseCallback):
-            def _on_step(self) -> bool:
-                recorder.record(self.locals)
-                return True
-
-            def _on_rollout_end(self) -> None:
-                if progress is not None:
-                    progress(rollout_size)
-
-        self.callback = Callback()
-        self.steps: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "action", "reward", "next_obs", "done")}
-
-    def record(self, local: dict) -> None:
-        next_obs = np.array(local["new_obs"], copy=True)
-        dones = np.asarray(local["dones"])
-        # SB3 auto-resets: new_obs holds the reset cell where an episode ended; the true
-        # terminal cell is in the info (the official recorder stored the reset cell here).
-        for i in np.flatnonzero(dones):
-            next_obs[i] = local["infos"][i]["terminal_observation"]
-        self.steps["obs"].append(local["obs_tensor"].cpu().numpy())
-        self.steps["action"].append(np.asarray(local["actions"]))
-        self.steps["reward"].append(np.asarray(local["rewards"]))
-        self.steps["next_obs"].append(next_obs)
-        self.steps["done"].append(dones)
-
-    def history(self) -> dict[str, np.ndarray]:
-        """Arrays [stream, step, ...] (SB3 gives [step, stream, ...])."""
-        return {k: np.swapaxes(np.stack(v), 0, 1) for k, v in self.steps.items()}
-
-
 class SB3PPOSource:
     name = "sb3-ppo"
     config_cls = PPOConfig
     tasks_per_job = 1
 
-    def run(self, family, params, seeds, config: PPOConfig, device="cpu", progress=None):
-        return [self.run_task(family, p, s, config, device, progress) for p, s in zip(params, seeds)]
+    def run(self, family, tasks, seeds, config: PPOConfig, device="cpu", progress=None):
+        return [self.run_task(family, t, s, config, device, progress) for t, s in zip(tasks, seeds)]
 
-    def run_task(self, family: str, params: np.ndarray, seed: int, config: PPOConfig, device: str, progress: ProgressFn | None) -> dict[str, np.ndarray]:
+    def run_task(self, family: str, task: int, seed: int, config: PPOConfig, device: str, progress: ProgressFn | None) -> dict[str, np.ndarray]:
         import torch
         from stable_baselines3 import PPO
-        from stable_baselines3.common.vec_env import DummyVecEnv
-
-        from icrl_bench.envs import get_family
 
         torch.set_num_threads(1)
-        spec = get_family(family)
-        kwargs = spec.env_kwargs(np.asarray(params))
-        env_cls = __import__("gymnasium").spec(spec.gym_id).entry_point
-        make = _env_factory(env_cls, kwargs)
-        vec_env = DummyVecEnv([make] * config.n_streams)
         settings = asdict(config)
         total = settings.pop("total_timesteps")
-        settings.pop("n_streams")
+        vec_env = make_vec_env(family, task, settings.pop("n_streams"))
         model = PPO("MlpPolicy", vec_env, seed=int(seed), device=device, verbose=0, tensorboard_log=None, **settings)
-        recorder = _Recorder(progress, config.n_steps * config.n_streams)
-        model.learn(total_timesteps=total, callback=recorder.callback, progress_bar=False)
-        vec_env.close()
-        return recorder.history()
-
-
-def _env_factory(entry_point: str, kwargs: dict):
-    """A picklable zero-argument constructor of the bare env (no checker wrappers: speed)."""
-    import importlib
-
-    module, name = entry_point.split(":")
-    env_cls = getattr(importlib.import_module(module), name)
-    return lambda: env_cls(**kwargs)
+        return learn_and_record(model, family, total, "clipped_actions", progress)
 
 
 SOURCE = SB3PPOSource()
