@@ -102,7 +102,8 @@ def test_ppo_recording_through_the_builder(tmp_path) -> None:
 
     ds = load_dataset(result.dataset_id, tmp_path)
     assert ds.n_tasks == 3 and ds.manifest["env_spec"]["kind"] == "continuous"
-    assert ds.manifest["env_spec"]["obs_dim"] == 11 and "v3" in ds.manifest["env_spec"]["task_version"]
+    spec = ds.manifest["env_spec"]
+    assert (spec["obs_dim"], spec["action_dim"], spec["horizon"]) == (11, 4, 100) and "v3" in spec["task_version"]
     assert "optimal_action" not in ds.array_names
     np.testing.assert_array_equal(ds.split, [0, 0, 1])
     np.testing.assert_allclose(ds.task_params, get_family("metaworld-ml1-reach").task_params()[[0, 1, 50]])

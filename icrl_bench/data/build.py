@@ -271,7 +271,8 @@ def _run_tasks(plan, staging, state, pending, workers, device, show_progress, co
         context = multiprocessing.get_context("spawn")
         with context.Manager() as manager:
             queue = manager.Queue()
-            executor = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
+            # A fresh process per job: simulators (MuJoCo) hold memory past env.close(), and a crash stays contained.
+            executor = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, max_tasks_per_child=1)
             try:
                 futures: dict[Future, tuple[list[int], int]] = {executor.submit(run_job, plan_dict, rows, device, queue): (rows, 0) for rows in jobs}
                 while futures:

@@ -371,8 +371,7 @@ task parameters {', '.join(env['param_names'])}) in {shape['n_streams']} paralle
 ## Layout
 
 One row per learning history (task, stream): {sum(v['num_examples'] for v in splits.values())} rows, each with
-sequences of {shape['n_steps']} steps. Splits follow the paper's task split (seed {m['split']['seed']},
-train ratio {m['split']['train_ratio']}):
+sequences of {shape['n_steps']} steps. Splits follow {_split_text(m['split'])}:
 
 {split_lines}
 
@@ -381,7 +380,7 @@ train ratio {m['split']['train_ratio']}):
 {column_rows}
 
 `next_obs` at an episode's end: {m.get('next_obs_at_episode_end', 'see the manifest')}.
-
+{_env_facts_text(env)}
 ## Load it
 
 With 🤗 Datasets (the `arrow` format keeps the uint8 dtypes; `numpy`/`torch` widen them to int64):
@@ -407,6 +406,20 @@ python -c "import icrl_bench; print(icrl_bench.load_dataset('{m['dataset_id']}')
 - Created {prov.get('created_at', '?')} from code {prov.get('code_commit', '?')}; {packages}
 - The full manifest (recipe, split, per-array hashes) is `{MANIFEST_FILE}`; file sizes and hashes are in `{EXPORT_FILE}`.
 """
+
+
+def _split_text(split: dict[str, Any]) -> str:
+    if "train_ratio" in split:
+        return f"the paper's task split (seed {split['seed']}, train ratio {split['train_ratio']})"
+    return f"{split['rule']}"
+
+
+def _env_facts_text(env: dict[str, Any]) -> str:
+    """The env choices a reader must know (Meta-World: horizon, observation, success, task version)."""
+    facts = [(key, env[key]) for key in ("horizon_rule", "observation", "success", "task_version", "metaworld_version") if isinstance(env.get(key), str)]
+    if not facts:
+        return ""
+    return "\n## Environment\n\n" + "\n".join(f"- {key.replace('_', ' ')}: {value}" for key, value in facts) + "\n"
 
 
 # --------------------------------------------------------------------------- import

@@ -167,7 +167,7 @@ class MetaWorldFamily:
             "task": self.task,
             "task_types": self.type_names(),
             "benchmark_seed": BENCHMARK_SEED,
-            "horizon": f"{self.horizon} steps (gymnasium TimeLimit, as the official code; Meta-World's own is 500)",
+            "horizon_rule": f"episodes truncated at {self.horizon} steps (gymnasium TimeLimit, as the official code; Meta-World's own limit is 500)",
             "observation": f"the first {self.obs_dim} of {FULL_OBS_DIM} dims (official code: 11, or 18 for {', '.join(WIDE_OBS_TASKS)})",
             "success": SUCCESS_RULE,
             "metaworld_version": version("metaworld"),
