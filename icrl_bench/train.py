@@ -3,12 +3,15 @@
     icrl-bench train --agent dicp-ad --dataset darkroom-small-v2 --preset cpu
     icrl-bench train --agent ad --dataset darkroom-v2 --device cuda          # the paper's config
     icrl-bench train --resume runs/dicp-ad-darkroom-small-v2-cpu-20260101-120000
+    icrl-bench train --agent dicp-ad --dataset metaworld-ml1-reach-small-v1 --preset cpu --threads 1
     torchrun --nproc-per-node 4 -m icrl_bench.train --agent ad --dataset darkroom-v2   # DDP
 
 The paper's hyperparameters live in baselines/<env>/<agent>.yaml (from the official
-gridworld/cfg/model/*.yaml): AdamW, betas (0.9, 0.99), weight decay 0.01, cosine schedule,
+gridworld/cfg/model/*.yaml and metaworld/cfg/model/*_ml1.yaml; every Meta-World ML1 task shares
+baselines/metaworld-ml1/): AdamW, betas (0.9, 0.99), weight decay 0.01, cosine schedule,
 gradient clipping at 1, 50K steps. A named preset (`cpu`) overrides some of them to fit a
-2-core CPU.
+2-core CPU. The dataset decides the network's kind: discrete actions (grid worlds) or continuous
+ones (its manifest's `env_spec.kind`, or its env family's `kind`), and its shapes.
 
 A run directory holds run.json (configs, dataset, provenance), metrics.jsonl and checkpoint/:
 the agent (model.safetensors + checkpoint.json) and the trainer state (optimizer moments, RNG
@@ -41,9 +44,10 @@ from icrl_bench.agents.checkpoint import save_checkpoint, save_tensors_atomic
 from icrl_bench.devices import resolve_device
 from icrl_bench.fileio import file_sha256, write_json_atomic
 from icrl_bench.agents.models import build_model, model_config, model_spec
-from icrl_bench.agents.tokens import GridModelConfig
+from icrl_bench.agents.tokens import ModelConfig
 from icrl_bench.data.dataset import load_dataset
 from icrl_bench.data.sampler import SamplerConfig, WindowSampler, make_loader, validation_batches
+from icrl_bench.envs.metaworld import ML1_PREFIX
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import REPO_ROOT
 from icrl_bench.provenance import provenance
@@ -102,7 +106,7 @@ class RunConfig:
     agent: str
     env: str
     preset: str | None
-    model: GridModelConfig
+    model: ModelConfig
     train: TrainConfig
     source: str = ""  # the YAML it came from
 
@@ -114,8 +118,25 @@ class RunConfig:
 # ---- configs -------------------------------------------------------------------------------------
 
 
+def baseline_env(env: str) -> str:
+    """The baselines/ folder of env `env`: its own, except that every Meta-World ML1 task
+    (`metaworld-ml1-<task>`) shares `metaworld-ml1` (the paper trains one model per task, with
+    one set of hyperparameters)."""
+    return ML1_PREFIX.removesuffix("-") if env.startswith(ML1_PREFIX) else env
+
+
 def baseline_path(env: str, agent: str) -> Path:
-    return BASELINES_DIR / env / f"{agent}.yaml"
+    return BASELINES_DIR / baseline_env(env) / f"{agent}.yaml"
+
+
+def env_kind(env: str, manifest: dict[str, Any] | None = None) -> str:
+    """The env's kind: continuous if the dataset's manifest (`env_spec.kind`) or the env family says
+    so, else discrete (manifests written before continuous actions existed have no kind)."""
+    from icrl_bench.envs import get_family
+
+    if manifest is not None and manifest.get("env_spec", {}).get("kind") == "continuous":
+        return "continuous"
+    return "continuous" if getattr(get_family(env), "kind", "discrete") == "continuous" else "discrete"
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -125,12 +146,17 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_run_config(agent: str, env: str, preset: str | None = None, config_path: str | os.PathLike | None = None) -> RunConfig:
-    """The run config of `agent` on `env`: baselines/<env>/<agent>.yaml (or `config_path`) plus `preset`."""
+def load_run_config(agent: str, env: str, preset: str | None = None, config_path: str | os.PathLike | None = None,
+                    kind: str | None = None) -> RunConfig:
+    """The run config of `agent` on `env`: baselines/<env>/<agent>.yaml (or `config_path`) plus `preset`.
+
+    `kind` ("discrete" or "continuous") picks the network; default: the env family's.
+    """
     spec = model_spec(agent)
+    folder = BASELINES_DIR / baseline_env(env)
     path = Path(config_path) if config_path else baseline_path(env, agent)
     if not path.is_file():
-        known = sorted(p.stem for p in (BASELINES_DIR / env).glob("*.yaml")) if (BASELINES_DIR / env).is_dir() else []
+        known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
         hint = f" Configs for {env}: {', '.join(known)}." if known else f" No configs for env {env!r} under {BASELINES_DIR}."
         raise IcrlBenchError(f"no training config {path}.{hint}")
     try:
@@ -139,9 +165,9 @@ def load_run_config(agent: str, env: str, preset: str | None = None, config_path
         raise IcrlBenchError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if raw.get("agent", agent) != agent:
         raise IcrlBenchError(f"{path} is a config for agent {raw.get('agent')!r}, not {agent!r}.")
-    if raw.get("env", env) != env:
+    if raw.get("env", baseline_env(env)) not in (env, baseline_env(env)):
         raise IcrlBenchError(
-            f"{path} is a config for env {raw.get('env')!r} but the dataset is {env!r}; use baselines/{env}/{agent}.yaml or a {raw.get('env')} dataset."
+            f"{path} is a config for env {raw.get('env')!r} but the dataset is {env!r}; use baselines/{baseline_env(env)}/{agent}.yaml or a {raw.get('env')} dataset."
         )
     presets = raw.get("presets") or {}
     if preset is not None:
@@ -161,21 +187,32 @@ def load_run_config(agent: str, env: str, preset: str | None = None, config_path
     except (TypeError, ValueError) as err:
         raise IcrlBenchError(f"{path}: bad train config: {err}") from None
     try:
-        model = model_config(spec.name, raw.get("model") or {})
+        model = model_config(spec.name, raw.get("model") or {}, kind or env_kind(env))
     except IcrlBenchError as err:
         raise IcrlBenchError(f"{path}: {err}") from None
     return RunConfig(agent=agent, env=env, preset=preset, model=model, train=train, source=str(path))
 
 
-def fit_to_dataset(model: GridModelConfig, ds) -> GridModelConfig:
-    """Fill what a model config takes from the dataset (IDT: the horizon and the return to aim for)."""
-    if not hasattr(model, "horizon"):
-        return model
-    from icrl_bench.envs.families import get_family
+def fit_to_dataset(model: ModelConfig, ds) -> ModelConfig:
+    """Fill what a model config takes from the dataset.
 
-    family = get_family(ds.manifest["env"])
-    values = {**model.to_dict(), "horizon": int(ds.manifest["env_spec"]["horizon"]),
-              "target_return": float(family.max_return(ds.task_params[ds.train_rows]).max())}
+    Continuous: the observation and action sizes (from the arrays). IDT: the horizon, and the
+    return-to-go to act from (grid: the best return in the train tasks; continuous: reward_max per
+    step over the horizon, the official `10 * horizon`).
+    """
+    values = model.to_dict()
+    if model.kind == "continuous":
+        arrays = ds.manifest["arrays"]
+        values.update(obs_dim=int(arrays["obs"]["shape"][-1]), action_dim=int(arrays["action"]["shape"][-1]))
+    if hasattr(model, "horizon"):
+        horizon = int(ds.manifest["env_spec"]["horizon"])
+        if model.kind == "continuous":
+            target_return = model.reward_max * horizon
+        else:
+            from icrl_bench.envs.families import get_family
+
+            target_return = float(get_family(ds.manifest["env"]).max_return(ds.task_params[ds.train_rows]).max())
+        values.update(horizon=horizon, target_return=target_return)
     try:
         return type(model).from_dict(values)
     except ValueError as err:
@@ -340,7 +377,7 @@ def train(
         model_spec(agent)  # unknown agent: fail before touching the dataset
     ds = load_dataset(dataset, root)
     if resume is None:
-        config = load_run_config(agent, ds.manifest["env"], preset, config_path)
+        config = load_run_config(agent, ds.manifest["env"], preset, config_path, env_kind(ds.manifest["env"], ds.manifest))
         if steps is not None:
             try:
                 config.train = TrainConfig(**{**asdict(config.train), "steps": steps})
@@ -451,8 +488,8 @@ def train(
                     t_window, samples_window = now, 0
                     emit({"step": step, "lr": lr_at(step - 1, tc), "grad_norm": float(grad_norm), "samples_per_s": throughput,
                           "elapsed_s": now - t_start, **last})
-                    acc = last.get("acc_action", float("nan"))
-                    progress.update(task, info=f"loss {last['loss']:.3f} acc {acc:.3f} {throughput:,.0f} samples/s")
+                    fit = f"acc {last['acc_action']:.3f}" if "acc_action" in last else f"mse {last.get('mse_action', float('nan')):.3f}"
+                    progress.update(task, info=f"loss {last['loss']:.3f} {fit} {throughput:,.0f} samples/s")
                 if val and (step % tc.eval_interval == 0 or step == tc.steps):
                     val_metrics = evaluate(model, val, dev, autocast)
                     emit({"step": step, **val_metrics})

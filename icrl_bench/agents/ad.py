@@ -1,37 +1,39 @@
-"""Algorithm Distillation (Laskin et al. 2022) as the DICP paper runs it on the grid worlds.
+"""Algorithm Distillation (Laskin et al. 2022) as the DICP paper runs it, on grid worlds and Meta-World.
 
-Sequence (official gridworld/model/ad.py):
+Sequence (official gridworld/model/ad.py and metaworld/model/ad.py):
 
     [ transition_1 ... transition_{n_transit-1} | query state | (query action) ]
 
-Each transition is one token (TransitionEmbedding); the query state is an embedding of its cell.
-The hidden state at the query-state token predicts the action the source algorithm took there
-(AD imitates the learning history, exploration included). `dicp-ad` appends the action that was
-taken as an action-query token, whose hidden state predicts that step's reward and next state;
-the loss is  L_action + dynamics_strength * (L_reward + L_next_state).
+Each transition is one token (TransitionEmbedding); the query state is an embedding of its cell
+(grid) or a linear embedding of its observation (Meta-World). The hidden state at the query-state
+token predicts the action the source algorithm took there (AD imitates the learning history,
+exploration included): logits on the grid worlds, a Gaussian with learned variance on Meta-World.
+`dicp-ad` appends the action that was taken as an action-query token, whose hidden state predicts
+that step's reward and next state (Meta-World: the reward, and the next state only with
+`learn_transition`); the loss is  L_action + dynamics_strength * (L_reward + L_next_state).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from icrl_bench.agents.tokens import DynamicsHeads, GridModelConfig, Transitions, TransitionEmbedding, add_dynamics_loss, state_index
+from icrl_bench.agents.tokens import DynamicsHeads, ModelConfig, Transitions, TransitionEmbedding, add_dynamics_loss
 from icrl_bench.agents.transformer import KVCache, Transformer
 
 
 class AD(nn.Module):
     """The AD network; `config.dynamics` makes it DICP-AD's world model as well."""
 
-    def __init__(self, config: GridModelConfig):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.space = config.space()
         n_embd = config.transformer.n_embd
         self.transformer = Transformer(config.transformer)
         self.embed_context = TransitionEmbedding(config)
-        self.embed_query_state = nn.Embedding(config.grid_size**2, n_embd)
-        self.pred_action = nn.Linear(n_embd, config.num_actions)
+        self.embed_query_state = self.space.state_embedding(n_embd)
+        self.pred_action = self.space.action_head(n_embd)
         self.dynamics = DynamicsHeads(config) if config.dynamics else None
 
     @property
@@ -41,7 +43,7 @@ class AD(nn.Module):
 
     def query_state_token(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [B, dim_state] -> [B, 1, n_embd]."""
-        return self.embed_query_state(state_index(obs, self.config.grid_size)).unsqueeze(1)
+        return self.embed_query_state(self.space.state(obs)).unsqueeze(1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss (forward is the loss so DistributedDataParallel can wrap the model)."""
@@ -56,10 +58,8 @@ class AD(nn.Module):
         if self.dynamics is not None:
             tokens.append(self.dynamics.query_action_token(query.action[:, 0]))  # [B, 1, C]
         h, _ = self.transformer(torch.cat(tokens, dim=1))  # [B, n (+1), C]
-        logits = self.pred_action(h[:, n - 1])  # [B, A] at the query-state token
-        target = query.action[:, 0].long()
-        loss = F.cross_entropy(logits.float(), target, label_smoothing=self.config.label_smoothing)
-        metrics = {"loss_action": loss.detach(), "acc_action": (logits.argmax(-1) == target).float().mean()}
+        out = self.pred_action(h[:, n - 1])  # [B, A] logits or [B, 2 * action_dim] Gaussian, at the query-state token
+        loss, metrics = self.space.action_loss(out, self.space.action(query.action[:, 0]))
         return add_dynamics_loss(self, loss, metrics, h, n, query)
 
     # ---- inference: what the acting agent and a planner call ------------------------------------
@@ -72,7 +72,10 @@ class AD(nn.Module):
     def policy(
         self, query_obs: torch.Tensor, context: Transitions, context_cache: KVCache | None = None
     ) -> tuple[torch.Tensor, KVCache]:
-        """Action logits [B, A] at query states [B, dim_state], and the cache up to the query token.
+        """The policy head's output at query states [B, dim_state], and the cache up to the query token.
+
+        The output is action logits [B, A] (discrete) or the Gaussian's mean and log-variance
+        [B, 2 * action_dim] (continuous; `space.gaussian` splits it).
 
         `context_cache`, if given, must be `prefill_context(context)`; it saves recomputing it.
         """
@@ -81,12 +84,15 @@ class AD(nn.Module):
         h, cache = self.transformer(self.query_state_token(query_obs), context_cache)  # [B, 1, C]
         return self.pred_action(h[:, -1]), cache
 
-    def predict_dynamics(self, query_cache: KVCache, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reward logits [B, n_reward_classes] and next-state logits [B, grid_size**2] of `action` [B].
+    def predict_dynamics(self, query_cache: KVCache, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Reward and next-state head outputs for `action` ([B] discrete, [B, action_dim] continuous).
 
-        `query_cache` is the cache `policy` returned (context and query state).
+        Grid: reward logits [B, n_reward_classes] and next-state logits [B, grid_size**2]; Meta-World:
+        the raw reward output [B, 1] (`space.predicted_reward` clips it) and the next observation
+        [B, obs_dim], or None without `learn_transition`. `query_cache` is the cache `policy` returned.
         """
         if self.dynamics is None:
             raise ValueError("this AD has no dynamics heads (train dicp-ad for a world model)")
         h, _ = self.transformer(self.dynamics.query_action_token(action), query_cache)  # [B, 1, C]
-        return self.dynamics.pred_reward(h[:, -1]), self.dynamics.pred_next_state(h[:, -1])
+        next_state = self.dynamics.pred_next_state(h[:, -1]) if self.space.learns_next_state else None
+        return self.dynamics.pred_reward(h[:, -1]), next_state

@@ -26,6 +26,7 @@ class TaskInfo:
     obs_dim: int
     horizon: int  # steps per episode
     task_params: np.ndarray  # [num_envs, k]
+    action_dim: int = 0  # continuous action size (0 for discrete actions)
 
 
 @runtime_checkable
@@ -34,7 +35,8 @@ class Agent(Protocol):
         """Forget everything: a new set of tasks begins (in-context learning starts empty)."""
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """Actions [num_envs] for observations [num_envs, obs_dim]."""
+        """Actions for observations [num_envs, obs_dim]: indices [num_envs] (discrete), or float32
+        [num_envs, action_dim] within the env's action box (continuous)."""
 
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray, done: np.ndarray) -> None:
         """One transition per env ([num_envs, ...]); `next_obs` is the true terminal cell where done."""

@@ -1,8 +1,8 @@
-"""In-context Decision Transformer (Huang et al. 2024) as the DICP paper runs it on the grid worlds.
+"""In-context Decision Transformer (Huang et al. 2024) as the DICP paper runs it, on grid worlds and Meta-World.
 
 IDT decides hierarchically: every `low_per_high` steps a high-level decision z (a Gaussian in
 `dim_z` dimensions) is made, and low-level actions follow it. Three Transformers (official
-gridworld/model/idt.py):
+gridworld/model/idt.py and metaworld/model/idt.py, alike but for the inputs and heads: spaces.py):
 
   Reviewing Decisions   a block's `low_per_high` transitions (sum of state, action, reward and
                         next-state embeddings per step) -> the z distribution that explains them;
@@ -14,9 +14,10 @@ gridworld/model/idt.py):
 
 Data (official IDTDataset): in each stream the episodes are sorted by return (ascending), and
 return-to-go is relabelled so that every episode starts from the stream's best return. Windows of
-`n_transit` steps start anywhere. The loss is the action cross-entropy over every step
-(+ dynamics_strength * (reward + next-state cross-entropy) for dicp-idt); there is no KL term,
-as in the official code. In eval mode z is the mean (deterministic validation); acting samples.
+`n_transit` steps start anywhere. The loss is the action loss over every step (grid: cross-entropy;
+Meta-World: Gaussian NLL) + dynamics_strength * (reward + next-state losses) for dicp-idt (Meta-World:
+reward MSE, the next state only with `learn_transition`); there is no KL term, as in the official
+code. In eval mode z is the mean (deterministic validation); acting samples.
 """
 
 from __future__ import annotations
@@ -26,21 +27,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from icrl_bench.agents.acting import CheckpointAgent, rows_of
 from icrl_bench.agents.base import TaskInfo
-from icrl_bench.agents.planner import CheckpointAgent, IDTBeams, IDTWorld, beam_search
-from icrl_bench.agents.tokens import GridModelConfig, state_index
+from icrl_bench.agents.planner import IDTBeams, IDTWorld, beam_search
+from icrl_bench.agents.sampling import predicted_rewards
+from icrl_bench.agents.tokens import ContinuousModelConfig, GridModelConfig
 from icrl_bench.agents.transformer import KVCache, Transformer
 from icrl_bench.errors import IcrlBenchError
 
 
 @dataclass
-class IDTConfig(GridModelConfig):
+class IDTOptions:
+    """IDT's own settings: a mixin placed before a grid or a continuous model config (IDTConfig,
+    ContinuousIDTConfig), whose checks its `__post_init__` runs first."""
+
     low_per_high: int = 10  # low-level steps per high-level decision
     dim_z: int = 8  # size of a high-level decision
     horizon: int = 0  # episode length (set from the dataset); a multiple of low_per_high
-    target_return: float = 0.0  # return-to-go an episode starts from when acting (set from the env's task set)
+    target_return: float = 0.0  # return-to-go an episode starts from when acting (set from the dataset's env)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -54,6 +59,19 @@ class IDTConfig(GridModelConfig):
     @property
     def n_high(self) -> int:
         return self.n_transit // self.low_per_high
+
+
+@dataclass
+class IDTConfig(IDTOptions, GridModelConfig):
+    """IDT on the grid worlds (official gridworld/cfg/model/idt_*.yaml)."""
+
+
+@dataclass
+class ContinuousIDTConfig(IDTOptions, ContinuousModelConfig):
+    """IDT on Meta-World (official metaworld/cfg/model/idt_ml1.yaml)."""
+
+
+AnyIDTConfig = IDTConfig | ContinuousIDTConfig
 
 
 # ---- data: sort episodes by return, relabel return-to-go ---------------------------------------------
@@ -70,7 +88,8 @@ class SortEpisodes:
         if T % self.horizon:
             raise IcrlBenchError(f"IDT needs whole episodes: {T} steps per stream is not a multiple of the horizon {self.horizon}.")
         E = T // self.horizon
-        reward = chunk["reward"].astype(np.int32).reshape(S, E, self.horizon)  # [S, episode, time]
+        dtype = np.float32 if np.issubdtype(chunk["reward"].dtype, np.floating) else np.int32  # grid rewards are uint8: sum in int32
+        reward = chunk["reward"].astype(dtype).reshape(S, E, self.horizon)  # [S, episode, time]
         rtg = np.flip(np.flip(reward, -1).cumsum(-1), -1)  # return-to-go within each episode [S, E, H]
         order = np.argsort(rtg[:, :, 0], axis=1, kind="stable")  # episodes by return, ascending [S, E]
         out = {}
@@ -80,7 +99,7 @@ class SortEpisodes:
             out[name] = np.take_along_axis(episodes, index, axis=1).reshape(values.shape)
         rtg = np.take_along_axis(rtg, order[:, :, None], axis=1)  # [S, E, H]
         offset = rtg.max(axis=(1, 2))[:, None] - rtg[:, :, 0]  # every episode starts at the stream's best return [S, E]
-        out["return_to_go"] = (rtg + offset[:, :, None]).reshape(S, T).astype(np.int32)
+        out["return_to_go"] = (rtg + offset[:, :, None]).reshape(S, T).astype(dtype)
         return out
 
 
@@ -88,20 +107,20 @@ class SortEpisodes:
 
 
 class ReviewingDecisions(nn.Module):
-    """A block of transitions [B, H, L] -> its z distribution [B, H, 2 * dim_z] (mean, log-variance)."""
+    """A block of transitions [B, H, L, ...] (encoded by the space) -> its z distribution [B, H, 2 * dim_z] (mean, log-variance)."""
 
-    def __init__(self, config: IDTConfig):
+    def __init__(self, config: AnyIDTConfig):
         super().__init__()
-        n_embd, cells = config.transformer.n_embd, config.grid_size**2
+        n_embd, space = config.transformer.n_embd, config.space()
         self.transformer = Transformer(config.transformer)
-        self.embed_state = nn.Embedding(cells, n_embd)
-        self.embed_action = nn.Embedding(config.num_actions, n_embd)
-        self.embed_reward = nn.Embedding(config.n_reward_classes, n_embd)
-        self.embed_next_state = nn.Embedding(cells, n_embd)
+        self.embed_state = space.state_embedding(n_embd)
+        self.embed_action = space.action_embedding(n_embd)
+        self.embed_reward = space.reward_embedding(n_embd)
+        self.embed_next_state = space.state_embedding(n_embd)
         self.predict_z = nn.Linear(n_embd, 2 * config.dim_z)
 
     def forward(self, s: torch.Tensor, a: torch.Tensor, r: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
-        B, H, L = s.shape
+        B, H, L = r.shape
         x = self.embed_state(s) + self.embed_action(a) + self.embed_reward(r) + self.embed_next_state(s_next)  # [B, H, L, C]
         h, _ = self.transformer(x.reshape(B * H, L, -1))  # [B*H, L, C]
         return self.predict_z(h[:, -1]).reshape(B, H, -1)  # [B, H, 2*dim_z]
@@ -110,46 +129,47 @@ class ReviewingDecisions(nn.Module):
 class MakingDecisions(nn.Module):
     """Blocks' (return-to-go, first state, reviewed z) [B, H] -> each block's z distribution [B, H, 2 * dim_z]."""
 
-    def __init__(self, config: IDTConfig):
+    def __init__(self, config: AnyIDTConfig):
         super().__init__()
         n_embd = config.transformer.n_embd
         self.transformer = Transformer(config.transformer)
         self.embed_return = nn.Linear(1, n_embd)
-        self.embed_state = nn.Embedding(config.grid_size**2, n_embd)
+        self.embed_state = config.space().state_embedding(n_embd)
         self.embed_z = nn.Linear(2 * config.dim_z, n_embd)
         self.pred_z_dist = nn.Linear(n_embd, 2 * config.dim_z)
 
     def tokens(self, rtg: torch.Tensor, s: torch.Tensor, z_dist: torch.Tensor) -> torch.Tensor:
-        """[B, H] rtg and states, [B, H, 2*dim_z] reviewed z -> [B, 3H, C] tokens (r_1, s_1, z_1, r_2, ...)."""
-        B, H = s.shape
+        """[B, H] rtg, [B, H, ...] states, [B, H, 2*dim_z] reviewed z -> [B, 3H, C] tokens (r_1, s_1, z_1, r_2, ...)."""
+        B, H = rtg.shape
         x = torch.stack([self.embed_return(rtg.float()[..., None]), self.embed_state(s), self.embed_z(z_dist)], dim=2)  # [B, H, 3, C]
         return x.reshape(B, 3 * H, -1)
 
     def forward(self, rtg: torch.Tensor, s: torch.Tensor, z_dist: torch.Tensor) -> torch.Tensor:
-        B, H = s.shape
+        B, H = rtg.shape
         h, _ = self.transformer(self.tokens(rtg, s, z_dist))  # [B, 3H, C]
         return self.pred_z_dist(h.reshape(B, H, 3, -1)[:, :, 1])  # at each state token [B, H, 2*dim_z]
 
 
 class DecisionsToGo(nn.Module):
-    """Within a block: tokens (z_t, s_t, a_t, r_t) -> action logits at s_t, dynamics logits at a_t."""
+    """Within a block: tokens (z_t, s_t, a_t, r_t) -> the action at s_t, the reward (and next state) at a_t."""
 
-    def __init__(self, config: IDTConfig):
+    def __init__(self, config: AnyIDTConfig):
         super().__init__()
-        n_embd = config.transformer.n_embd
+        n_embd, space = config.transformer.n_embd, config.space()
         self.transformer = Transformer(config.transformer)
         self.embed_z = nn.Linear(config.dim_z, n_embd)
-        self.embed_state = nn.Embedding(config.grid_size**2, n_embd)
-        self.embed_action = nn.Embedding(config.num_actions, n_embd)
-        self.embed_reward = nn.Embedding(config.n_reward_classes, n_embd)
-        self.pred_action = nn.Linear(n_embd, config.num_actions)
+        self.embed_state = space.state_embedding(n_embd)
+        self.embed_action = space.action_embedding(n_embd)
+        self.embed_reward = space.reward_embedding(n_embd)
+        self.pred_action = space.action_head(n_embd)
         if config.dynamics:
-            self.pred_next_state = nn.Linear(n_embd, config.grid_size**2)
-            self.pred_reward = nn.Linear(n_embd, config.n_reward_classes)
+            if space.learns_next_state:
+                self.pred_next_state = space.next_state_head(n_embd)
+            self.pred_reward = space.reward_head(n_embd)
 
     def forward(self, z: torch.Tensor, s: torch.Tensor, a: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        """z [B, H, L, dim_z]; s, a, r [B, H, L] -> hidden states [B, H, L, 4, C]."""
-        B, H, L = s.shape
+        """z [B, H, L, dim_z]; s, a, r [B, H, L, ...] (encoded) -> hidden states [B, H, L, 4, C]."""
+        B, H, L = r.shape
         x = torch.stack([self.embed_z(z), self.embed_state(s), self.embed_action(a), self.embed_reward(r)], dim=3)  # [B, H, L, 4, C]
         h, _ = self.transformer(x.reshape(B * H, L * 4, -1))  # [B*H, 4L, C]
         return h.reshape(B, H, L, 4, -1)
@@ -158,9 +178,10 @@ class DecisionsToGo(nn.Module):
 class IDT(nn.Module):
     """The IDT network; `config.dynamics` makes its Decisions-to-Go a world model (dicp-idt)."""
 
-    def __init__(self, config: IDTConfig):
+    def __init__(self, config: AnyIDTConfig):
         super().__init__()
         self.config = config
+        self.space = config.space()
         self.reviewing_decisions = ReviewingDecisions(config)
         self.making_decisions = MakingDecisions(config)
         self.decisions_to_go = DecisionsToGo(config)
@@ -182,31 +203,29 @@ class IDT(nn.Module):
         return self.loss(batch)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        c = self.config
-        B, W = batch["action"].shape
+        c, space, d2g = self.config, self.space, self.decisions_to_go
+        B, W = batch["reward"].shape
         H, L = W // c.low_per_high, c.low_per_high
-        s = state_index(batch["obs"], c.grid_size).view(B, H, L)  # [B, H, L]
-        a = batch["action"].long().view(B, H, L)
-        r = batch["reward"].long().clamp(max=c.n_reward_classes - 1).view(B, H, L)
-        s_next = state_index(batch["next_obs"], c.grid_size).view(B, H, L)
+
+        def blocks(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(B, H, L, *x.shape[2:])  # [B, W, ...] -> [B, H, L, ...]
+
+        s, a = blocks(space.state(batch["obs"])), blocks(space.action(batch["action"]))
+        r, s_next = blocks(space.reward(batch["reward"])), blocks(space.state(batch["next_obs"]))
         rtg = batch["return_to_go"].view(B, H, L)
         z_dist = self.reviewing_decisions(s, a, r, s_next)  # [B, H, 2*dim_z]
         z_pred = self.making_decisions(rtg[:, :, 0], s[:, :, 0], z_dist)  # [B, H, 2*dim_z]
         z = self.sample_z(z_pred, L)  # [B, H, L, dim_z]
         h = self.decisions_to_go(z, s, a, r)  # [B, H, L, 4, C]
-        logits = self.decisions_to_go.pred_action(h[:, :, :, 1])  # at s_t [B, H, L, A]
-        loss = F.cross_entropy(logits.reshape(-1, c.num_actions).float(), a.reshape(-1), label_smoothing=c.label_smoothing)
-        metrics = {"loss_action": loss.detach(), "acc_action": (logits.argmax(-1) == a).float().mean()}
-        if c.dynamics:
-            d2g = self.decisions_to_go
-            reward_logits, state_logits = d2g.pred_reward(h[:, :, :, 2]), d2g.pred_next_state(h[:, :, :, 2])  # at a_t
-            loss_reward = F.cross_entropy(reward_logits.reshape(-1, c.n_reward_classes).float(), r.reshape(-1), label_smoothing=c.label_smoothing)
-            loss_state = F.cross_entropy(state_logits.reshape(-1, c.grid_size**2).float(), s_next.reshape(-1), label_smoothing=c.label_smoothing)
-            loss = loss + c.dynamics_strength * (loss_reward + loss_state)
-            metrics.update({
-                "loss_reward": loss_reward.detach(), "acc_reward": (reward_logits.argmax(-1) == r).float().mean(),
-                "loss_next_state": loss_state.detach(), "acc_next_state": (state_logits.argmax(-1) == s_next).float().mean(),
-            })
+        loss, metrics = space.action_loss(d2g.pred_action(h[:, :, :, 1]), a)  # at s_t
+        if c.dynamics:  # at a_t
+            loss_dyn, dyn_metrics = space.reward_loss(d2g.pred_reward(h[:, :, :, 2]), r)
+            if space.learns_next_state:
+                loss_state, state_metrics = space.next_state_loss(d2g.pred_next_state(h[:, :, :, 2]), s_next)
+                loss_dyn = loss_dyn + loss_state
+                dyn_metrics.update(state_metrics)
+            loss = loss + c.dynamics_strength * loss_dyn
+            metrics.update(dyn_metrics)
         metrics["loss"] = loss.detach()
         return loss, metrics
 
@@ -217,40 +236,38 @@ class IDT(nn.Module):
 class IDTAgent(CheckpointAgent):
     """Acts with a trained IDT: a decision every `low_per_high` steps, actions decoded with a KV cache.
 
-    Return-to-go starts each episode at `config.target_return` (the best return in the training
-    task set; the official evaluation uses each test task's own optimum, which is privileged) and
-    falls by the reward of each finished block. dicp-idt plans (`beam_k` > 0, planner.py) within
-    the current block once `n_transit` steps have been seen.
+    Return-to-go starts each episode at `config.target_return` and falls by the reward of each
+    finished block (grid: the best return in the training task set, where the official evaluation
+    uses each test task's own optimum, which is privileged; Meta-World: reward_max * horizon, as
+    the official code). dicp-idt plans within the current block: on the grid worlds by beam search
+    (`beam_k` > 0, planner.py) once `n_transit` steps have been seen; on Meta-World by sampling
+    (`samples` > 1, sampling.py) in blocks that start past `beam_start` with `plan_from_step`
+    steps seen (the official rule, taken at the block's first step).
     """
-
-    def __init__(self, name: str, model: IDT, meta: dict | None = None, device: str | torch.device = "cpu", sample: bool = True, seed: int = 0,
-                 beam_k: int | None = None, planner: str = "cache"):
-        super().__init__(name, model, meta, device, sample, seed, beam_k, planner)
 
     def reset(self, num_envs: int, task_info: TaskInfo) -> None:
         c = self.model.config
-        trained_env = self.meta.get("dataset", {}).get("env")
-        if trained_env is not None and trained_env != task_info.env:
-            raise IcrlBenchError(f"this {self.name} checkpoint was trained on {trained_env} data; it cannot act in {task_info.env}.")
+        self.check_task(task_info)
         if task_info.horizon % c.low_per_high:
             raise IcrlBenchError(f"{self.name} decides every {c.low_per_high} steps; the horizon {task_info.horizon} is not a multiple.")
         E, dev = num_envs, self.device
         self.num_envs = E
         self.generator = torch.Generator(device=dev).manual_seed(self.seed)
         self.rtg = torch.full((E,), float(c.target_return), device=dev)  # return-to-go of the current block
-        self.blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # finished blocks: (rtg [E], first state [E], z_dist [E, 2dz])
+        self.blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # finished blocks: (rtg [E], first state [E, ...], z_dist [E, 2dz])
         self.t_low = 0
-        self.block: list[tuple[torch.Tensor, ...]] = []  # this block's transitions (s, a, r, s') [E] each
+        self.block: list[tuple[torch.Tensor, ...]] = []  # this block's transitions (s, a, r, s'), encoded, [E, ...] each
         self.low_cache: KVCache | None = None
         self.low_tokens: list[torch.Tensor] = []  # this block's Decisions-to-Go tokens, for checks and planners
         self.steps_seen = 0  # since reset (the official `step`)
+        self.t_episode = torch.zeros(E, dtype=torch.long, device=dev)  # step within each env's episode
 
     def _decide(self, s0: torch.Tensor) -> None:
-        """A new high-level decision for the block starting in cells s0 [E]."""
+        """A new high-level decision for the block starting in (encoded) states s0 [E, ...]."""
         c, md = self.model.config, self.model.making_decisions
         past = self.blocks[-(c.n_high - 1):] if c.n_high > 1 else []
         rtg = torch.stack([b[0] for b in past] + [self.rtg], dim=1)  # [E, h]
-        s = torch.stack([b[1] for b in past] + [s0], dim=1)  # [E, h]
+        s = torch.stack([b[1] for b in past] + [s0], dim=1)  # [E, h, ...]
         pending = torch.zeros(len(s0), 2 * c.dim_z, device=s0.device)  # the current block is not reviewed yet (never attended to)
         z_dist = torch.stack([b[2] for b in past] + [pending], dim=1)  # [E, h, 2*dim_z]
         tokens = md.tokens(rtg, s, z_dist)[:, :-1]  # up to the current state token [E, 3h - 1, C]
@@ -261,8 +278,9 @@ class IDTAgent(CheckpointAgent):
 
     @torch.no_grad()
     def action_logits(self, obs: np.ndarray) -> torch.Tensor:
-        c, d2g = self.model.config, self.model.decisions_to_go
-        s = state_index(torch.as_tensor(np.asarray(obs), device=self.device), c.grid_size)  # [E]
+        """The policy head's output at `obs` [E, k] (logits, or the Gaussian's mean and log-variance)."""
+        d2g = self.model.decisions_to_go
+        s = self.space.state(torch.as_tensor(np.asarray(obs), device=self.device))  # [E, ...]
         if self.t_low == 0:
             self._decide(s)
             self.low_cache, self.low_tokens = None, []
@@ -276,17 +294,18 @@ class IDTAgent(CheckpointAgent):
         return d2g.pred_action(h[:, -1])
 
     @torch.no_grad()
-    def predict_dynamics(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reward and next-state logits of `action` [E] at the current state (dicp-idt's world model)."""
+    def predict_dynamics(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Reward and next-state head outputs of `action` ([E] or [E, action_dim]) at the current state (dicp-idt's world model)."""
         d2g = self.model.decisions_to_go
         if not self.model.config.dynamics:
             raise ValueError("this IDT has no dynamics heads (train dicp-idt for a world model)")
-        h, _ = d2g.transformer(d2g.embed_action(action.long())[:, None], self.low_cache)
-        return d2g.pred_reward(h[:, -1]), d2g.pred_next_state(h[:, -1])
+        h, _ = d2g.transformer(d2g.embed_action(self.space.action(action))[:, None], self.low_cache)
+        next_state = d2g.pred_next_state(h[:, -1]) if self.space.learns_next_state else None
+        return d2g.pred_reward(h[:, -1]), next_state
 
     @torch.inference_mode()
     def plan(self, logits: torch.Tensor) -> torch.Tensor:
-        """DICP's actions [E] by beam search over the rest of the block (after `action_logits`)."""
+        """DICP's actions [E] by beam search over the rest of the block (grid; after `action_logits`)."""
         E, c = len(logits), self.model.config
         depth = torch.full((E,), c.low_per_high - self.t_low, device=self.device)  # the block's remaining steps
         envs = torch.arange(E, device=self.device)
@@ -300,28 +319,34 @@ class IDTAgent(CheckpointAgent):
         return beam_search(world, root, logits, self.beam_k, depth, self.sample, self.generator)
 
     @torch.inference_mode()
+    def score_candidates(self, rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Predicted rewards [R, K] of candidate actions [R, K, A] at the current step of envs `rows` (Meta-World)."""
+        d2g = self.model.decisions_to_go
+        context = {"tokens": torch.cat(self.low_tokens, dim=1)[rows]} if self.planner == "recompute" else {"cache": rows_of(self.low_cache, rows)}
+        return predicted_rewards(d2g.transformer, d2g.embed_action, lambda h: self.space.predicted_reward(d2g.pred_reward(h)), candidates, **context)
+
+    @torch.inference_mode()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        logits = self.action_logits(obs)
-        if self.beam_k and self.steps_seen >= self.model.config.n_transit:
-            return self.plan(logits).cpu().numpy()
-        if self.sample:
-            return torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=self.generator)[:, 0].cpu().numpy()
-        return logits.argmax(-1).cpu().numpy()
+        out = self.action_logits(obs)
+        if self.space.kind == "continuous":  # the planning rule is taken at the block's first step
+            return self.continuous_action(out, self.planning_now(self.t_episode - self.t_low, self.steps_seen - self.t_low)).cpu().numpy()
+        if self.beam_k and self.steps_seen >= self.plan_from_step:
+            return self.plan(out).cpu().numpy()
+        return self.discrete_action(out).cpu().numpy()
 
     @torch.no_grad()
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray, done: np.ndarray) -> None:
-        c, dev = self.model.config, self.device
-        as_long = lambda x: torch.as_tensor(np.asarray(x), device=dev).long()  # noqa: E731
-        s, s_next = state_index(as_long(obs), c.grid_size), state_index(as_long(next_obs), c.grid_size)
-        r = as_long(reward).clamp(0, c.n_reward_classes - 1)
-        self.block.append((s, as_long(action), r, s_next))
+        c, dev, space = self.model.config, self.device, self.space
+        tensor = lambda x: torch.as_tensor(np.asarray(x), device=dev)  # noqa: E731
+        self.block.append((space.state(tensor(obs)), space.action(tensor(action)), space.reward(tensor(reward)), space.state(tensor(next_obs))))
         self.t_low += 1
         self.steps_seen += 1
+        done = tensor(done).bool()
+        self.t_episode = torch.where(done, 0, self.t_episode + 1)
         if self.t_low == c.low_per_high:  # the block is over: review it
-            s_b, a_b, r_b, n_b = (torch.stack(x, dim=1)[:, None] for x in zip(*self.block))  # [E, 1, L] each
+            s_b, a_b, r_b, n_b = (torch.stack(x, dim=1)[:, None] for x in zip(*self.block))  # [E, 1, L, ...] each
             z_dist = self.model.reviewing_decisions(s_b, a_b, r_b, n_b)[:, 0]  # [E, 2*dim_z]
             rtg0, s0 = self.block_start
             self.blocks = (self.blocks + [(rtg0, s0, z_dist)])[-c.n_high:]
-            self.rtg = torch.where(torch.as_tensor(np.asarray(done), device=dev), torch.full_like(self.rtg, c.target_return),
-                                   self.rtg - r_b[:, 0].sum(-1).float())
+            self.rtg = torch.where(done, torch.full_like(self.rtg, c.target_return), self.rtg - r_b[:, 0].sum(-1).float())
             self.block, self.t_low = [], 0

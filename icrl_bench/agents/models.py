@@ -1,7 +1,10 @@
 """The trainable in-context agents by name: which network, with or without DICP's world-model heads.
 
 The trainer, the checkpoint loader and the acting agent all look names up here, so an agent
-name means the same network everywhere.
+name means the same network everywhere. The same name serves both kinds of env: the model
+config's `kind` ("discrete" for the grid worlds, "continuous" for Meta-World; taken from the
+dataset when training, recorded in the config) picks the config class and with it the network's
+inputs and heads (spaces.py).
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from icrl_bench.agents.idt import IDTConfig
-from icrl_bench.agents.tokens import GridModelConfig
+from icrl_bench.agents.idt import ContinuousIDTConfig, IDTConfig
+from icrl_bench.agents.tokens import KINDS, ContinuousModelConfig, GridModelConfig, ModelConfig
 from icrl_bench.errors import IcrlBenchError, unknown
 
 
@@ -26,11 +29,11 @@ class ModelSpec:
     dynamics: bool  # DICP variant: reward / next-state heads
     arrays: tuple[str, ...]  # dataset arrays a training window needs
     build: Callable[[Any], nn.Module]
-    config_cls: type
+    configs: dict[str, type]  # env kind ("discrete", "continuous") -> its model config class
     transform: Callable[[Any], Any] | None = None  # model config -> per-task chunk transform for the sampler
 
 
-def _ad(config: GridModelConfig) -> nn.Module:
+def _ad(config: ModelConfig) -> nn.Module:
     from icrl_bench.agents.ad import AD
 
     return AD(config)
@@ -55,14 +58,17 @@ def _idt_transform(config):
 
 
 _TRANSITIONS = ("obs", "action", "reward", "next_obs")
+_AD_CONFIGS = {"discrete": GridModelConfig, "continuous": ContinuousModelConfig}
+_DPT_CONFIGS = {"discrete": GridModelConfig}  # DPT needs the oracle's actions: grid worlds only
+_IDT_CONFIGS = {"discrete": IDTConfig, "continuous": ContinuousIDTConfig}
 
 MODEL_SPECS: dict[str, ModelSpec] = {
-    "ad": ModelSpec("ad", "ad", False, _TRANSITIONS, _ad, GridModelConfig),
-    "dicp-ad": ModelSpec("dicp-ad", "ad", True, _TRANSITIONS, _ad, GridModelConfig),
-    "dpt": ModelSpec("dpt", "dpt", False, _TRANSITIONS + ("optimal_action",), _dpt, GridModelConfig),
-    "dicp-dpt": ModelSpec("dicp-dpt", "dpt", True, _TRANSITIONS + ("optimal_action",), _dpt, GridModelConfig),
-    "idt": ModelSpec("idt", "idt", False, _TRANSITIONS, _idt, IDTConfig, _idt_transform),
-    "dicp-idt": ModelSpec("dicp-idt", "idt", True, _TRANSITIONS, _idt, IDTConfig, _idt_transform),
+    "ad": ModelSpec("ad", "ad", False, _TRANSITIONS, _ad, _AD_CONFIGS),
+    "dicp-ad": ModelSpec("dicp-ad", "ad", True, _TRANSITIONS, _ad, _AD_CONFIGS),
+    "dpt": ModelSpec("dpt", "dpt", False, _TRANSITIONS + ("optimal_action",), _dpt, _DPT_CONFIGS),
+    "dicp-dpt": ModelSpec("dicp-dpt", "dpt", True, _TRANSITIONS + ("optimal_action",), _dpt, _DPT_CONFIGS),
+    "idt": ModelSpec("idt", "idt", False, _TRANSITIONS, _idt, _IDT_CONFIGS, _idt_transform),
+    "dicp-idt": ModelSpec("dicp-idt", "idt", True, _TRANSITIONS, _idt, _IDT_CONFIGS, _idt_transform),
 }
 
 
@@ -73,10 +79,23 @@ def model_spec(name: str) -> ModelSpec:
     return MODEL_SPECS[name]
 
 
-def model_config(name: str, values: dict[str, Any]) -> GridModelConfig:
-    """The agent's model config from plain data; `dynamics` follows from the agent's name."""
+def model_config(name: str, values: dict[str, Any], kind: str | None = None) -> ModelConfig:
+    """The agent's model config from plain data; `dynamics` follows from the agent's name.
+
+    `kind` is the env kind ("discrete" or "continuous"); it may instead be recorded in `values`
+    (a saved config), and the two must agree. Neither given: discrete (configs saved before
+    continuous actions existed have no kind).
+    """
     spec = model_spec(name)
     values = dict(values)
+    recorded = values.pop("kind", None)
+    if recorded is not None and kind is not None and recorded != kind:
+        raise IcrlBenchError(f"the {name} config is for {recorded} actions, but the data's actions are {kind}.")
+    kind = kind or recorded or "discrete"
+    if kind not in KINDS:
+        raise unknown("env kind", kind, KINDS)
+    if kind not in spec.configs:
+        raise IcrlBenchError(f"agent {name!r} is not defined for {kind} actions (it is for: {', '.join(spec.configs)}).")
     if "dynamics" in values and bool(values["dynamics"]) != spec.dynamics:
         raise IcrlBenchError(
             f"agent {name!r} has dynamics={spec.dynamics}, but its config says dynamics={values['dynamics']}; "
@@ -84,10 +103,10 @@ def model_config(name: str, values: dict[str, Any]) -> GridModelConfig:
         )
     values["dynamics"] = spec.dynamics
     try:
-        return spec.config_cls.from_dict(values)
+        return spec.configs[kind].from_dict(values)
     except (TypeError, ValueError) as err:
         raise IcrlBenchError(f"bad model config for {name}: {err}") from None
 
 
-def build_model(name: str, config: GridModelConfig) -> nn.Module:
+def build_model(name: str, config: ModelConfig) -> nn.Module:
     return model_spec(name).build(config)

@@ -1,5 +1,8 @@
 """DICP's in-context model-based planning (Son et al. 2025, Sec. 4.2): beam search in the model's own world.
 
+This is the discrete-action planner (grid worlds); with continuous actions DICP samples candidate
+actions instead (sampling.py), which reuses `forward_siblings` from here.
+
 A DICP network is both a policy and a world model: after the query state it predicts an action,
 and after an action-query token the reward and the next state of taking it. At each step (once
 the context is full) the agent imagines futures before acting:
@@ -59,7 +62,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from icrl_bench.agents.tokens import Transitions, state_from_index, state_index
+from icrl_bench.agents.spaces import state_from_index, state_index
+from icrl_bench.agents.tokens import Transitions
 from icrl_bench.agents.transformer import KVCache, Transformer, apply_rotary, rotary_angles
 from icrl_bench.errors import IcrlBenchError
 
@@ -225,6 +229,8 @@ class _World:
     def __init__(self, model: nn.Module):
         if getattr(model, "dynamics", None) is None:
             raise IcrlBenchError("planning needs a DICP world model (dicp-ad, dicp-dpt, dicp-idt); this network has no dynamics heads.")
+        if model.config.kind != "discrete":
+            raise IcrlBenchError("beam search needs discrete actions; continuous agents plan by sampling (sampling.py).")
         self.model = model
         self.num_actions = model.config.num_actions
         self.grid_size = model.config.grid_size
@@ -385,39 +391,3 @@ __all__ = ["PAPER_BEAM_K", "PLANNING_HORIZON", "Beams", "CachedWorld", "IDTBeams
            "check_beam_k", "count_forward_passes",
            "plan", "planning_horizon", "query_tokens"]
 
-
-class CheckpointAgent:
-    """What every network-backed agent keeps: the network in eval mode, the device, whether
-    actions are sampled, the seed, the beam size and the planner; plus the harness's hooks."""
-
-    def __init__(
-        self,
-        name: str,
-        model: nn.Module,
-        meta: dict | None = None,
-        device: str | torch.device = "cpu",
-        sample: bool = True,
-        seed: int = 0,
-        beam_k: int | None = None,
-        planner: str = "cache",
-    ):
-        self.name = name
-        self.model = model.to(device).eval()
-        self.meta = meta or {}
-        self.device = torch.device(device)
-        self.sample = sample
-        self.seed = seed
-        self.beam_k = check_beam_k(name, model, beam_k)
-        if planner not in ("cache", "recompute"):
-            raise IcrlBenchError(f"planner must be 'cache' or 'recompute', got {planner!r}.")
-        self.planner = planner
-        count_forward_passes(model)
-
-    @property
-    def forward_passes(self) -> int:
-        """Transformer forward calls of this agent's network(s) so far (the harness takes differences)."""
-        return self.model.forward_calls
-
-    def set_seed(self, seed: int) -> None:
-        """Seed sampling (and the planner's candidate order) from the next reset on."""
-        self.seed = int(seed)

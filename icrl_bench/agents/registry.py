@@ -68,18 +68,24 @@ def list_agents() -> list[AgentInfo]:
     return agents
 
 
+def _dataset_id(env: str, preset: str | None = None) -> str:
+    """The id of the recipe's dataset for env `env` (a Meta-World ML1 env is a task of the ML1 recipe)."""
+    from icrl_bench.data.recipes import resolve
+    from icrl_bench.envs.metaworld import ML1_PREFIX
+
+    if env.startswith(ML1_PREFIX):
+        return resolve(ML1_PREFIX.removesuffix("-"), preset, task=env.removeprefix(ML1_PREFIX)).dataset_id
+    return resolve(env, preset).dataset_id
+
+
 def train_command(name: str, env: str = "darkroom") -> str:
     """The command that makes a checkpoint for built-in agent `name` on `env` (the paper's config)."""
-    from icrl_bench.data.recipes import resolve
-
-    return f"icrl-bench train --agent {name} --dataset {resolve(env).dataset_id}"
+    return f"icrl-bench train --agent {name} --dataset {_dataset_id(env)}"
 
 
 def cpu_train_command(name: str, env: str = "darkroom") -> str:
     """The same on a small dataset with the CPU preset (minutes, not hours)."""
-    from icrl_bench.data.recipes import resolve
-
-    return f"icrl-bench train --agent {name} --dataset {resolve(env, 'small').dataset_id} --preset cpu"
+    return f"icrl-bench train --agent {name} --dataset {_dataset_id(env, 'small')} --preset cpu"
 
 
 def default_checkpoint(name: str, env: str | None) -> Path | None:
