@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine_facts import machine_facts
 from rich.console import Console
 from rich.table import Table
 
@@ -169,7 +170,7 @@ def main() -> None:
                       str(r["same_actions"]), str(r["same_predictions"]))
     Console().print(table)
     if args.json:
-        args.json.write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"machine": machine_facts(), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
