@@ -285,7 +285,7 @@ LeaderboardDirOption = Annotated[Optional[Path], typer.Option("--dir", help="Lea
 
 @app.command("train")
 def train_cmd(
-    agent: Annotated[Optional[str], typer.Option(help="Agent to train: ad, dicp-ad, dpt, dicp-dpt.")] = None,
+    agent: Annotated[Optional[str], typer.Option(help="Agent to train: ad, dicp-ad, dpt, dicp-dpt, idt, dicp-idt (no dpt on Meta-World).")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset id, e.g. darkroom-small-v2.")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named preset of the config (e.g. cpu); default: the paper's settings.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -302,7 +302,7 @@ def train_cmd(
 
     result = train(agent, dataset, preset, device, out, root, steps, resume, config, show_progress=not quiet, console=err_console,
                    threads=threads)
-    val = ", ".join(f"{k} {v:.3f}" for k, v in result.val_metrics.items() if k.startswith("val_acc"))
+    val = ", ".join(f"{k} {v:.3f}" for k, v in result.val_metrics.items() if k.startswith(("val_acc", "val_mse")))
     console.print(
         f"[green]trained[/] to step {result.step} in {result.wall_time_s:.0f} s ({result.samples_per_s:,.0f} samples/s)"
         f"{'; ' + val if val else ''}. Run: {result.run_dir}"
@@ -313,11 +313,13 @@ def train_cmd(
 def evaluate_cmd(
     agent: Annotated[str, typer.Option(help="Agent: a name from `icrl-bench agents list`, or package.module:Class.")],
     checkpoint: Annotated[Optional[Path], typer.Option(help="Trained agent checkpoint (default: the shipped one, if any).")] = None,
-    env: Annotated[str, typer.Option(help="Environment or protocol (darkroom, darkroom-permuted, dark-key-to-door, or e.g. darkroom/v1).")] = "darkroom",
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds (default: the protocol's 0,1,2,3,4).")] = None,
-    episodes: Annotated[Optional[int], typer.Option(help="In-context episodes (default: the protocol's 50).")] = None,
+    env: Annotated[str, typer.Option(help="Environment or protocol (darkroom, darkroom-permuted, dark-key-to-door, metaworld-ml1-<task>, metaworld-ml10, or e.g. darkroom/v1).")] = "darkroom",
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds (default: the protocol's: 0,1,2,3,4 on the grid worlds, 0,1,2 on Meta-World).")] = None,
+    episodes: Annotated[Optional[int], typer.Option(help="In-context episodes (default: the protocol's: 50 on the grid worlds, the official 100-2,000 on Meta-World).")] = None,
+    tasks: Annotated[Optional[int], typer.Option(help="Only the first N test tasks (a smoke run; default: all of the protocol's).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Agent setting KEY=VALUE (JSON value), repeatable.")] = None,
     beam: Annotated[Optional[int], typer.Option(help="DICP beam size beam_k (0 = no planning; default for dicp-* agents: the paper's 10).")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="DICP candidate actions per step on continuous-action envs (0 or 1 = no planning; default for dicp-* agents: the paper's 10).")] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads. 1 (the default) is 10-40x faster than 2 on a CPU busy with other jobs; the networks are small.")] = 1,
     out: Annotated[Path, typer.Option(help="Directory for the results JSON and plot.")] = Path("results"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -330,6 +332,8 @@ def evaluate_cmd(
 
     seed_list = _parse_seeds(seeds)
     settings = _parse_settings(set_ or [])
+    if samples is not None:
+        settings["samples"] = samples
     if threads < 1:
         raise IcrlBenchError(f"--threads must be >= 1, got {threads}.")
     import torch
@@ -338,12 +342,12 @@ def evaluate_cmd(
     with Progress(console=err_console, disable=quiet, transient=True) as bar:
         task = bar.add_task(f"evaluating {agent} on {env}", total=None)
         results = evaluate(agent, checkpoint, env, seed_list, episodes, settings, progress=lambda done, total: bar.update(task, completed=done, total=total),
-                           beam_k=beam)
+                           beam_k=beam, n_tasks=tasks)
     json_path, png_path = save_results(results, out)
     console.print(results_table(results))
     console.print(f"[green]wrote[/] {json_path} and {png_path}")
     if not results["standard"]:
-        console.print("[yellow]non-standard seeds or episodes: this run cannot be submitted to the leaderboard.[/]")
+        console.print("[yellow]non-standard seeds, episodes or tasks: this run cannot be submitted to the leaderboard.[/]")
 
 
 @agents_app.command("list")

@@ -6,10 +6,13 @@
     100.0
 
 The harness knows agents only through the Agent protocol (reset / act / observe) and envs only
-through the batched grid world; it never imports the trainer. Rows of the batch are ordered
-[seed, task]: row `s * n_tasks + t` is test task `t` in seed replica `s`. All episodes share
-the horizon, so they end together and the episode returns fall out as a [seed, task, episode]
-array, the raw material of every metric (`icrl_bench.metrics`).
+through `icrl_bench.harness_envs` (the batched grid world, or one Gymnasium env per row for
+Meta-World); it never imports the trainer. Rows of the batch are ordered [seed, task]: row
+`s * n_tasks + t` is test task `t` in seed replica `s`. Every episode runs to the protocol's
+horizon, so all rows end together, are reset together, and the episode returns and successes
+fall out as [seed, task, episode] arrays, the raw material of every metric (`icrl_bench.metrics`).
+Grid agents act with integers [num_envs]; Meta-World agents with floats [num_envs, action_dim]
+(`TaskInfo.num_actions == 0`), which the env clips to its box.
 
 What an agent may expose besides the protocol, all optional attributes read once per run:
 `env` (the env its checkpoint was trained on; a mismatch is refused), `checkpoint_hash`,
@@ -37,16 +40,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from icrl_bench import metrics
-from icrl_bench.agents.base import Agent, TaskInfo
-from icrl_bench.envs import get_family
-from icrl_bench.envs.grid import N_ACTIONS
+from icrl_bench.agents.base import Agent
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.harness_envs import make_eval_envs
 from icrl_bench.protocols import EvalProtocol, get_protocol
 from icrl_bench.provenance import provenance
 from icrl_bench.reporting import atomic_path, dumps_results, write_atomic
 
 RESULTS_SCHEMA_VERSION = 1
+RETURN_DECIMALS = 4  # non-integer (Meta-World) returns are stored, and scored, to this precision
 ProgressFn = Callable[[int, int], None]
 """Called with (episodes done, episodes in all) after every episode."""
 
@@ -72,70 +74,66 @@ def run_protocol(
     seeds: list[int] | None = None,
     n_episodes: int | None = None,
     progress: ProgressFn | None = None,
+    n_tasks: int | None = None,
 ) -> Rollout:
-    """Run `agent` from an empty context on every test task x seed for `n_episodes` episodes."""
+    """Run `agent` from an empty context on every test task x seed for `n_episodes` episodes.
+
+    `n_tasks` keeps only the first test tasks (a smoke run; it cannot be submitted).
+    """
     seeds = list(protocol.seeds if seeds is None else seeds)
     n_episodes = protocol.n_episodes if n_episodes is None else n_episodes
     if not seeds or n_episodes <= 0:
         raise IcrlBenchError(f"need at least one seed and one episode; got seeds {seeds} and {n_episodes} episodes.")
-    family = get_family(protocol.env)
-    params = protocol.test_task_params()
-    n_tasks = len(params)
+    tasks, params = _test_tasks(protocol, n_tasks)
     rows = np.tile(params, (len(seeds), 1))  # [seed * task, k], row s * n_tasks + t
-    num_envs = len(rows)
-    env = family.batched(rows)
-    info = TaskInfo(env=protocol.env, num_actions=N_ACTIONS, obs_dim=2, horizon=family.horizon, task_params=rows)
-
+    envs = make_eval_envs(protocol.env, np.tile(tasks, len(seeds)), rows, protocol.horizon)
+    num_envs = envs.num_envs
     returns = np.zeros((n_episodes, num_envs))
-    success = np.zeros((n_episodes, num_envs), dtype=bool) if protocol.has_success else None
-    max_return = family.max_return(rows)
+    success = np.zeros((n_episodes, num_envs), dtype=bool)
     timers = {"act": 0.0, "observe": 0.0, "env": 0.0}
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        key = _seed_key(seeds)
-        torch.manual_seed(key)
-        if callable(getattr(agent, "set_seed", None)):
-            agent.set_seed(key)
-        agent.reset(num_envs, info)
-        passes_before = getattr(agent, "forward_passes", None)
-        obs = env.reset().numpy()
-        episode_return = np.zeros(num_envs)
-        episode = 0
-        steps = 0
-        while episode < n_episodes:
-            t0 = time.perf_counter()
-            action = np.asarray(agent.act(obs)).reshape(-1)
-            t1 = time.perf_counter()
-            if action.shape != (num_envs,) or not np.issubdtype(action.dtype, np.integer) or ((action < 0) | (action >= N_ACTIONS)).any():
-                raise IcrlBenchError(f"the agent's act() must return {num_envs} integer actions in [0, {N_ACTIONS}); got {action.dtype} {action.shape}.")
-            step = env.step(torch.as_tensor(action))
-            reward, done = step.reward.numpy(), step.done.numpy()
-            next_obs, following = step.next_obs.numpy(), step.obs.numpy()
-            t2 = time.perf_counter()
-            agent.observe(obs, action, reward, next_obs, done)
-            t3 = time.perf_counter()
-            timers["act"] += t1 - t0
-            timers["env"] += t2 - t1
-            timers["observe"] += t3 - t2
-            steps += 1
-            episode_return += reward
-            if done.all():
-                returns[episode] = episode_return
-                if success is not None:
-                    success[episode] = episode_return >= max_return  # the door was reached
-                episode_return = np.zeros(num_envs)
-                episode += 1
+    try:
+        with torch.random.fork_rng(devices=[]):
+            key = _seed_key(seeds)
+            torch.manual_seed(key)
+            if callable(getattr(agent, "set_seed", None)):
+                agent.set_seed(key)
+            agent.reset(num_envs, envs.task_info)
+            passes_before = getattr(agent, "forward_passes", None)
+            steps = 0
+            for episode in range(n_episodes):
+                t0 = time.perf_counter()
+                obs = envs.reset()
+                timers["env"] += time.perf_counter() - t0
+                done = np.zeros(num_envs, dtype=bool)
+                while not done.all():
+                    t0 = time.perf_counter()
+                    raw = agent.act(obs)
+                    t1 = time.perf_counter()
+                    action = envs.action(raw)
+                    step = envs.step(action)
+                    t2 = time.perf_counter()
+                    agent.observe(obs, action, step.reward, step.next_obs, step.done)
+                    t3 = time.perf_counter()
+                    timers["act"] += t1 - t0
+                    timers["env"] += t2 - t1
+                    timers["observe"] += t3 - t2
+                    steps += 1
+                    returns[episode] += step.reward
+                    success[episode] |= step.success
+                    obs, done = step.next_obs, step.done
                 if progress is not None:
-                    progress(episode, n_episodes)
-            obs = following
-        passes_after = getattr(agent, "forward_passes", None)
+                    progress(episode + 1, n_episodes)
+            passes_after = getattr(agent, "forward_passes", None)
+    finally:
+        envs.close()
     forward_passes = None
     if isinstance(passes_before, int) and isinstance(passes_after, int):
         forward_passes = passes_after - passes_before
-    shape = (len(seeds), n_tasks, n_episodes)
+    shape = (len(seeds), len(tasks), n_episodes)
     return Rollout(
         returns=returns.T.reshape(shape),
-        success=None if success is None else success.T.reshape(shape),
+        success=success.T.reshape(shape) if protocol.has_success else None,
         steps=steps,
         num_envs=num_envs,
         act_seconds=timers["act"],
@@ -144,6 +142,16 @@ def run_protocol(
         total_seconds=time.perf_counter() - start,
         forward_passes=forward_passes,
     )
+
+
+def _test_tasks(protocol: EvalProtocol, n_tasks: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The canonical indices [n] and parameters [n, k] of the run's test tasks."""
+    tasks, params = protocol.test_tasks(), protocol.test_task_params()
+    if n_tasks is None:
+        return tasks, params
+    if not 1 <= n_tasks <= len(tasks):
+        raise IcrlBenchError(f"--tasks must be in 1..{len(tasks)} ({protocol.name} has {len(tasks)} test tasks), got {n_tasks}.")
+    return tasks[:n_tasks], params[:n_tasks]
 
 
 def evaluate(
@@ -155,12 +163,14 @@ def evaluate(
     agent_settings: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
     beam_k: int | None = None,
+    n_tasks: int | None = None,
 ) -> dict:
     """Make agent `agent` (by registry name or `module:Class`), run the protocol, return results.
 
     Args:
         env: an env name (its current protocol) or a protocol name such as `darkroom/v1`.
         seeds, n_episodes: the protocol's unless given (a non-standard run cannot be submitted).
+        n_tasks: only the first test tasks (a smoke run; cannot be submitted either).
         agent_settings: keyword settings for the agent's constructor.
         beam_k: DICP's beam size (0 = no planning; default: the agent's, the paper's 10 for dicp-*).
             Planning needs a world model, so a positive beam for any other agent is refused.
@@ -179,7 +189,7 @@ def evaluate(
     instance = make_agent(agent, checkpoint, env=protocol.env, **settings)
     if agent.startswith("dicp-") and isinstance(getattr(instance, "beam_k", None), int):
         settings["beam_k"] = instance.beam_k  # record the beam planned with, default included (results are explicit)
-    return evaluate_agent(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, progress)
+    return evaluate_agent(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, progress, n_tasks)
 
 
 def evaluate_agent(
@@ -191,6 +201,7 @@ def evaluate_agent(
     n_episodes: int | None = None,
     settings: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
+    n_tasks: int | None = None,
 ) -> dict:
     """Run an already-made agent under `protocol` and build its results document."""
     record = agent_record(agent)
@@ -203,11 +214,13 @@ def evaluate_agent(
     if len(set(seeds)) != len(seeds):
         raise IcrlBenchError(f"seeds must be distinct, got {seeds}.")
     n_episodes = protocol.n_episodes if n_episodes is None else n_episodes
-    rollout = run_protocol(agent, protocol, seeds, n_episodes, progress)
-    params = protocol.test_task_params()
-    summary = metrics.summarize(
-        rollout.returns, protocol.random_return, protocol.oracle_return, rollout.success, protocol.final_window
-    )
+    tasks, params = _test_tasks(protocol, n_tasks)
+    rollout = run_protocol(agent, protocol, seeds, n_episodes, progress, n_tasks)
+    # Grid-world returns are whole numbers, stored as integers (half the size); Meta-World's are
+    # stored to 1e-4, and every metric is computed from exactly what is stored.
+    integral = (rollout.returns % 1 == 0).all()
+    returns = rollout.returns.astype(int) if integral else np.round(rollout.returns, RETURN_DECIMALS)
+    summary = protocol.summarize(returns, rollout.success)
     return {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "protocol": protocol.describe(),
@@ -220,19 +233,19 @@ def evaluate_agent(
             "dataset_hash": record["dataset_hash"],
             "settings": dict(settings or {}),
         },
-        "standard": seeds == list(protocol.seeds) and n_episodes == protocol.n_episodes,
-        "test_tasks": {"indices": [int(i) for i in protocol.test_tasks()], "params": params.tolist()},
+        "standard": seeds == list(protocol.seeds) and n_episodes == protocol.n_episodes and len(tasks) == protocol.n_test_tasks,
+        "test_tasks": {"indices": [int(i) for i in tasks], "params": params.tolist()},
         "seeds": seeds,
         "n_episodes": n_episodes,
         "curves": {
-            # Grid-world returns are whole numbers: stored as integers (half the size).
-            "return": rollout.returns.astype(int).tolist() if (rollout.returns % 1 == 0).all() else rollout.returns.tolist(),
+            "return": returns.tolist(),
             "success": None if rollout.success is None else rollout.success.astype(int).tolist(),
         },
         "summary": summary,
         "cost": {
             "num_envs": rollout.num_envs,
             "steps": rollout.steps,
+            "env_steps": rollout.steps * rollout.num_envs,
             "act_s_per_step": rollout.act_seconds / rollout.steps,
             "act_s_per_action": rollout.act_seconds / (rollout.steps * rollout.num_envs),
             "observe_s_per_step": rollout.observe_seconds / rollout.steps,
@@ -241,12 +254,14 @@ def evaluate_agent(
             "forward_passes_per_action": None if rollout.forward_passes is None else rollout.forward_passes / rollout.steps,
             "torch_threads": torch.get_num_threads(),
         },
-        "command": reproduce_command(name, checkpoint, protocol, seeds, n_episodes, settings or {}),
+        "command": reproduce_command(name, checkpoint, protocol, seeds, n_episodes, settings or {}, n_tasks),
         "provenance": provenance(),
     }
 
 
-def reproduce_command(name: str, checkpoint, protocol: EvalProtocol, seeds: list[int], n_episodes: int, settings: dict) -> str:
+def reproduce_command(
+    name: str, checkpoint, protocol: EvalProtocol, seeds: list[int], n_episodes: int, settings: dict, n_tasks: int | None = None
+) -> str:
     """The CLI command that re-runs an evaluation."""
     parts = ["icrl-bench evaluate", f"--agent {name}", f"--env {protocol.env}"]
     if checkpoint is not None:
@@ -255,6 +270,8 @@ def reproduce_command(name: str, checkpoint, protocol: EvalProtocol, seeds: list
         parts.append("--seeds " + ",".join(map(str, seeds)))
     if n_episodes != protocol.n_episodes:
         parts.append(f"--episodes {n_episodes}")
+    if n_tasks is not None and n_tasks != protocol.n_test_tasks:
+        parts.append(f"--tasks {n_tasks}")
     parts += [f"--set {k}={json.dumps(v)}" for k, v in sorted(settings.items())]
     return " ".join(parts)
 
@@ -265,6 +282,8 @@ def results_stem(results: dict) -> str:
     stem = f"{agent}-{results['env']}"
     if not results.get("standard", True):
         stem += f"-s{len(results['seeds'])}-e{results['n_episodes']}"
+        n_tasks = len(results["test_tasks"]["indices"])
+        stem += f"-t{n_tasks}" if n_tasks != results["protocol"]["n_test_tasks"] else ""
     return stem
 
 

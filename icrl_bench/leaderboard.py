@@ -30,8 +30,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from icrl_bench import metrics
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import REPO_ROOT, catalog_path, data_root
-from icrl_bench.protocols import PROTOCOLS, EvalProtocol, get_protocol, task_params_sha256
-from icrl_bench.reporting import FILE_MODE, agent_label, atomic_path, dumps_results, leaderboard_cells, plot_learning_curves, write_atomic
+from icrl_bench.protocols import PROTOCOLS, EvalProtocol, get_protocol
+from icrl_bench.reporting import (
+    FILE_MODE,
+    agent_label,
+    atomic_path,
+    dumps_results,
+    leaderboard_cells,
+    metric_columns,
+    plot_learning_curves,
+    write_atomic,
+)
 
 DEFAULT_DIR = REPO_ROOT / "leaderboard"
 
@@ -56,12 +65,18 @@ class EstimateModel(_Closed):
 
 
 class SummaryModel(_Closed):
+    """Which of the optional numbers an entry must carry is its protocol's business: the
+    recomputed summary is compared key by key (`metrics.compare_summaries`)."""
+
     final_return: EstimateModel
-    normalized_score: EstimateModel
-    auc: EstimateModel
-    episodes_to_90: EstimateModel
     return_curve: list[float]
-    success_rate: EstimateModel | None = None
+    normalized_score: EstimateModel | None = None  # the grid worlds (exact references)
+    auc: EstimateModel | None = None
+    episodes_to_90: EstimateModel | None = None
+    success_rate: EstimateModel | None = None  # envs with success
+    best_success_rate: EstimateModel | None = None  # Meta-World
+    best_success_curve: list[float] | None = None
+    best_success_at_steps: dict[str, EstimateModel] | None = None
 
 
 class AgentModel(_Closed):
@@ -83,7 +98,7 @@ class ProtocolModel(_Open):
 
 class TestTasksModel(_Closed):
     indices: list[int]
-    params: list[list[int]]
+    params: list[list[float]]  # grid cells (whole numbers) or Meta-World goals
 
 
 class CurvesModel(_Closed):
@@ -146,31 +161,36 @@ def validate(data: dict, where: str = "entry") -> tuple[EntryModel, EvalProtocol
     protocol = get_protocol(entry.protocol.name)  # unknown / old / retired versions fail here
     if entry.env != protocol.env or entry.protocol.env != protocol.env:
         raise IcrlBenchError(f"{where}: env {entry.env!r} does not match its protocol {protocol.name}.")
-    if entry.seeds != list(protocol.seeds) or entry.n_episodes != protocol.n_episodes:
+    n_tasks = len(entry.test_tasks.indices)
+    if entry.seeds != list(protocol.seeds) or entry.n_episodes != protocol.n_episodes or n_tasks != protocol.n_test_tasks:
         raise IcrlBenchError(
-            f"{where} is a non-standard run ({len(entry.seeds)} seeds {entry.seeds}, {entry.n_episodes} episodes); "
-            f"{protocol.name} entries use seeds {','.join(map(str, protocol.seeds))} and {protocol.n_episodes} episodes: "
-            "re-run without --seeds/--episodes."
+            f"{where} is a non-standard run ({len(entry.seeds)} seeds {entry.seeds}, {entry.n_episodes} episodes, {n_tasks} test tasks); "
+            f"{protocol.name} entries use seeds {','.join(map(str, protocol.seeds))}, {protocol.n_episodes} episodes and all "
+            f"{protocol.n_test_tasks} test tasks: re-run without --seeds/--episodes/--tasks."
         )
-    if task_params_sha256(entry.test_tasks.params) != protocol.test_tasks_sha256:
+    if _tasks_sha256(protocol, entry.test_tasks.params, where) != protocol.test_tasks_sha256:
         raise IcrlBenchError(f"{where}: its test tasks are not those of {protocol.name}.")
-    claimed_refs = entry.protocol.references
-    if not (np.isclose(claimed_refs.get("random", np.nan), protocol.random_return) and np.isclose(claimed_refs.get("oracle", np.nan), protocol.oracle_return)):
-        raise IcrlBenchError(f"{where}: its reference returns {claimed_refs} are not those of {protocol.name}.")
-    returns = np.asarray(entry.curves.returns, dtype=np.float64)
+    claimed_refs, refs = entry.protocol.references, protocol.references()
+    if claimed_refs.keys() != refs.keys() or not all(np.isclose(claimed_refs[k], refs[k]) for k in refs):
+        raise IcrlBenchError(f"{where}: its reference returns {claimed_refs} are not those of {protocol.name} ({refs}).")
     shape = (len(protocol.seeds), protocol.n_test_tasks, protocol.n_episodes)
-    if returns.shape != shape:
-        raise IcrlBenchError(f"{where}: return curves have shape {returns.shape}, expected [seed, task, episode] = {shape}.")
+    returns = _curve(entry.curves.returns, shape)
+    if returns is None:
+        raise IcrlBenchError(f"{where}: return curves must have shape [seed, task, episode] = {shape}.")
     if not np.isfinite(returns).all() or (returns < 0).any():
         raise IcrlBenchError(f"{where}: return curves hold negative or non-finite values.")
-    if (metrics.return_curve(returns) > protocol.oracle_return + 1e-9).any():
+    if protocol.oracle_return is not None and (metrics.return_curve(returns) > protocol.oracle_return + 1e-9).any():
         raise IcrlBenchError(f"{where}: its mean return exceeds the optimal policy's ({protocol.oracle_return}); the curves are wrong.")
+    if protocol.max_episode_return is not None and (returns > protocol.max_episode_return + 1e-9).any():
+        raise IcrlBenchError(
+            f"{where}: an episode return exceeds the env's maximum ({protocol.max_episode_return:g}); the curves are wrong."
+        )
     success = None
     if protocol.has_success:
         if entry.curves.success is None:
             raise IcrlBenchError(f"{where}: {protocol.name} records success per episode, but curves.success is missing.")
-        success = np.asarray(entry.curves.success)
-        if success.shape != shape or not np.isin(success, (0, 1)).all():
+        success = _curve(entry.curves.success, shape)
+        if success is None or not np.isin(success, (0, 1)).all():
             raise IcrlBenchError(f"{where}: curves.success must be 0/1 of shape {shape}.")
     if entry.agent.dataset_hash is not None:
         known = known_dataset_hashes()
@@ -179,7 +199,7 @@ def validate(data: dict, where: str = "entry") -> tuple[EntryModel, EvalProtocol
                 f"{where}: dataset hash {entry.agent.dataset_hash[:12]} ({entry.agent.dataset_id}) is not a known dataset "
                 f"(not built under {data_root() / 'datasets'} nor listed in the dataset catalog); build or download it first."
             )
-    recomputed = metrics.summarize(returns, protocol.random_return, protocol.oracle_return, success, protocol.final_window)
+    recomputed = protocol.summarize(returns, success)
     problems = metrics.compare_summaries(data["summary"], recomputed)
     if problems:
         raise IcrlBenchError(
@@ -187,6 +207,22 @@ def validate(data: dict, where: str = "entry") -> tuple[EntryModel, EvalProtocol
             "submit the file exactly as `icrl-bench evaluate` wrote it."
         )
     return entry, protocol
+
+
+def _curve(values: list, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A curve as a float array of `shape`, or None if it has another shape (ragged included)."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except ValueError:
+        return None
+    return array if array.shape == shape else None
+
+
+def _tasks_sha256(protocol: EvalProtocol, params: list[list[float]], where: str) -> str:
+    try:
+        return protocol.tasks_sha256(params)
+    except (ValueError, IcrlBenchError) as err:  # ragged rows, or fractional grid cells
+        raise IcrlBenchError(f"{where}: test_tasks.params are malformed ({err}).") from None
 
 
 def known_dataset_hashes(root: str | os.PathLike | None = None, catalog: Path | None = None) -> set[str]:
@@ -274,16 +310,25 @@ def submit(results_path: str | os.PathLike, leaderboard_dir: str | os.PathLike |
     return final
 
 
+# What ranks a protocol's entries, best first: its headline metric, then the tie-breakers.
+RANK_KEYS = {
+    "normalized_score": ("normalized_score", "auc"),
+    "best_success_rate": ("best_success_rate", "success_rate", "final_return"),
+}
+
+
 def ranking(env: str | None = None, leaderboard_dir: str | os.PathLike | None = None) -> dict[str, list[dict]]:
-    """Entries per protocol name, best first (by normalized score, then AUC)."""
+    """Entries per protocol name, best first (by the protocol's headline metric: the normalized
+    score, then AUC, on the grid worlds; the best-so-far success rate on Meta-World)."""
     if env is not None:
         get_protocol(env)  # unknown env -> one-line error
     groups: dict[str, list[dict]] = {}
     for _, data in list_entries(leaderboard_dir):
         if env is None or data["env"] == env or data["protocol"]["name"] == env:
             groups.setdefault(data["protocol"]["name"], []).append(data)
-    for entries in groups.values():
-        entries.sort(key=lambda d: (-d["summary"]["normalized_score"]["mean"], -d["summary"]["auc"]["mean"], agent_label(d)))
+    for name, entries in groups.items():
+        keys = RANK_KEYS[get_protocol(name).headline]
+        entries.sort(key=lambda d: (*(-d["summary"][k]["mean"] for k in keys), agent_label(d)))
     return dict(sorted(groups.items(), key=lambda item: list(PROTOCOLS).index(item[0]) if item[0] in PROTOCOLS else 99))
 
 
@@ -296,10 +341,17 @@ hand. Every entry was validated on submission (schema, current protocol version,
 and test tasks, known dataset, summary recomputed from the raw curves) and the repository's
 tests validate them all again. Numbers are mean [95% bootstrap CI] over seeds.
 
+Grid worlds (ranked by the normalized score):
 - **final return**: mean return of the last 5 in-context episodes (mean over test tasks).
 - **normalized**: final return on a scale where uniform random is 0 and the optimal policy 100.
 - **AUC**: the normalized score averaged over all episodes (rewards learning fast).
 - **episodes to 90%**: first episode whose mean return reaches 90% of the oracle's (`>N`: never).
+
+Meta-World (ranked by success; no exact random or optimal return exists, so returns stay raw):
+- **success (best so far)**: test tasks solved (`info["success"]` at any step) in at least one
+  episode by the end of the run, DICP's measure.
+- **success at 10K steps**: the same after 100 episodes of 100 steps (equal experience for all tasks).
+- **success (last 5)**: successful episodes among the last 5; **final return**: their mean return.
 
 Add an entry: `icrl-bench evaluate --agent NAME [--checkpoint DIR] --env ENV`, then
 `icrl-bench leaderboard submit results/NAME-ENV.json`; check one: `icrl-bench leaderboard verify ENTRY`.
@@ -322,16 +374,17 @@ def render(leaderboard_dir: str | os.PathLike | None = None) -> Rendered:
     markdown = [HEADER]
     body = []
     plots = []
-    columns = ["rank", "agent", "final return", "normalized", "AUC", "episodes to 90%", "dataset", "command"]
     for name, entries in groups.items():
         protocol = get_protocol(name)
+        columns = ["rank", "agent", *(title for _, title, _ in metric_columns(entries[0]["summary"])), "dataset", "command"]
         plot = plots_dir / f"{name.replace('/', '-')}.png"
         with atomic_path(plot) as tmp:
             plot_learning_curves(entries, tmp, title=f"{name}: in-context learning curves (95% CI over seeds)")
         plots.append(plot)
-        intro = (
-            f"{protocol.n_test_tasks} test tasks x {len(protocol.seeds)} seeds, {protocol.n_episodes} episodes; "
+        intro = f"{protocol.n_test_tasks} test tasks x {len(protocol.seeds)} seeds, {protocol.n_episodes} episodes; " + (
             f"random {protocol.random_return:.3f}, oracle {protocol.oracle_return:.3f} (expected return)."
+            if protocol.references()
+            else f"{protocol.horizon} steps each ({protocol.n_episodes * protocol.horizon:,} env steps per task); Meta-World v3 tasks."
         )
         rows = [
             [str(rank), agent_label(e), *leaderboard_cells(e), e["agent"].get("dataset_id") or "-", f"`{e['command']}`"]

@@ -4,10 +4,15 @@ Everything here is pure numpy and deterministic (the bootstrap draws from a fixe
 leaderboard can recompute an entry's summary from its curves and compare number by number.
 
 Inputs are arrays `returns[seed, task, episode]`: the return of each in-context episode of each
-test task, one replica per seed. Seeds are the unit of replication: each metric is first
-computed per seed (averaged over the test tasks), then summarized across seeds by the mean, a
-percentile-bootstrap 95% confidence interval of the mean and the interquartile mean (IQM,
-Agarwal et al. 2021: robust to one outlying seed, less noisy than the median).
+test task, one replica per seed (and `success`, the same shape, 0/1). Seeds are the unit of
+replication: each metric is first computed per seed (averaged over the test tasks), then
+summarized across seeds by the mean, a percentile-bootstrap 95% confidence interval of the mean
+and the interquartile mean (IQM, Agarwal et al. 2021: robust to one outlying seed, less noisy
+than the median).
+
+Two summaries, one per kind of protocol: `summarize` scores returns against exact random and
+oracle references (the grid worlds); `summarize_success` scores Meta-World, which has neither,
+by DICP's success rate: the fraction of test tasks solved in at least one episode so far.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import numpy as np
 N_BOOTSTRAP = 10_000
 BOOTSTRAP_SEED = 0
 THRESHOLD_FRACTION = 0.9  # "episodes to reach 90% of the oracle"
+# Env steps per task at which the best-so-far success rate is reported (those within the run).
+SUCCESS_BUDGETS = (1_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000)
 
 
 @dataclass(frozen=True)
@@ -35,10 +42,10 @@ class Estimate:
         return asdict(self)
 
 
-def _as_returns(returns: np.ndarray) -> np.ndarray:
+def _as_returns(returns: np.ndarray, what: str = "returns") -> np.ndarray:
     returns = np.asarray(returns, dtype=np.float64)
     if returns.ndim != 3 or 0 in returns.shape:
-        raise ValueError(f"returns must be a non-empty array [seed, task, episode], got shape {returns.shape}")
+        raise ValueError(f"{what} must be a non-empty array [seed, task, episode], got shape {returns.shape}")
     return returns
 
 
@@ -84,6 +91,29 @@ def episodes_to_threshold(returns: np.ndarray, oracle_return: float, fraction: f
 def success_rate(success: np.ndarray, window: int = 5) -> np.ndarray:
     """Fraction of successful episodes among the last `window` ones, over tasks, per seed [seed]."""
     return final_return(np.asarray(success, dtype=np.float64), window)
+
+
+def best_success_curve(success: np.ndarray) -> np.ndarray:
+    """Fraction of test tasks solved in at least one episode so far, per seed [seed, episode].
+
+    DICP's Meta-World measure (`np.maximum.accumulate` over episodes in the official
+    evaluate_in_context): a task counts as solved from its first successful episode on, so the
+    curve never falls.
+    """
+    success = _as_returns(success, "success")
+    return np.maximum.accumulate(success, axis=2).mean(axis=1)
+
+
+def best_success_at(success: np.ndarray, steps_per_episode: int, budget: int) -> np.ndarray:
+    """The best-so-far success rate after `budget` env steps per task, per seed [seed].
+
+    Only whole episodes count: the rate after the last episode that ends within the budget.
+    """
+    episodes = budget // steps_per_episode
+    curve = best_success_curve(success)
+    if not 1 <= episodes <= curve.shape[1]:
+        raise ValueError(f"a budget of {budget} env steps is {episodes} episodes; the run has 1..{curve.shape[1]}")
+    return curve[:, episodes - 1]
 
 
 def iqm(values: np.ndarray) -> float:
@@ -146,8 +176,44 @@ def summarize(
     return summary
 
 
+def summarize_success(returns: np.ndarray, success: np.ndarray, steps_per_episode: int, final_window: int = 5) -> dict:
+    """Every standard metric of an evaluation without reference returns (Meta-World).
+
+    The headline is `best_success_rate`, the best-so-far success rate at the end of the run
+    (what DICP reports); `best_success_at_steps` gives it at each budget of `SUCCESS_BUDGETS`
+    the run reaches, so runs of different lengths compare at equal experience. Returns stay raw:
+    Meta-World has no exact random or optimal return to normalize by.
+
+    Args:
+        returns, success: [seed, task, episode] episode returns and 0/1 successes.
+        steps_per_episode: the protocol's horizon (every episode runs to it).
+        final_window: episodes averaged by the final return and the last-episodes success rate.
+    """
+    returns = _as_returns(returns)
+    success = _as_returns(success, "success")
+    if success.shape != returns.shape:
+        raise ValueError(f"success has shape {success.shape}, returns {returns.shape}; they must match")
+    total_steps = returns.shape[2] * steps_per_episode
+    return {
+        "final_return": estimate(final_return(returns, final_window)).to_dict(),
+        "return_curve": [float(v) for v in return_curve(returns).mean(axis=0)],
+        "success_rate": estimate(success_rate(success, final_window)).to_dict(),
+        "best_success_rate": estimate(best_success_curve(success)[:, -1]).to_dict(),
+        "best_success_curve": [float(v) for v in best_success_curve(success).mean(axis=0)],
+        "best_success_at_steps": {
+            str(budget): estimate(best_success_at(success, steps_per_episode, budget)).to_dict()
+            for budget in SUCCESS_BUDGETS
+            if steps_per_episode <= budget <= total_steps
+        },
+    }
+
+
 def compare_summaries(claimed: dict, recomputed: dict, rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> list[str]:
-    """Paths of the numbers in `claimed` that differ from `recomputed` ("auc.mean: 51.2 != 40.1")."""
+    """Paths of the numbers in `claimed` that differ from `recomputed` ("auc.mean: 51.2 != 40.1").
+
+    Keys that `recomputed` lacks are problems too ("normalized_score: unexpected"): a summary
+    may not carry numbers its protocol does not define.
+    """
     problems: list[str] = []
 
     def walk(a, b, path: str) -> None:
@@ -157,6 +223,7 @@ def compare_summaries(claimed: dict, recomputed: dict, rel_tol: float = 1e-6, ab
                 return
             for key in b:
                 walk(a.get(key), b[key], f"{path}.{key}" if path else key)
+            problems.extend(f"{f'{path}.' if path else ''}{key}: unexpected" for key in a if key not in b)
         elif isinstance(b, list):
             if not isinstance(a, list) or len(a) != len(b):
                 problems.append(f"{path}: expected {len(b)} values")

@@ -20,12 +20,33 @@ from rich.table import Table
 from icrl_bench import metrics
 
 FILE_MODE = 0o644  # mkstemp makes 0600 files; results and entries are meant to be shared
+PERCENT = "{:.1f}%"  # success rates are stored as fractions and shown as percentages
+# (summary key, column title, format); a dotted key reads a nested estimate.
 METRIC_COLUMNS = (
     ("final_return", "final return", "{:.2f}"),
     ("normalized_score", "normalized", "{:.1f}"),
     ("auc", "AUC", "{:.1f}"),
     ("episodes_to_90", "episodes to 90%", "{:.1f}"),
 )
+SUCCESS_COLUMNS = (  # protocols without exact references (Meta-World): success is the headline
+    ("best_success_rate", "success (best so far)", PERCENT),
+    ("best_success_at_steps.10000", "success at 10K steps", PERCENT),
+    ("success_rate", "success (last 5)", PERCENT),
+    ("final_return", "final return", "{:.1f}"),
+)
+
+
+def metric_columns(summary: dict) -> tuple[tuple[str, str, str], ...]:
+    """The columns that rank a results document: by success where it has no normalized score."""
+    return METRIC_COLUMNS if "normalized_score" in summary else SUCCESS_COLUMNS
+
+
+def metric(summary: dict, key: str) -> dict | None:
+    """The estimate at `key` ("best_success_at_steps.10000" reads a nested one); None if absent."""
+    node = summary
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 @contextmanager
@@ -70,32 +91,51 @@ def agent_label(results: dict) -> str:
     return label
 
 
-def format_estimate(estimate: dict, fmt: str = "{:.2f}", censored_above: float | None = None) -> str:
-    """`mean [low, high]`, with `>n` where a censored metric was never reached."""
+def format_value(value: float, fmt: str) -> str:
+    """One number; PERCENT shows a fraction as a percentage."""
+    return fmt.format(100.0 * value if fmt == PERCENT else value)
+
+
+def format_estimate(estimate: dict | None, fmt: str = "{:.2f}", censored_above: float | None = None) -> str:
+    """`mean [low, high]`, with `>n` where a censored metric was never reached (`-` if absent)."""
+    if estimate is None:
+        return "-"
     if censored_above is not None and estimate["mean"] > censored_above:
         return f">{censored_above:g}"
-    return f"{fmt.format(estimate['mean'])} [{fmt.format(estimate['ci_low'])}, {fmt.format(estimate['ci_high'])}]"
+    return f"{format_value(estimate['mean'], fmt)} [{format_value(estimate['ci_low'], fmt)}, {format_value(estimate['ci_high'], fmt)}]"
 
 
 def results_table(results: dict) -> Table:
     """One evaluation's summary: each metric's mean, 95% CI and IQM over seeds."""
     protocol = results["protocol"]
+    summary = results["summary"]
     table = Table(
         title=f"{agent_label(results)} on {protocol['name']}: {len(results['test_tasks']['params'])} test tasks x "
         f"{len(results['seeds'])} seeds, {results['n_episodes']} episodes"
     )
     for column in ("metric", "mean", "95% CI", "IQM"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    rows = list(METRIC_COLUMNS) + ([("success_rate", "success rate", "{:.2f}")] if "success_rate" in results["summary"] else [])
+    if "normalized_score" in summary:
+        rows = list(METRIC_COLUMNS) + ([("success_rate", "success rate", "{:.2f}")] if "success_rate" in summary else [])
+    else:
+        budgets = [(f"best_success_at_steps.{b}", f"success at {int(b):,} env steps", PERCENT) for b in summary["best_success_at_steps"]]
+        rows = [SUCCESS_COLUMNS[0], *budgets, *SUCCESS_COLUMNS[2:]]
     for key, title, fmt in rows:
-        est = results["summary"][key]
-        value = lambda v: f">{results['n_episodes']}" if key == "episodes_to_90" and v > results["n_episodes"] else fmt.format(v)  # noqa: E731
+        est = metric(summary, key)
+        value = lambda v: f">{results['n_episodes']}" if key == "episodes_to_90" and v > results["n_episodes"] else format_value(v, fmt)  # noqa: E731
         table.add_row(title, value(est["mean"]), f"{value(est['ci_low'])} to {value(est['ci_high'])}", value(est["iqm"]))
     refs = protocol["references"]
-    table.caption = (
-        f"final return: mean of the last {protocol['final_window']} episodes; normalized: 0 = random "
-        f"({refs['random']:.3f}), 100 = oracle ({refs['oracle']:.3f}); CI: bootstrap over seeds"
-    )
+    if refs:
+        table.caption = (
+            f"final return: mean of the last {protocol['final_window']} episodes; normalized: 0 = random "
+            f"({refs['random']:.3f}), 100 = oracle ({refs['oracle']:.3f}); CI: bootstrap over seeds"
+        )
+    else:
+        table.caption = (
+            "success (best so far): test tasks solved in at least one episode so far (DICP's Meta-World measure); "
+            f"last {protocol['final_window']}: successful episodes among the last {protocol['final_window']}; "
+            "returns raw (no exact references); CI: bootstrap over seeds"
+        )
     cost = results["cost"]
     passes = cost.get("forward_passes_per_action")
     table.caption += (
@@ -106,9 +146,10 @@ def results_table(results: dict) -> Table:
 
 
 def leaderboard_table(entries: Sequence[dict], title: str) -> Table:
-    """A ranking: entries are expected in rank order."""
+    """A ranking: entries are expected in rank order (all of one protocol)."""
+    columns = metric_columns(entries[0]["summary"]) if entries else METRIC_COLUMNS
     table = Table(title=title)
-    for column in ("rank", "agent", *(c[1] for c in METRIC_COLUMNS), "seeds", "dataset", "submitted"):
+    for column in ("rank", "agent", *(c[1] for c in columns), "seeds", "dataset", "submitted"):
         table.add_column(column, justify="right" if column not in ("agent", "dataset", "submitted") else "left")
     for rank, entry in enumerate(entries, 1):
         table.add_row(str(rank), agent_label(entry), *leaderboard_cells(entry), str(len(entry["seeds"])),
@@ -119,40 +160,76 @@ def leaderboard_table(entries: Sequence[dict], title: str) -> Table:
 def leaderboard_cells(entry: dict) -> list[str]:
     """The metric cells of one entry (mean [95% CI])."""
     cells = []
-    for key, _, fmt in METRIC_COLUMNS:
+    for key, _, fmt in metric_columns(entry["summary"]):
         censored = float(entry["n_episodes"]) if key == "episodes_to_90" else None
-        cells.append(format_estimate(entry["summary"][key], fmt, censored))
+        cells.append(format_estimate(metric(entry["summary"], key), fmt, censored))
     return cells
 
 
 def plot_learning_curves(results: Sequence[dict], path: str | os.PathLike, title: str | None = None) -> Path:
     """In-context learning curves (mean over test tasks; 95% bootstrap band over seeds) to a PNG.
 
-    Dashed lines mark the protocol's random and oracle returns.
+    Grid worlds: return per episode, dashed lines at the protocol's random and oracle returns.
+    Meta-World: the best-so-far success rate and the return against env steps per task, as the
+    DICP paper plots them.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    for result in results:
-        curve = metrics.return_curve(np.asarray(result["curves"]["return"]))  # [seed, episode]
-        x = np.arange(1, curve.shape[1] + 1)
-        low, high = metrics.bootstrap_ci_curve(curve, n_resamples=2000)
-        (line,) = ax.plot(x, curve.mean(axis=0), label=agent_label(result), linewidth=1.6)
-        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    by_success = bool(results) and "best_success_curve" in results[0]["summary"]
+    fig, axes = plt.subplots(1, 2 if by_success else 1, figsize=(11.0 if by_success else 6.4, 4.0), dpi=110, squeeze=False)
+    if by_success:
+        _plot_success(results, axes[0, 0], axes[0, 1])
+    else:
+        _plot_returns(results, axes[0, 0])
     if results:
-        refs = results[0]["protocol"]["references"]
-        ax.axhline(refs["oracle"], color="black", linestyle="--", linewidth=0.8, label="oracle (expected)")
-        ax.axhline(refs["random"], color="grey", linestyle=":", linewidth=0.8, label="random (expected)")
-        ax.set_title(title or f"In-context learning on {results[0]['protocol']['name']}")
-    ax.set_xlabel("in-context episode")
-    ax.set_ylabel("return (mean over test tasks)")
-    ax.legend(fontsize=7, loc="best")
-    ax.grid(alpha=0.3)
+        heading = title or f"In-context learning on {results[0]['protocol']['name']}"
+        if by_success:
+            fig.suptitle(heading)
+        else:
+            axes[0, 0].set_title(heading)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, format="png")
     plt.close(fig)
     return path
+
+
+def _band(ax, x: np.ndarray, curve: np.ndarray, label: str) -> None:
+    """The mean over seeds of `curve` [seed, point] with its 95% bootstrap band."""
+    low, high = metrics.bootstrap_ci_curve(curve, n_resamples=2000)
+    (line,) = ax.plot(x, curve.mean(axis=0), label=label, linewidth=1.6)
+    ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def _plot_returns(results: Sequence[dict], ax) -> None:
+    for result in results:
+        curve = metrics.return_curve(np.asarray(result["curves"]["return"]))  # [seed, episode]
+        _band(ax, np.arange(1, curve.shape[1] + 1), curve, agent_label(result))
+    if results:
+        refs = results[0]["protocol"]["references"]
+        ax.axhline(refs["oracle"], color="black", linestyle="--", linewidth=0.8, label="oracle (expected)")
+        ax.axhline(refs["random"], color="grey", linestyle=":", linewidth=0.8, label="random (expected)")
+    ax.set_xlabel("in-context episode")
+    ax.set_ylabel("return (mean over test tasks)")
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+
+
+def _plot_success(results: Sequence[dict], success_ax, return_ax) -> None:
+    for result in results:
+        horizon = result["protocol"]["horizon"]
+        success = 100.0 * metrics.best_success_curve(np.asarray(result["curves"]["success"]))  # [seed, episode]
+        returns = metrics.return_curve(np.asarray(result["curves"]["return"]))
+        x = horizon * np.arange(1, success.shape[1] + 1)  # env steps per task at each episode's end
+        _band(success_ax, x, success, agent_label(result))
+        _band(return_ax, x, returns, agent_label(result))
+    success_ax.set_ylabel("success rate, best so far (%)")
+    success_ax.set_ylim(-2, 102)
+    return_ax.set_ylabel("episode return (mean over test tasks)")
+    for ax in (success_ax, return_ax):
+        ax.set_xlabel("env steps per test task")
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)

@@ -98,7 +98,7 @@ def above_the_optimum(data):
         (old_protocol, "unknown protocol version darkroom/v0; the current one is darkroom/v1"),
         (schema_error, "does not match the results schema: curves: Field required"),
         (wrong_type, "does not match the results schema: seeds: Input should be a valid list"),
-        (non_standard, "is a non-standard run (3 seeds [0, 1, 2], 50 episodes)"),
+        (non_standard, "is a non-standard run (3 seeds [0, 1, 2], 50 episodes, 8 test tasks)"),
         (other_test_tasks, "its test tasks are not those of darkroom/v1"),
         (above_the_optimum, "its mean return exceeds the optimal policy's"),
     ],

@@ -69,6 +69,47 @@ def test_summarize_and_success_rate():
     assert summary["return_curve"] == pytest.approx(list((np.arange(10.0) + 5.0) / 2))
 
 
+# Meta-World-like success [seed, task, episode]: 2 seeds, 2 tasks, 4 episodes of 100 steps.
+SUCCESS = np.array(
+    [
+        [[0, 1, 0, 0], [0, 0, 0, 1]],  # seed 0: task 0 solved at episode 2 and then failed again
+        [[0, 0, 0, 0], [1, 0, 1, 0]],  # seed 1: task 1 from episode 1 on, task 0 never
+    ]
+)
+
+
+def test_best_success_curve_counts_a_task_from_its_first_success_on():
+    curve = metrics.best_success_curve(SUCCESS)
+    np.testing.assert_array_equal(curve, [[0.0, 0.5, 0.5, 1.0], [0.5, 0.5, 0.5, 0.5]])
+    assert (np.diff(curve, axis=1) >= 0).all()  # never falls, although episodes fail after a success
+    rng = np.random.default_rng(0)
+    random_curve = metrics.best_success_curve(rng.random((3, 7, 50)) < 0.1)
+    assert (np.diff(random_curve, axis=1) >= 0).all() and random_curve[:, -1].min() > 0.9
+    # Env-step budgets count whole episodes: 250 steps of 100-step episodes is episode 2.
+    np.testing.assert_array_equal(metrics.best_success_at(SUCCESS, 100, 250), [0.5, 0.5])
+    np.testing.assert_array_equal(metrics.best_success_at(SUCCESS, 100, 400), curve[:, -1])
+    with pytest.raises(ValueError, match="the run has 1..4"):
+        metrics.best_success_at(SUCCESS, 100, 500)
+
+
+def test_summarize_success():
+    returns = np.arange(16.0).reshape(2, 2, 4)
+    summary = metrics.summarize_success(returns, SUCCESS, steps_per_episode=100, final_window=2)
+    assert "normalized_score" not in summary and "auc" not in summary
+    assert summary["best_success_rate"]["per_seed"] == [1.0, 0.5] and summary["best_success_rate"]["mean"] == 0.75
+    assert summary["best_success_curve"] == [0.25, 0.5, 0.5, 0.75]
+    assert summary["success_rate"]["per_seed"] == [0.25, 0.25]  # last 2 episodes
+    assert summary["final_return"]["per_seed"] == [(2.5 + 6.5) / 2, (10.5 + 14.5) / 2]
+    assert summary["best_success_at_steps"] == {}  # 400 steps: below the first budget (1,000)
+    long = np.zeros((1, 3, 120))
+    long[0, 0, 60] = 1
+    budgets = metrics.summarize_success(long, long, steps_per_episode=100)["best_success_at_steps"]
+    assert list(budgets) == ["1000", "5000", "10000"]  # 12,000 steps reach these
+    assert [budgets[b]["mean"] for b in budgets] == [0.0, 0.0, pytest.approx(1 / 3)]
+    with pytest.raises(ValueError, match="success has shape"):
+        metrics.summarize_success(returns, SUCCESS[:, :1], 100)
+
+
 def test_compare_summaries_names_the_tampered_number():
     summary = metrics.summarize(RETURNS, 0.0, 10.0)
     assert metrics.compare_summaries(summary, metrics.summarize(RETURNS.copy(), 0.0, 10.0)) == []
@@ -76,6 +117,8 @@ def test_compare_summaries_names_the_tampered_number():
     assert metrics.compare_summaries(tampered, summary) == ["auc.mean: 90.0 != 47.5"]
     missing = {k: v for k, v in summary.items() if k != "final_return"}
     assert metrics.compare_summaries(missing, summary)[0] == "final_return: missing"
+    extra = {**summary, "best_success_rate": summary["auc"], "auc": {**summary["auc"], "median": 1.0}}
+    assert metrics.compare_summaries(extra, summary) == ["auc.median: unexpected", "best_success_rate: unexpected"]
 
 
 def test_bad_shapes_are_refused():
