@@ -117,6 +117,8 @@ def test_ppo_recording_through_the_builder(tmp_path) -> None:
         assert reward == pytest.approx(float(ds["reward"][0, 0, t]), rel=1e-5)
     np.testing.assert_allclose(obs, ds["next_obs"][0, 0, 99], atol=1e-5)
     assert ds.verify() == result.content_hash
+    # Float rewards are summed as floats (not truncated like the grid worlds' integer rewards).
+    np.testing.assert_allclose(ds.episode_returns(0), ds["reward"][0].astype(np.float64).reshape(2, 2, 100).sum(-1), rtol=1e-6)
 
 
 def test_sac_recording() -> None:
@@ -168,3 +170,15 @@ def test_a_crashing_task_is_retried_then_reported_and_the_others_are_kept(tmp_pa
         run_plan(plan, workers=1, root=other, show_progress=False)
     assert staging_dir(other, plan.dataset_id).is_dir()  # kept for the rerun, not published
     assert not (other / "datasets" / plan.dataset_id).exists()
+
+
+def test_missing_metaworld_extra_says_how_to_install(monkeypatch) -> None:
+    import sys
+
+    from icrl_bench.envs import metaworld as mw
+
+    monkeypatch.setitem(sys.modules, "metaworld", None)  # what `import metaworld` sees when it is not installed
+    mw._benchmark.cache_clear()
+    with pytest.raises(IcrlBenchError, match=r"needs the metaworld extra .*pip install 'icrl-bench\[metaworld\]'"):
+        get_family("metaworld-ml1-push").make_env(0)
+    mw._benchmark.cache_clear()

@@ -104,7 +104,9 @@ def episode_returns(reward: np.ndarray, done: np.ndarray) -> np.ndarray:
     ends = np.flatnonzero(done[0])
     if len(ends) == 0:
         return np.zeros((reward.shape[0], 0))
-    cumulative = np.cumsum(reward[:, : ends[-1] + 1].astype(np.int64), axis=1)[:, ends]
+    # Grid rewards are uint8 (sum them exactly as integers); Meta-World's are float32 (sum in float64).
+    wide = np.int64 if np.issubdtype(reward.dtype, np.integer) else np.float64
+    cumulative = np.cumsum(reward[:, : ends[-1] + 1].astype(wide), axis=1)[:, ends]
     return np.diff(cumulative, axis=1, prepend=0)
 
 
