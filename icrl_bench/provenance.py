@@ -10,15 +10,17 @@ from importlib import metadata
 from icrl_bench.paths import REPO_ROOT
 
 TRACKED_PACKAGES = ("icrl-bench", "numpy", "torch", "gymnasium", "stable-baselines3", "zarr", "h5py")
+OPTIONAL_PACKAGES = ("metaworld", "mujoco")  # recorded only where installed (the metaworld extra)
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
     versions = {}
-    for name in names:
+    for name in names + OPTIONAL_PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+            if name not in OPTIONAL_PACKAGES:
+                versions[name] = "not installed"
     return versions
 
 
