@@ -271,7 +271,8 @@ def _print_catalog(root: Optional[Path]) -> None:
     for column in ("id", "repo", "revision", "hash", "local"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["dataset_id"], row["repo"], row["revision"], row["content_hash"][:12], row["local"])
+        where = (row["repo"], row["revision"]) if row["repo"] else (f"not published: {row['build']}", "")
+        table.add_row(row["dataset_id"], *where, row["content_hash"][:12], row["local"])
     console.print(table)
 
 # --- benchmark: evaluate, agents, leaderboard (icrl_bench.harness / .leaderboard) -------------

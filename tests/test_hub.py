@@ -204,7 +204,9 @@ def test_download_by_catalog_id(tiny_root, remote, tmp_path, monkeypatch):
     result = hub.download_dataset(TINY, root=tmp_path / "root", catalog=catalog)
     assert result.content_hash == expected
     rows = hub.catalog_status(catalog, root=tmp_path / "root")
-    assert rows == [{"dataset_id": TINY, "repo": REPO, "revision": "tiny-v2", "content_hash": expected, "description": "", "local": "present"}]
+    assert rows == [
+        {"dataset_id": TINY, "repo": REPO, "revision": "tiny-v2", "build": None, "content_hash": expected, "description": "", "local": "present"}
+    ]
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": REPO, "revision": "tiny-v2", "content_hash": "0" * 64}}}))
     with pytest.raises(IcrlBenchError, match="another dataset than the one pinned"):
@@ -217,7 +219,21 @@ def test_download_by_catalog_id(tiny_root, remote, tmp_path, monkeypatch):
 def test_the_shipped_catalog_is_valid_and_pretends_nothing():
     catalog = hub.load_catalog(hub.DEFAULT_CATALOG)
     for entry in catalog.datasets.values():
+        if entry.repo is None:  # not published: it must say how to build it, with the recipe's own command
+            assert entry.build.startswith("icrl-bench build-dataset ")
+            continue
         assert "ORG" not in entry.repo and "placeholder" not in entry.repo.lower()
+
+
+def test_an_unpublished_catalog_entry_says_how_to_build_it(tmp_path):
+    catalog = tmp_path / "catalog.yaml"
+    command = "icrl-bench build-dataset darkroom --preset tiny"
+    catalog.write_text(yaml.safe_dump({"datasets": {TINY: {"build": command, "content_hash": "a" * 64}}}))
+    with pytest.raises(IcrlBenchError, match=f"{TINY} is not published to a remote yet; build it: {command} .*aaaaaaaaaaaa"):
+        hub.download_dataset(TINY, root=tmp_path / "root", catalog=catalog)
+    catalog.write_text(yaml.safe_dump({"datasets": {TINY: {"content_hash": "a" * 64}}}))
+    with pytest.raises(IcrlBenchError, match="is invalid.*needs repo and revision, or .*build"):
+        hub.load_catalog(catalog)
 
 
 def test_offline_mode_downloads_from_the_hub_cache(tiny_root, remote, tmp_path, monkeypatch):
@@ -495,7 +511,7 @@ def test_missing_hub_extra_says_how_to_install(tmp_path):
     assert "pip install 'icrl-bench[hub]'" in result.stdout and result.stdout.startswith("1 "), result.stdout + result.stderr
 
 
-SHIPPED = sorted(k for k, e in hub.load_catalog(hub.DEFAULT_CATALOG).datasets.items() if e.repo.startswith(("./", "../")))
+SHIPPED = sorted(k for k, e in hub.load_catalog(hub.DEFAULT_CATALOG).datasets.items() if e.repo and e.repo.startswith(("./", "../")))
 
 
 @pytest.mark.parametrize("dataset_id", SHIPPED)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from icrl_bench.data.dataset import dataset_path, load_dataset
 from icrl_bench.data.recipes import ID_PATTERN
@@ -132,13 +132,24 @@ def _parse_hf_uri(text: str) -> RemoteSpec:
 
 
 class CatalogEntry(BaseModel):
-    """One published dataset: where it is and the content hash that pins it."""
+    """One known dataset: where it is published (or how to build it) and the content hash that pins it.
+
+    An entry without a remote pins a dataset too large to ship and not yet pushed: its hash is
+    what the project's own build made, so leaderboard entries trained on it can be checked.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    repo: str = Field(description="ORG/NAME on the Hub, an hf:// URL, or a directory remote (./path: beside the catalog)")
-    revision: str = Field(description="the tag (or commit) that pins this version")
+    repo: str | None = Field(None, description="ORG/NAME on the Hub, an hf:// URL, or a directory remote (./path: beside the catalog)")
+    revision: str | None = Field(None, description="the tag (or commit) that pins this version")
+    build: str | None = Field(None, description="the command that builds it, for entries not published to a remote")
     content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     description: str = ""
+
+    @model_validator(mode="after")
+    def _published_or_buildable(self) -> CatalogEntry:
+        if (self.repo is None) != (self.revision is None) or (self.repo is None and self.build is None):
+            raise ValueError("an entry needs repo and revision, or (not published yet) build")
+        return self
 
 
 class Catalog(BaseModel):
@@ -182,6 +193,11 @@ def resolve_spec(spec: str, catalog: str | os.PathLike | None = None) -> Target:
                 "download by ORG/NAME@REVISION, or see `icrl-bench datasets list --remote`."
             )
         entry = entries[text]
+        if entry.repo is None:
+            raise IcrlBenchError(
+                f"{text} is not published to a remote yet; build it: {entry.build} "
+                f"(the catalog pins its content hash {entry.content_hash[:12]})."
+            )
         repo = entry.repo
         if repo.startswith(("./", "../")):
             # A directory remote shipped beside the catalog (e.g. in the repository itself).
