@@ -187,8 +187,11 @@ def evaluate(
         elif beam_k > 0:
             raise IcrlBenchError(f"--beam {beam_k}: only the DICP agents (dicp-ad, dicp-dpt, dicp-idt) plan; {agent!r} has no world model (use --beam 0 or a dicp-* agent).")
     instance = make_agent(agent, checkpoint, env=protocol.env, **settings)
-    if agent.startswith("dicp-") and isinstance(getattr(instance, "beam_k", None), int):
-        settings["beam_k"] = instance.beam_k  # record the beam planned with, default included (results are explicit)
+    # Record how DICP planned, defaults included, so results are explicit: the beam on the grid
+    # worlds, the number of sampled candidates on continuous-action envs.
+    for knob in ("beam_k", "samples"):
+        if agent.startswith("dicp-") and getattr(instance, knob, None):
+            settings[knob] = getattr(instance, knob)
     return evaluate_agent(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, progress, n_tasks)
 
 

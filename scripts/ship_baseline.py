@@ -1,0 +1,59 @@
+"""Copy a finished training run into `baselines/<env>/<agent>/` with a README made from its records.
+
+    .venv/bin/python scripts/ship_baseline.py runs/<run-dir> [--command "icrl-bench train ..."]
+
+The shipped folder holds the weights and checkpoint JSON (not the optimizer state), the run's
+config and metrics; every number in the README is read from those records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--command", help="the command that made the run (default: rebuilt from run.json)")
+    args = parser.parse_args()
+    run = json.loads((args.run_dir / "run.json").read_text())
+    checkpoint = json.loads((args.run_dir / "checkpoint" / "checkpoint.json").read_text())
+    records = [json.loads(line) for line in (args.run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    elapsed = max(r.get("elapsed_s", 0.0) for r in records)
+    agent, env, dataset = run["agent"], run["env"], run["dataset"]
+    train = run["config"]["train"]
+    command = args.command or f"icrl-bench train --agent {agent} --dataset {dataset['id']}" + (f" --preset {run['preset']}" if run.get("preset") else "")
+    out = REPO / "baselines" / env / agent
+    (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+    for name in ("checkpoint.json", checkpoint["weights_file"]):
+        shutil.copy2(args.run_dir / "checkpoint" / name, out / "checkpoint" / name)
+    for name in ("run.json", "metrics.jsonl"):
+        shutil.copy2(args.run_dir / name, out / name)
+    validation = {k.removeprefix("val_"): v for k, v in checkpoint["metrics"].items() if k.startswith("val_") and k != "val_loss"}
+    prov = checkpoint["provenance"]
+    (out / "README.md").write_text(
+        f"""# {agent} on {env} (shipped baseline)
+
+Made by the project's own command (`{args.run_dir.name}`):
+
+    {command}
+
+- dataset: `{dataset['id']}` (content hash `{dataset['content_hash']}`)
+- training budget: {checkpoint['step']} steps x batch {train['batch_size']} = {checkpoint['step'] * train['batch_size']:,} windows, lr {train['lr']}, {elapsed:.0f} s on {run['device']} (2-core CPU shared with other jobs)
+- held-out validation at the last step: {', '.join(f'{k} {v:.3f}' for k, v in sorted(validation.items()))}
+- weights sha256 `{checkpoint['weights_sha256']}`; code `{prov['code_commit']}`; torch {prov['packages']['torch']}
+- optimizer state is not shipped (a run directory has it; `--resume` needs it)
+
+`icrl-bench evaluate --agent {agent} --env {env}` uses this checkpoint by default.
+"""
+    )
+    print(f"shipped {args.run_dir} to {out}")
+
+
+if __name__ == "__main__":
+    main()
