@@ -8,12 +8,12 @@ threads).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from icrl_bench.sources import ProgressFn
-from icrl_bench.sources.sb3_recorder import learn_and_record, make_vec_env
+from icrl_bench.sources.sb3_recorder import learn_and_record
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,9 @@ class SB3PPOSource:
         return [self.run_task(family, t, s, config, device, progress) for t, s in zip(tasks, seeds)]
 
     def run_task(self, family: str, task: int, seed: int, config: PPOConfig, device: str, progress: ProgressFn | None) -> dict[str, np.ndarray]:
-        import torch
         from stable_baselines3 import PPO
 
-        torch.set_num_threads(1)
-        settings = asdict(config)
-        total = settings.pop("total_timesteps")
-        vec_env = make_vec_env(family, task, settings.pop("n_streams"))
-        model = PPO("MlpPolicy", vec_env, seed=int(seed), device=device, verbose=0, tensorboard_log=None, **settings)
-        return learn_and_record(model, family, total, "clipped_actions", progress)
+        return learn_and_record(PPO, family, task, seed, config, device, "clipped_actions", progress)
 
 
 SOURCE = SB3PPOSource()

@@ -15,6 +15,7 @@ the dims agents see.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -74,21 +75,27 @@ class Recorder:
         return {k: np.swapaxes(np.stack(v), 0, 1) for k, v in self.steps.items() if v}
 
 
-def make_vec_env(family: str, task: int, n_streams: int) -> Any:
-    """`n_streams` copies of one task in SB3's in-process vector env (the official DummyVecEnv)."""
+def learn_and_record(
+    algorithm: type, family: str, task: int, seed: int, config: Any, device: str, action_key: str, progress: ProgressFn | None
+) -> dict[str, np.ndarray]:
+    """Train SB3 `algorithm` from scratch on `config.n_streams` copies of one task and return every transition.
+
+    The learner runs on one thread (the fastest way to run SB3's tiny networks on a CPU) in SB3's
+    in-process vector env, as the official DummyVecEnv; `config`'s other fields are the
+    algorithm's keyword arguments.
+    """
+    import torch
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from icrl_bench.envs import get_family
 
+    torch.set_num_threads(1)
     spec = get_family(family)
-    return DummyVecEnv([lambda: spec.make_source_env(task)] * n_streams)
-
-
-def learn_and_record(model: Any, family: str, total_timesteps: int, action_key: str, progress: ProgressFn | None) -> dict[str, np.ndarray]:
-    """Run `model.learn` from scratch and return every transition it made."""
-    from icrl_bench.envs import get_family
-
-    recorder = Recorder(get_family(family).recorded, action_key, progress)
-    model.learn(total_timesteps=total_timesteps, callback=recorder.callback, progress_bar=False)
-    model.get_env().close()
+    settings = asdict(config)
+    total = settings.pop("total_timesteps")
+    vec_env = DummyVecEnv([lambda: spec.make_source_env(task)] * settings.pop("n_streams"))
+    model = algorithm("MlpPolicy", vec_env, seed=int(seed), device=device, verbose=0, tensorboard_log=None, **settings)
+    recorder = Recorder(spec.recorded, action_key, progress)
+    model.learn(total_timesteps=total, callback=recorder.callback, progress_bar=False)
+    vec_env.close()
     return recorder.history()

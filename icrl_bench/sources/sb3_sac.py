@@ -10,12 +10,12 @@ and then takes `gradient_steps` gradient steps.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from icrl_bench.sources import ProgressFn
-from icrl_bench.sources.sb3_recorder import learn_and_record, make_vec_env
+from icrl_bench.sources.sb3_recorder import learn_and_record
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,6 @@ class SB3SACSource:
         return [self.run_task(family, t, s, config, device, progress) for t, s in zip(tasks, seeds)]
 
     def run_task(self, family: str, task: int, seed: int, config: SACConfig, device: str, progress: ProgressFn | None) -> dict[str, np.ndarray]:
-        import torch
         from stable_baselines3 import SAC
 
         from icrl_bench.envs import get_family
@@ -65,12 +64,7 @@ class SB3SACSource:
 
         if get_family(family).kind != "continuous":
             raise IcrlBenchError(f"sb3-sac needs continuous actions; build {family} with --source sb3-ppo or batched-ppo.")
-        torch.set_num_threads(1)
-        settings = asdict(config)
-        total = settings.pop("total_timesteps")
-        vec_env = make_vec_env(family, task, settings.pop("n_streams"))
-        model = SAC("MlpPolicy", vec_env, seed=int(seed), device=device, verbose=0, tensorboard_log=None, **settings)
-        return learn_and_record(model, family, total, "actions", progress)
+        return learn_and_record(SAC, family, task, seed, config, device, "actions", progress)
 
 
 SOURCE = SB3SACSource()
