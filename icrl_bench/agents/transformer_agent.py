@@ -49,26 +49,16 @@ from icrl_bench.errors import IcrlBenchError
 class TransformerAgent(CheckpointAgent):
     """Acts with a trained in-context network; batched over `num_envs` envs."""
 
-    def __init__(
-        self,
-        name: str,
-        model: nn.Module,
-        meta: dict[str, Any] | None = None,
-        device: str | torch.device = "cpu",
-        sample: bool = True,
-        seed: int = 0,
-        beam_k: int | None = None,
-        planner: str = "cache",
-        samples: int | None = None,
-        beam_start: int | None = None,
-        plan_from_step: int | None = None,
-    ):
-        super().__init__(name, model, meta, device, sample, seed, beam_k, planner, samples, beam_start, plan_from_step)
-        self.n_context = model.config.n_transit - 1
-        self.num_envs = 0
-        self.context: Transitions | None = None
-        self._context_cache: KVCache | None = None
-        self.query_cache: KVCache | None = None  # cache up to the last query state (for a planner)
+    # Acting state, set by reset() and observe(); the constructor is CheckpointAgent's.
+    num_envs: int = 0
+    context: Transitions | None = None
+    _context_cache: KVCache | None = None
+    query_cache: KVCache | None = None  # cache up to the last query state (for a planner)
+
+    @property
+    def n_context(self) -> int:
+        """Transitions kept in the context window (the query takes the last of n_transit slots)."""
+        return self.model.config.n_transit - 1
 
     # ---- the Agent protocol ---------------------------------------------------------------------
 
