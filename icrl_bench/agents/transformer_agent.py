@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from icrl_bench.agents.acting import CheckpointAgent, rows_of
 from icrl_bench.agents.base import TaskInfo

@@ -254,7 +254,7 @@ def _run_tasks(plan, staging, state, pending, workers, device, show_progress, co
         failures: dict[tuple[int, ...], str] = {}
         if workers == 1 or len(jobs) <= 1:
             for rows in jobs:
-                for attempt in range(1 + RETRIES):
+                for _ in range(1 + RETRIES):
                     try:
                         histories = run_job(plan_dict, rows, device, _Direct(progress, steps_bar))
                     except (KeyboardInterrupt, IcrlBenchError):
