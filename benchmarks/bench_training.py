@@ -9,7 +9,7 @@ never limits training. For every agent this measures:
 and prints the ratio. Usage:
 
     python benchmarks/bench_training.py                          # the tiny preset, built in a temp root
-    python benchmarks/bench_training.py --dataset darkroom-small-v2 --preset cpu --steps 10
+    python benchmarks/bench_training.py --dataset darkroom-small-v3 --preset cpu --steps 10
 """
 
 from __future__ import annotations

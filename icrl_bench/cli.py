@@ -287,7 +287,7 @@ LeaderboardDirOption = Annotated[Optional[Path], typer.Option("--dir", help="Lea
 @app.command("train")
 def train_cmd(
     agent: Annotated[Optional[str], typer.Option(help="Agent to train: ad, dicp-ad, dpt, dicp-dpt, idt, dicp-idt (no dpt on Meta-World).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset id, e.g. darkroom-small-v2.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset id, e.g. darkroom-small-v3.")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named preset of the config (e.g. cpu); default: the paper's settings.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory exactly.")] = None,
@@ -295,6 +295,8 @@ def train_cmd(
     config: Annotated[Optional[Path], typer.Option(help="Config YAML (default: baselines/<env>/<agent>.yaml).")] = None,
     out: Annotated[Path, typer.Option(help="Directory for run directories.")] = Path("runs"),
     threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: torch's; 1 is faster on a busy CPU).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override train.KEY=VALUE or model.KEY=VALUE (e.g. train.lr=3e-3), repeatable.")] = None,
+    time_budget: Annotated[Optional[float], typer.Option(help="Fit the run into this many seconds: the speed of the first steps sets the total steps (at most the config's).")] = None,
     root: RootOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -302,7 +304,7 @@ def train_cmd(
     from icrl_bench.train import train
 
     result = train(agent, dataset, preset, device, out, root, steps, resume, config, show_progress=not quiet, console=err_console,
-                   threads=threads)
+                   threads=threads, overrides=set_, time_budget_s=time_budget)
     val = ", ".join(f"{k} {v:.3f}" for k, v in result.val_metrics.items() if k.startswith(("val_acc", "val_mse")))
     console.print(
         f"[green]trained[/] to step {result.step} in {result.wall_time_s:.0f} s ({result.samples_per_s:,.0f} samples/s)"

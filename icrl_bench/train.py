@@ -1,10 +1,10 @@
 """One trainer for every in-context agent, on CPU or GPU.
 
-    icrl-bench train --agent dicp-ad --dataset darkroom-small-v2 --preset cpu
-    icrl-bench train --agent ad --dataset darkroom-v2 --device cuda          # the paper's config
-    icrl-bench train --resume runs/dicp-ad-darkroom-small-v2-cpu-20260101-120000
+    icrl-bench train --agent dicp-ad --dataset darkroom-small-v3 --preset cpu
+    icrl-bench train --agent ad --dataset darkroom-v3 --device cuda          # the paper's config
+    icrl-bench train --resume runs/dicp-ad-darkroom-small-v3-cpu-20260101-120000
     icrl-bench train --agent dicp-ad --dataset metaworld-ml1-reach-small-v1 --preset cpu --threads 1
-    torchrun --nproc-per-node 4 -m icrl_bench.train --agent ad --dataset darkroom-v2   # DDP
+    torchrun --nproc-per-node 4 -m icrl_bench.train --agent ad --dataset darkroom-v3   # DDP
 
 The paper's hyperparameters live in baselines/<env>/<agent>.yaml (from the official
 gridworld/cfg/model/*.yaml and metaworld/cfg/model/*_ml1.yaml; every Meta-World ML1 task shares
@@ -146,9 +146,29 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["train.lr=3e-3", "model.transformer.n_layer=6"]` -> a nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        parts = key.split(".")
+        if not sep or len(parts) < 2 or parts[0] not in ("model", "train") or not all(parts):
+            raise IcrlBenchError(f"--set takes model.KEY=VALUE or train.KEY=VALUE (e.g. train.lr=3e-3), got {pair!r}.")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = parsed
+    return out
+
+
 def load_run_config(agent: str, env: str, preset: str | None = None, config_path: str | os.PathLike | None = None,
-                    kind: str | None = None) -> RunConfig:
-    """The run config of `agent` on `env`: baselines/<env>/<agent>.yaml (or `config_path`) plus `preset`.
+                    kind: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The run config of `agent` on `env`: baselines/<env>/<agent>.yaml (or `config_path`) plus `preset`,
+    plus `overrides` (nested like the YAML, from `--set`; unknown keys are refused like the YAML's).
 
     `kind` ("discrete" or "continuous") picks the network; default: the env family's.
     """
@@ -174,6 +194,8 @@ def load_run_config(agent: str, env: str, preset: str | None = None, config_path
         if preset not in presets:
             raise IcrlBenchError(f"{path} has no preset {preset!r}; presets: {', '.join(sorted(presets)) or 'none'}.")
         raw = _merge(raw, presets[preset])
+    if overrides:
+        raw = _merge(raw, overrides)
     unknown_top = sorted(set(raw) - {"agent", "env", "model", "train", "presets", "description"})
     if unknown_top:
         raise IcrlBenchError(f"{path}: unknown key(s) {', '.join(unknown_top)}; known: agent, env, model, train, presets.")
@@ -231,7 +253,9 @@ def lr_at(step: int, config: TrainConfig) -> float:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    """AdamW; on CUDA the fused kernel (one launch per step instead of dozens: the model is tiny)."""
+    fused = next(model.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay, fused=fused)
 
 
 # ---- the trainer state (optimizer, RNG, step) in safetensors + JSON --------------------------------
@@ -340,6 +364,8 @@ def train(
     console: Console | None = None,
     stop_after: int | None = None,
     threads: int | None = None,
+    overrides: list[str] | None = None,
+    time_budget_s: float | None = None,
 ) -> TrainResult:
     """Train `agent` on `dataset` (or continue the run in `resume`); returns where it went.
 
@@ -349,7 +375,14 @@ def train(
             interruption would; the run can then be resumed.
         threads: torch CPU threads (default: torch's choice). On a CPU shared with other jobs,
             1 thread can be several times faster than 2 (threads wait on each other).
+        overrides: config values as `train.lr=3e-3` or `model.transformer.n_layer=6`, validated
+            like the YAML and recorded in run.json.
+        time_budget_s: fit the run into this many seconds of training: after BUDGET_PROBE_STEPS
+            steps the measured speed sets the total steps (at most the config's), and the cosine
+            schedule follows the fitted total. run.json records both totals.
     """
+    if time_budget_s is not None and time_budget_s <= 0:
+        raise IcrlBenchError(f"--time-budget must be > 0 seconds, got {time_budget_s}.")
     if threads is not None:
         if threads < 1:
             raise IcrlBenchError(f"--threads must be >= 1, got {threads}.")
@@ -377,7 +410,8 @@ def train(
         model_spec(agent)  # unknown agent: fail before touching the dataset
     ds = load_dataset(dataset, root)
     if resume is None:
-        config = load_run_config(agent, ds.manifest["env"], preset, config_path, env_kind(ds.manifest["env"], ds.manifest))
+        config = load_run_config(agent, ds.manifest["env"], preset, config_path, env_kind(ds.manifest["env"], ds.manifest),
+                                 parse_overrides(overrides or []))
         if steps is not None:
             try:
                 config.train = TrainConfig(**{**asdict(config.train), "steps": steps})
@@ -408,8 +442,8 @@ def train(
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=False)
             write_json_atomic(run_dir / RUN_FILE, {"agent": config.agent, "env": config.env, "preset": preset, "dataset": dataset_info,
-                                                   "config": config.to_dict(), "device": str(dev), "world_size": world,
-                                                   "provenance": provenance()}, indent=2, sort_keys=True)
+                                                   "config": config.to_dict(), "overrides": list(overrides or []), "device": str(dev),
+                                                   "world_size": world, "provenance": provenance()}, indent=2, sort_keys=True)
     else:
         from icrl_bench.agents.checkpoint import load_checkpoint
 
@@ -481,6 +515,12 @@ def train(
                 optimizer.step()
                 step += 1
                 samples_window += tc.batch_size * world
+                if time_budget_s is not None and resume is None and step == start + BUDGET_PROBE_STEPS:
+                    fitted = fit_steps(tc, step, time.perf_counter() - t_start, time_budget_s)
+                    if rank == 0:
+                        _record_fitted_steps(run_dir, tc.steps, fitted, time_budget_s, step)
+                    tc.steps, end = fitted, min(end, fitted)
+                    progress.update(task, total=fitted)
                 if step % tc.log_interval == 0 or step == end:
                     now = time.perf_counter()
                     last = {k: float(v) for k, v in metrics.items()}
@@ -508,6 +548,26 @@ def train(
     return TrainResult(run_dir, step, wall, done_steps * tc.batch_size * world / max(wall, 1e-9), last, val_metrics)
 
 
+BUDGET_PROBE_STEPS = 50
+BUDGET_SAFETY = 0.9  # validations and checkpoints cost time the probe did not see
+
+
+def fit_steps(tc: TrainConfig, step: int, elapsed_s: float, budget_s: float) -> int:
+    """The total steps that fit `budget_s` at the speed of the first `step` steps (at most the config's)."""
+    per_step = elapsed_s / max(step, 1)
+    fitted = int(budget_s * BUDGET_SAFETY / per_step)
+    if fitted >= tc.log_interval:
+        fitted -= fitted % tc.log_interval
+    return max(step, tc.warmup_steps + 1, min(tc.steps, fitted))
+
+
+def _record_fitted_steps(run_dir: Path, before: int, fitted: int, budget_s: float, probe_steps: int) -> None:
+    meta = json.loads((run_dir / RUN_FILE).read_text())
+    meta["config"]["train"]["steps"] = fitted
+    meta["time_budget"] = {"seconds": budget_s, "config_steps": before, "fitted_steps": fitted, "probe_steps": probe_steps}
+    write_json_atomic(run_dir / RUN_FILE, meta, indent=2, sort_keys=True)
+
+
 def main() -> None:
     """`python -m icrl_bench.train` / torchrun entry: the same options as `icrl-bench train`."""
     import argparse
@@ -523,10 +583,12 @@ def main() -> None:
     parser.add_argument("--resume")
     parser.add_argument("--config")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--set", action="append", dest="overrides")
+    parser.add_argument("--time-budget", type=float)
     args = parser.parse_args()
     try:
         result = train(args.agent, args.dataset, args.preset, args.device, args.out, args.root, args.steps, args.resume, args.config,
-                       threads=args.threads)
+                       threads=args.threads, overrides=args.overrides, time_budget_s=args.time_budget)
     except IcrlBenchError as err:
         raise SystemExit(f"error: {err}") from None
     if torch.distributed.is_initialized():

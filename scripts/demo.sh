@@ -10,9 +10,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 run() { echo "+ icrl-bench $*"; .venv/bin/icrl-bench "$@"; }
 run build-dataset darkroom --preset small
-run datasets info darkroom-small-v2 --tasks 10
-run datasets verify darkroom-small-v2
-run train --agent dicp-ad --dataset darkroom-small-v2 --preset cpu --steps 300 --threads 1 --out demo/runs --quiet
-run_dir="$(ls -td demo/runs/dicp-ad-darkroom-small-v2-cpu-* | head -n 1)"
+run datasets info darkroom-small-v3 --tasks 10
+run datasets verify darkroom-small-v3
+run train --agent dicp-ad --dataset darkroom-small-v3 --preset cpu --steps 300 --threads 1 --out demo/runs --quiet
+run_dir="$(ls -td demo/runs/dicp-ad-darkroom-small-v3-cpu-* | head -n 1)"
 run evaluate --agent dicp-ad --checkpoint "$run_dir" --env darkroom --seeds 0 --out demo/results --quiet
 run leaderboard show --env darkroom

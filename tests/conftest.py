@@ -18,7 +18,7 @@ def isolated_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data root holding `darkroom-tiny-v2` (9 tasks x 4 streams x 200 steps), built once."""
+    """A data root holding `darkroom-tiny-v3` (9 tasks x 4 streams x 200 steps), built once."""
     from icrl_bench.data.build import build_dataset
 
     root = tmp_path_factory.mktemp("tiny-root")
@@ -28,10 +28,10 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tiny_root: Path):
-    """The opened `darkroom-tiny-v2` dataset (read-only: copy it before corrupting it)."""
+    """The opened `darkroom-tiny-v3` dataset (read-only: copy it before corrupting it)."""
     from icrl_bench.data.dataset import load_dataset
 
-    return load_dataset("darkroom-tiny-v2", root=tiny_root)
+    return load_dataset("darkroom-tiny-v3", root=tiny_root)
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

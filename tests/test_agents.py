@@ -37,7 +37,7 @@ def sampler_for(agent: str, tiny_root: Path, batch_size: int) -> WindowSampler:
     model_cfg = model_config(agent, SMALL_IDT if agent in IDTS else SMALL)
     spec = MODEL_SPECS[agent]
     transform = spec.transform(model_cfg) if spec.transform else None
-    return WindowSampler("darkroom-tiny-v2", tiny_root, SamplerConfig(window=model_cfg.n_transit, batch_size=batch_size), spec.arrays, transform)
+    return WindowSampler("darkroom-tiny-v3", tiny_root, SamplerConfig(window=model_cfg.n_transit, batch_size=batch_size), spec.arrays, transform)
 
 
 def random_transition(rng: np.random.Generator, n: int):
@@ -66,7 +66,7 @@ def test_cached_acting_equals_full_recompute(agent: str) -> None:
 def test_dynamics_query_equals_training_forward(agent: str, tiny_root: Path) -> None:
     """The planner path (policy cache + action-query token) gives the logits the training sequence gives."""
     model = small_model(agent).eval()
-    sampler = WindowSampler("darkroom-tiny-v2", tiny_root, SamplerConfig(window=8, batch_size=4), MODEL_SPECS[agent].arrays)
+    sampler = WindowSampler("darkroom-tiny-v3", tiny_root, SamplerConfig(window=8, batch_size=4), MODEL_SPECS[agent].arrays)
     batch = sampler.batch(0)
     steps = Transitions.from_batch(batch)
     context, query = steps.slice(None, 7), steps.slice(7, 8)
@@ -109,7 +109,7 @@ def test_overfits_a_tiny_batch(agent: str, tiny_root: Path) -> None:
 @pytest.mark.parametrize("agent", ["dicp-ad", "dpt", "dicp-idt"])
 def test_checkpoint_round_trip(agent: str, tmp_path: Path) -> None:
     model = small_model(agent)
-    save_checkpoint(tmp_path / "ckpt", agent, model, {"lr": 0.1}, {"id": "darkroom-tiny-v2", "content_hash": "x", "env": "darkroom"}, 5)
+    save_checkpoint(tmp_path / "ckpt", agent, model, {"lr": 0.1}, {"id": "darkroom-tiny-v3", "content_hash": "x", "env": "darkroom"}, 5)
     loaded = load_checkpoint(tmp_path / "ckpt", agent=agent)
     assert loaded.meta["step"] == 5 and loaded.meta["provenance"]["packages"]
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.model.state_dict().items()):
@@ -190,10 +190,10 @@ def test_idt_cached_acting_equals_full_recompute(agent: str) -> None:
 
 @pytest.fixture(scope="module")
 def split_root(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of darkroom-tiny-v2 whose rows 1, 4 and 7 are test tasks (tiny has only train tasks)."""
+    """A copy of darkroom-tiny-v3 whose rows 1, 4 and 7 are test tasks (tiny has only train tasks)."""
     root = tmp_path_factory.mktemp("split-root")
     shutil.copytree(tiny_root / "datasets", root / "datasets")
-    group = zarr.open_group(str(root / "datasets" / "darkroom-tiny-v2"), mode="r+")
+    group = zarr.open_group(str(root / "datasets" / "darkroom-tiny-v3"), mode="r+")
     split = np.zeros(9, np.uint8)
     split[[1, 4, 7]] = 1
     group["split"][:] = split
@@ -202,21 +202,21 @@ def split_root(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def test_sampler_never_yields_a_test_task(split_root: Path) -> None:
     config = SamplerConfig(window=20, batch_size=64, pool_size=4, refresh_every=1)
-    sampler = WindowSampler("darkroom-tiny-v2", split_root, config)
+    sampler = WindowSampler("darkroom-tiny-v3", split_root, config)
     seen = set()
     for step in range(60):
         batch = sampler.batch(step)
         seen |= set(batch["row"].tolist())
         assert batch["obs"].shape == (64, 20, 2) and batch["action"].shape == (64, 20)
     assert seen == {0, 2, 3, 5, 6, 8}
-    val = validation_batches("darkroom-tiny-v2", split_root, config)
+    val = validation_batches("darkroom-tiny-v3", split_root, config)
     assert set(torch.cat([b["row"] for b in val]).tolist()) == {0, 2, 3, 5, 6, 8}
     assert sampler.n_train_streams == 3  # the last stream of each task is held out for validation
 
 
 def test_sampler_windows_are_contiguous_history(tiny_root: Path) -> None:
     """A window is consecutive steps of one stream: next_obs[t] == obs[t+1] except at episode ends."""
-    sampler = WindowSampler("darkroom-tiny-v2", tiny_root, SamplerConfig(window=30, batch_size=16), ("obs", "next_obs", "done"))
+    sampler = WindowSampler("darkroom-tiny-v3", tiny_root, SamplerConfig(window=30, batch_size=16), ("obs", "next_obs", "done"))
     batch = sampler.batch(3)
     same = (batch["next_obs"][:, :-1] == batch["obs"][:, 1:]).all(-1)
     assert bool((same | batch["done"][:, :-1]).all())
@@ -224,15 +224,15 @@ def test_sampler_windows_are_contiguous_history(tiny_root: Path) -> None:
 
 def test_sampler_is_a_function_of_the_step_even_in_workers(tiny_root: Path) -> None:
     config = SamplerConfig(window=8, batch_size=8, pool_size=3, refresh_every=2)
-    sampler = WindowSampler("darkroom-tiny-v2", tiny_root, config, start_step=5)
+    sampler = WindowSampler("darkroom-tiny-v3", tiny_root, config, start_step=5)
     loader = iter(make_loader(sampler, num_workers=2))
     for step in range(5, 11):
-        expected, got = WindowSampler("darkroom-tiny-v2", tiny_root, config).batch(step), next(loader)
+        expected, got = WindowSampler("darkroom-tiny-v3", tiny_root, config).batch(step), next(loader)
         assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
 def test_sampler_refuses_unfit_datasets(tiny_root: Path) -> None:
     with pytest.raises(IcrlBenchError, match="fewer than the window"):
-        WindowSampler("darkroom-tiny-v2", tiny_root, SamplerConfig(window=500, batch_size=2))
+        WindowSampler("darkroom-tiny-v3", tiny_root, SamplerConfig(window=500, batch_size=2))
     with pytest.raises(IcrlBenchError, match="build it with `icrl-bench build-dataset darkroom --preset small`"):
-        WindowSampler("darkroom-small-v2", tiny_root, SamplerConfig(window=5, batch_size=2))
+        WindowSampler("darkroom-small-v3", tiny_root, SamplerConfig(window=5, batch_size=2))

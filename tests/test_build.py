@@ -22,7 +22,7 @@ from icrl_bench.errors import IcrlBenchError
 def test_tiny_dataset_layout_and_manifest(tiny_dataset):
     ds = tiny_dataset
     m = ds.manifest
-    assert m["dataset_id"] == "darkroom-tiny-v2" and m["format"] == "icrl-bench-dataset"
+    assert m["dataset_id"] == "darkroom-tiny-v3" and m["format"] == "icrl-bench-dataset"
     assert (ds.n_tasks, ds.n_streams, ds.n_steps) == (9, 4, 200)
     assert ds["obs"].shape == (9, 4, 200, 2) and ds["obs"].dtype == np.uint8
     assert {ds[n].dtype for n in ("action", "reward", "optimal_action")} == {np.dtype(np.uint8)}
@@ -87,7 +87,7 @@ def sb3_tiny(tmp_path_factory) -> str:
 
 def test_same_recipe_and_seed_give_the_same_hash_with_any_worker_count(sb3_tiny, tmp_path):
     again = build_dataset("darkroom", "tiny", source="sb3-ppo", root=tmp_path, workers=2, show_progress=False)
-    assert again.dataset_id == "darkroom-tiny-sb3-ppo-v2"
+    assert again.dataset_id == "darkroom-tiny-sb3-ppo-v3"
     assert again.content_hash == sb3_tiny and not again.already_built
     rerun = build_dataset("darkroom", "tiny", source="sb3-ppo", root=tmp_path, workers=2, show_progress=False)
     assert rerun.already_built and rerun.content_hash == again.content_hash
@@ -99,11 +99,11 @@ def test_the_default_source_rebuilds_the_same_hash(tiny_dataset, tmp_path):
 
 
 def test_another_seed_is_another_dataset(tmp_path):
-    assert resolve("darkroom", "tiny", seed=7).dataset_id == "darkroom-tiny-seed7-v2"
-    assert resolve("darkroom", "tiny", seed=0).dataset_id == "darkroom-tiny-v2"
+    assert resolve("darkroom", "tiny", seed=7).dataset_id == "darkroom-tiny-seed7-v3"
+    assert resolve("darkroom", "tiny", seed=0).dataset_id == "darkroom-tiny-v3"
 
 
-SB3_TINY = "darkroom-tiny-sb3-ppo-v2"
+SB3_TINY = "darkroom-tiny-sb3-ppo-v3"
 
 
 def _build_until_tasks_saved(root: Path, n_saved: int) -> None:
@@ -161,7 +161,7 @@ def test_unwritable_root_is_one_clear_error(tmp_path):
 
 
 def test_foreign_directory_at_the_dataset_path_is_refused(tmp_path):
-    foreign = tmp_path / "datasets" / "darkroom-tiny-v2"
+    foreign = tmp_path / "datasets" / "darkroom-tiny-v3"
     foreign.mkdir(parents=True)
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(IcrlBenchError, match="not an icrl-bench dataset"):
@@ -172,11 +172,11 @@ def test_foreign_directory_at_the_dataset_path_is_refused(tmp_path):
 def test_a_running_build_locks_out_a_second(tmp_path):
     import fcntl
 
-    lock = staging_dir(tmp_path, "darkroom-tiny-v2").with_suffix(".lock")
+    lock = staging_dir(tmp_path, "darkroom-tiny-v3").with_suffix(".lock")
     lock.parent.mkdir(parents=True)
     with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        with pytest.raises(IcrlBenchError, match="another build of darkroom-tiny-v2 is running"):
+        with pytest.raises(IcrlBenchError, match="another build of darkroom-tiny-v3 is running"):
             build_dataset("darkroom", "tiny", root=tmp_path)
 
 
@@ -226,7 +226,7 @@ def test_a_device_that_is_not_there_is_a_one_line_error(tmp_path):
 
 def test_a_state_file_left_without_its_store_restarts_cleanly(tiny_dataset, tmp_path):
     """A kill between publishing and cleaning up leaves only the state file; a rebuild must still work."""
-    staging = staging_dir(tmp_path, "darkroom-tiny-v2")
+    staging = staging_dir(tmp_path, "darkroom-tiny-v3")
     staging.parent.mkdir(parents=True)
     plan = json.loads(json.dumps(resolve("darkroom", "tiny").to_dict()))
     state_path(staging).write_text(json.dumps({"plan": plan, "done": list(range(9)), "wall_time_s": 1.0}))
@@ -235,10 +235,10 @@ def test_a_state_file_left_without_its_store_restarts_cleanly(tiny_dataset, tmp_
 
 
 def test_an_unfinished_build_with_other_settings_is_not_overwritten(tmp_path):
-    staging = staging_dir(tmp_path, "darkroom-tiny-v2")
+    staging = staging_dir(tmp_path, "darkroom-tiny-v3")
     staging.mkdir(parents=True)
     (staging / "zarr.json").write_text("{}")
     state_path(staging).write_text(json.dumps({"plan": {"other": 1}, "done": [0], "wall_time_s": 1.0}))
-    with pytest.raises(IcrlBenchError, match="unfinished build of darkroom-tiny-v2 with other settings"):
+    with pytest.raises(IcrlBenchError, match="unfinished build of darkroom-tiny-v3 with other settings"):
         build_dataset("darkroom", "tiny", root=tmp_path, workers=1, show_progress=False)
     assert (staging / "zarr.json").read_text() == "{}"

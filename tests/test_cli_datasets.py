@@ -34,29 +34,29 @@ def copy_root(tiny_root: Path, tmp_path: Path) -> Path:
 def test_build_list_info_verify_delete(tmp_path):
     result = run("build-dataset", "darkroom", "--preset", "tiny", "--workers", "1", "--quiet", "--root", str(tmp_path))
     assert result.exit_code == 0, result.output
-    assert "built darkroom-tiny-v2" in result.output
+    assert "built darkroom-tiny-v3" in result.output
     again = run("build-dataset", "darkroom", "--preset", "tiny", "--quiet", "--root", str(tmp_path))
     assert again.exit_code == 0 and "already built" in again.output
     listing = run("datasets", "list", "--root", str(tmp_path))
-    assert listing.exit_code == 0 and "darkroom-tiny-v2" in listing.output and "batched-ppo" in listing.output
-    info = run("datasets", "info", "darkroom-tiny-v2", "--root", str(tmp_path), "--tasks", "0")
+    assert listing.exit_code == 0 and "darkroom-tiny-v3" in listing.output and "batched-ppo" in listing.output
+    info = run("datasets", "info", "darkroom-tiny-v3", "--root", str(tmp_path), "--tasks", "0")
     assert info.exit_code == 0, info.output
     assert "9 tasks x 4 streams x 200 steps" in info.output and "first episode" in info.output
     assert "beats the first on" in info.output
-    verify = run("datasets", "verify", "darkroom-tiny-v2", "--root", str(tmp_path))
+    verify = run("datasets", "verify", "darkroom-tiny-v3", "--root", str(tmp_path))
     assert verify.exit_code == 0 and "9 arrays match" in verify.output
-    declined = run("datasets", "delete", "darkroom-tiny-v2", "--root", str(tmp_path), input="n\n")
-    assert declined.exit_code == 1 and (tmp_path / "datasets" / "darkroom-tiny-v2").exists()
-    deleted = run("datasets", "delete", "darkroom-tiny-v2", "--root", str(tmp_path), input="y\n")
-    assert deleted.exit_code == 0 and not (tmp_path / "datasets" / "darkroom-tiny-v2").exists()
+    declined = run("datasets", "delete", "darkroom-tiny-v3", "--root", str(tmp_path), input="n\n")
+    assert declined.exit_code == 1 and (tmp_path / "datasets" / "darkroom-tiny-v3").exists()
+    deleted = run("datasets", "delete", "darkroom-tiny-v3", "--root", str(tmp_path), input="y\n")
+    assert deleted.exit_code == 0 and not (tmp_path / "datasets" / "darkroom-tiny-v3").exists()
 
 
 def test_verify_reports_a_flipped_byte_in_one_line(copy_root):
-    chunk = next(p for p in (copy_root / "datasets" / "darkroom-tiny-v2" / "done").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk = next(p for p in (copy_root / "datasets" / "darkroom-tiny-v3" / "done").rglob("*") if p.is_file() and p.name != "zarr.json")
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0x10
     chunk.write_bytes(bytes(data))
-    result = run("datasets", "verify", "darkroom-tiny-v2", "--root", str(copy_root))
+    result = run("datasets", "verify", "darkroom-tiny-v3", "--root", str(copy_root))
     assert result.exit_code == 1
     assert "error: array 'done'" in result.output and "Traceback" not in result.output
 
@@ -67,7 +67,7 @@ def test_verify_reports_a_flipped_byte_in_one_line(copy_root):
         (["build-dataset", "darkrom"], "unknown dataset recipe 'darkrom'"),
         (["build-dataset", "darkroom", "--preset", "huge"], "unknown preset of darkroom 'huge'"),
         (["datasets", "info", "darkroom-v7"], "unknown dataset id 'darkroom-v7'"),
-        (["datasets", "verify", "darkroom-small-v2"], "build it with `icrl-bench build-dataset darkroom --preset small`"),
+        (["datasets", "verify", "darkroom-small-v3"], "build it with `icrl-bench build-dataset darkroom --preset small`"),
         (["datasets", "delete", "nope-v1", "--yes"], "unknown dataset id 'nope-v1'"),
         (["datasets", "import", "missing.hdf5", "--env", "darkroom"], "no file at missing.hdf5"),
         (["datasets", "import", "x.h5", "--env", "darkroom", "--format", "csv"], "unknown import format 'csv'"),

@@ -21,11 +21,11 @@ def test_resolve_then_parse_is_the_identity(family, preset, seed):
 
 def test_ids_name_everything_that_changes_the_data():
     assert format_dataset_id("darkroom", 1) == "darkroom-v1"
-    assert format_dataset_id("darkroom", 2, "small", "sb3-ppo", 3) == "darkroom-small-sb3-ppo-seed3-v2"
+    assert format_dataset_id("darkroom", 2, "small", "sb3-ppo", 3) == "darkroom-small-sb3-ppo-seed3-v3"
     assert parse_dataset_id("darkroom-v3") is None  # no recipe makes version 3
     assert parse_dataset_id("darkroom-huge-v1") is None
     assert parse_dataset_id("Darkroom_v1") is None
-    assert parse_dataset_id("darkroom-permuted-small-v2").family == "darkroom-permuted"
+    assert parse_dataset_id("darkroom-permuted-small-v3").family == "darkroom-permuted"
 
 
 @given(

@@ -35,7 +35,7 @@ from icrl_bench.data import hf_export, hub
 from icrl_bench.data.dataset import load_dataset
 from icrl_bench.errors import IcrlBenchError
 
-TINY = "darkroom-tiny-v2"
+TINY = "darkroom-tiny-v3"
 REPO = "test-org/icrl-darkroom"
 runner = CliRunner()
 
@@ -45,7 +45,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def split_root(tmp_path_factory) -> Path:
-    """A root whose `darkroom-tiny-v2` has train AND test tasks (other content than the real tiny:
+    """A root whose `darkroom-tiny-v3` has train AND test tasks (other content than the real tiny:
     also the "different local dataset with the same id" of the bad-input tests)."""
     from icrl_bench.data.build import run_plan
     from icrl_bench.data.recipes import resolve
@@ -80,7 +80,7 @@ def tampered_remote(remote, tmp_path) -> Path:
 
 
 def _tag_dir(mirror: Path) -> Path:
-    return mirror / REPO / "tiny-v2"
+    return mirror / REPO / "tiny-v3"
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -98,7 +98,7 @@ def _staging_leftovers(root: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
 
 
-def _hub_cache_from(mirror: Path, cache: Path, tag: str = "tiny-v2") -> str:
+def _hub_cache_from(mirror: Path, cache: Path, tag: str = "tiny-v3") -> str:
     """Lay out `mirror`'s repo like the Hub's cache (refs/<tag> -> snapshots/<commit>/...)."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo_dir = cache / f"datasets--{REPO.replace('/', '--')}"
@@ -186,29 +186,29 @@ def test_push_then_download_round_trips_through_a_directory_remote(tiny_root, re
     tag_dir = _tag_dir(remote)
     assert (tag_dir / "README.md").is_file() and (tag_dir / hf_export.MANIFEST_FILE).is_file()
     expected = load_dataset(TINY, root=tiny_root).manifest["content_hash"]
-    for i, spec in enumerate([f"{remote / REPO}@tiny-v2", f"file://{remote / REPO}@tiny-v2", str(remote / REPO)]):
+    for i, spec in enumerate([f"{remote / REPO}@tiny-v3", f"file://{remote / REPO}@tiny-v3", str(remote / REPO)]):
         result = hub.download_dataset(spec, root=tmp_path / str(i))
         assert result.content_hash == expected and not result.already_present
         assert load_dataset(TINY, root=tmp_path / str(i)).verify() == expected
-    again = hub.download_dataset(f"{remote / REPO}@tiny-v2", root=tmp_path / "0")
+    again = hub.download_dataset(f"{remote / REPO}@tiny-v3", root=tmp_path / "0")
     assert again.already_present
-    mirrored = hub.download_dataset(f"{REPO}@tiny-v2", root=tmp_path / "m", mirror=remote)
+    mirrored = hub.download_dataset(f"{REPO}@tiny-v3", root=tmp_path / "m", mirror=remote)
     assert mirrored.content_hash == expected
 
 
 def test_download_by_catalog_id(tiny_root, remote, tmp_path, monkeypatch):
     expected = load_dataset(TINY, root=tiny_root).manifest["content_hash"]
     catalog = tmp_path / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": REPO, "revision": "tiny-v2", "content_hash": expected}}}))
+    catalog.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": REPO, "revision": "tiny-v3", "content_hash": expected}}}))
     monkeypatch.setenv(hub.MIRROR_ENV_VAR, str(remote))
     result = hub.download_dataset(TINY, root=tmp_path / "root", catalog=catalog)
     assert result.content_hash == expected
     rows = hub.catalog_status(catalog, root=tmp_path / "root")
     assert rows == [
-        {"dataset_id": TINY, "repo": REPO, "revision": "tiny-v2", "build": None, "content_hash": expected, "description": "", "local": "present"}
+        {"dataset_id": TINY, "repo": REPO, "revision": "tiny-v3", "build": None, "content_hash": expected, "description": "", "local": "present"}
     ]
     wrong = tmp_path / "wrong.yaml"
-    wrong.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": REPO, "revision": "tiny-v2", "content_hash": "0" * 64}}}))
+    wrong.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": REPO, "revision": "tiny-v3", "content_hash": "0" * 64}}}))
     with pytest.raises(IcrlBenchError, match="another dataset than the one pinned"):
         hub.download_dataset(TINY, root=tmp_path / "other", catalog=wrong)
     assert _published(tmp_path / "other") == []
@@ -241,7 +241,7 @@ def test_offline_mode_downloads_from_the_hub_cache(tiny_root, remote, tmp_path, 
     cache = tmp_path / "hf-hub-cache"
     commit = _hub_cache_from(remote, cache)
     expected = load_dataset(TINY, root=tiny_root).manifest["content_hash"]
-    by_tag = hub.download_dataset(f"{REPO}@tiny-v2", root=tmp_path / "a", cache_dir=cache)
+    by_tag = hub.download_dataset(f"{REPO}@tiny-v3", root=tmp_path / "a", cache_dir=cache)
     by_commit = hub.download_dataset(f"hf://datasets/{REPO}@{commit}", root=tmp_path / "b", cache_dir=cache)
     assert by_tag.content_hash == by_commit.content_hash == expected
     with pytest.raises(IcrlBenchError, match="HF_HUB_OFFLINE is set and test-org/icrl-darkroom@v2 is not in the Hugging Face cache"):
@@ -260,7 +260,7 @@ def test_a_tampered_file_in_the_hub_cache_is_caught(remote, tmp_path, monkeypatc
     data[100] ^= 0x01
     shard.write_bytes(bytes(data))
     with pytest.raises(IcrlBenchError, match=f"{shard.name} does not match its sha256"):
-        hub.download_dataset(f"{REPO}@tiny-v2", root=tmp_path / "root", cache_dir=cache)
+        hub.download_dataset(f"{REPO}@tiny-v3", root=tmp_path / "root", cache_dir=cache)
     assert _published(tmp_path / "root") == [] and _staging_leftovers(tmp_path / "root") == []
 
 
@@ -277,7 +277,7 @@ def test_a_flipped_byte_is_caught_and_nothing_is_published(tampered_remote, spli
     shard.write_bytes(bytes(data))
     root = tmp_path / "root"
     with pytest.raises(IcrlBenchError, match=f"data/{shard.name} does not match its sha256"):
-        hub.download_dataset(f"{tampered_remote / REPO}@tiny-v2", root=root)
+        hub.download_dataset(f"{tampered_remote / REPO}@tiny-v3", root=root)
     assert _published(root) == [] and _staging_leftovers(root) == []
 
 
@@ -299,7 +299,7 @@ def test_altered_values_with_rewritten_file_hashes_are_caught_by_the_array_diges
     (tag_dir / hf_export.EXPORT_FILE).write_text(json.dumps(export))
     root = tmp_path / "root"
     with pytest.raises(IcrlBenchError, match="arrays reward do not match the manifest's sha256"):
-        hub.download_dataset(f"{tag_dir.parent}@tiny-v2", root=root)
+        hub.download_dataset(f"{tag_dir.parent}@tiny-v3", root=root)
     assert _published(root) == [] and _staging_leftovers(root) == []
 
 
@@ -308,10 +308,10 @@ def test_a_cut_or_missing_file_is_one_line(tampered_remote, tmp_path):
     shards = sorted((tag_dir / "data").glob("*.parquet"))
     shards[0].write_bytes(shards[0].read_bytes()[:-50])
     with pytest.raises(IcrlBenchError, match="bytes, expected .* the download was cut"):
-        hub.download_dataset(f"{tag_dir.parent}@tiny-v2", root=tmp_path / "root")
+        hub.download_dataset(f"{tag_dir.parent}@tiny-v3", root=tmp_path / "root")
     shards[0].unlink()
     with pytest.raises(IcrlBenchError, match="is missing from .* the download is incomplete"):
-        hub.download_dataset(f"{tag_dir.parent}@tiny-v2", root=tmp_path / "root")
+        hub.download_dataset(f"{tag_dir.parent}@tiny-v3", root=tmp_path / "root")
     assert _published(tmp_path / "root") == []
 
 
@@ -319,8 +319,8 @@ def test_a_different_local_dataset_is_never_replaced(remote, split_root, tmp_pat
     root = tmp_path / "root"
     shutil.copytree(split_root / "datasets", root / "datasets")
     before = _snapshot(root)
-    with pytest.raises(IcrlBenchError, match="a different local dataset darkroom-tiny-v2 .* was left as it is"):
-        hub.download_dataset(f"{remote / REPO}@tiny-v2", root=root)
+    with pytest.raises(IcrlBenchError, match="a different local dataset darkroom-tiny-v3 .* was left as it is"):
+        hub.download_dataset(f"{remote / REPO}@tiny-v3", root=root)
     assert _snapshot(root) == before
 
 
@@ -337,7 +337,7 @@ def test_an_interrupted_import_leaves_nothing(export_dir, tmp_path, monkeypatch)
 
 
 def test_unknown_repo_revision_and_foreign_repo(remote, tmp_path):
-    with pytest.raises(IcrlBenchError, match="has no revision 'v9'; it has tiny-v2"):
+    with pytest.raises(IcrlBenchError, match="has no revision 'v9'; it has tiny-v3"):
         hub.download_dataset(f"{remote / REPO}@v9", root=tmp_path)
     with pytest.raises(IcrlBenchError, match="no dataset repo at"):
         hub.download_dataset(f"{remote}/test-org/nothing-here@v1", root=tmp_path)
@@ -365,7 +365,7 @@ def test_push_refuses_an_existing_version_a_revision_and_a_missing_token(tiny_ro
     with pytest.raises(IcrlBenchError, match="needs a token"):
         hub.push_dataset(TINY, REPO, root=tiny_root)
     with pytest.raises(IcrlBenchError, match="is not built"):
-        hub.push_dataset("darkroom-small-v2", str(tmp_path / "r"), root=tiny_root)
+        hub.push_dataset("darkroom-small-v3", str(tmp_path / "r"), root=tiny_root)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -444,7 +444,7 @@ def test_catalog_ids_resolve_through_the_catalog(tmp_path):
         hub.resolve_spec("darkroom-v1", catalog)
 
 
-@pytest.mark.parametrize("dataset_id, tag", [("darkroom-v1", "v1"), ("darkroom-small-v2", "small-v2"), ("dark-key-to-door-tiny-v2", "tiny-v2")])
+@pytest.mark.parametrize("dataset_id, tag", [("darkroom-v1", "v1"), ("darkroom-small-v3", "small-v3"), ("dark-key-to-door-tiny-v3", "tiny-v3")])
 def test_version_tags(dataset_id, tag):
     family = "dark-key-to-door" if dataset_id.startswith("dark-key") else "darkroom"
     assert hf_export.version_tag({"dataset_id": dataset_id, "family": family}) == tag
@@ -461,21 +461,21 @@ def test_cli_export_push_download_list(tiny_root, tmp_path, monkeypatch):
     out = tmp_path / "export"
     exported = cli("datasets", "export", TINY, "--format", "hf", "--out", str(out), "--root", str(tiny_root))
     assert exported.exit_code == 0, exported.output
-    assert "exported darkroom-tiny-v2" in exported.output and (out / "README.md").is_file()
+    assert "exported darkroom-tiny-v3" in exported.output and (out / "README.md").is_file()
     mirror = tmp_path / "mirror"
     pushed = cli("datasets", "push", TINY, "--repo", str(mirror / REPO), "--root", str(tiny_root))
     assert pushed.exit_code == 0, pushed.output
-    assert "revision tiny-v2" in pushed.output
+    assert "revision tiny-v3" in pushed.output
     again = cli("datasets", "push", TINY, "--repo", str(mirror / REPO), "--root", str(tiny_root))
     assert again.exit_code == 1 and "already exists" in again.output and "Traceback" not in again.output
-    downloaded = cli("datasets", "download", f"{REPO}@tiny-v2", "--mirror", str(mirror), "--root", str(tmp_path / "root"))
+    downloaded = cli("datasets", "download", f"{REPO}@tiny-v3", "--mirror", str(mirror), "--root", str(tmp_path / "root"))
     assert downloaded.exit_code == 0, downloaded.output
-    assert "downloaded darkroom-tiny-v2" in downloaded.output
-    present = cli("datasets", "download", f"file://{mirror / REPO}@tiny-v2", "--root", str(tmp_path / "root"))
+    assert "downloaded darkroom-tiny-v3" in downloaded.output
+    present = cli("datasets", "download", f"file://{mirror / REPO}@tiny-v3", "--root", str(tmp_path / "root"))
     assert present.exit_code == 0 and "already at" in present.output
     content_hash = load_dataset(TINY, root=tiny_root).manifest["content_hash"]
     catalog = tmp_path / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": REPO, "revision": "tiny-v2", "content_hash": content_hash}}}))
+    catalog.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": REPO, "revision": "tiny-v3", "content_hash": content_hash}}}))
     monkeypatch.setenv(hub.CATALOG_ENV_VAR, str(catalog))
     listing = cli("datasets", "list", "--remote", "--root", str(tmp_path / "root"))
     assert listing.exit_code == 0, listing.output
@@ -526,6 +526,6 @@ def test_datasets_shipped_in_the_repository_download_and_verify(dataset_id, tmp_
 def test_relative_catalog_repos_resolve_beside_the_catalog(tmp_path):
     catalog = tmp_path / "cat" / "catalog.yaml"
     catalog.parent.mkdir()
-    catalog.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": "./hub/darkroom", "revision": "tiny-v2", "content_hash": "0" * 64}}}))
+    catalog.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": "./hub/darkroom", "revision": "tiny-v3", "content_hash": "0" * 64}}}))
     target = hub.resolve_spec(TINY, catalog)
     assert target.remote.kind == "dir" and target.remote.location == str((tmp_path / "cat" / "hub" / "darkroom").resolve())

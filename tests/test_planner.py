@@ -94,7 +94,7 @@ def trained(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         }
         path = out / f"{agent}.yaml"
         path.write_text(yaml.safe_dump(config))
-        result = train(agent, "darkroom-tiny-v2", device="cpu", out=out / "runs", root=tiny_root, show_progress=False, config_path=path)
+        result = train(agent, "darkroom-tiny-v3", device="cpu", out=out / "runs", root=tiny_root, show_progress=False, config_path=path)
         runs[agent] = result.run_dir
     return runs
 

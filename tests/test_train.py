@@ -37,7 +37,7 @@ def tiny_config(tmp_path: Path, agent: str = "dicp-ad", env: str = "darkroom", *
 def run(tmp_path: Path, tiny_root: Path, agent: str = "dicp-ad", **kwargs):
     if "config_path" not in kwargs:
         kwargs["config_path"] = tiny_config(tmp_path, agent)
-    return train(agent, "darkroom-tiny-v2", device="cpu", out=tmp_path / "runs", root=tiny_root, show_progress=False, **kwargs)
+    return train(agent, "darkroom-tiny-v3", device="cpu", out=tmp_path / "runs", root=tiny_root, show_progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("agent", sorted(MODEL_SPECS))
@@ -62,7 +62,7 @@ def test_a_run_writes_checkpoint_metrics_and_provenance(tmp_path: Path, tiny_roo
     files = {p.name for p in (result.run_dir / "checkpoint").iterdir()}
     assert files == {"model.safetensors", "checkpoint.json", "trainer_state.safetensors", "trainer_state.json"}
     meta = json.loads((result.run_dir / "checkpoint" / "checkpoint.json").read_text())
-    assert meta["agent"] == "dicp-ad" and meta["step"] == 8 and meta["dataset"]["id"] == "darkroom-tiny-v2"
+    assert meta["agent"] == "dicp-ad" and meta["step"] == 8 and meta["dataset"]["id"] == "darkroom-tiny-v3"
     assert len(meta["dataset"]["content_hash"]) == 64 and "code_commit" in meta["provenance"]
     assert meta["model_config"]["dynamics"] is True and meta["train_config"]["lr"] == 3e-3
     lines = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -98,20 +98,20 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(agent: str, tmp_path: 
 
 def test_bad_inputs_are_one_line_errors(tmp_path: Path, tiny_root: Path) -> None:
     with pytest.raises(IcrlBenchError, match="unknown trainable agent 'dicp-add'.*Did you mean 'dicp-ad'.*Known: ad, dicp-ad, dicp-dpt, dicp-idt, dpt, idt"):
-        train("dicp-add", "darkroom-tiny-v2", root=tiny_root, show_progress=False)
+        train("dicp-add", "darkroom-tiny-v3", root=tiny_root, show_progress=False)
     with pytest.raises(IcrlBenchError, match="not built.*icrl-bench build-dataset darkroom --preset small"):
-        train("ad", "darkroom-small-v2", root=tiny_root, show_progress=False)
+        train("ad", "darkroom-small-v3", root=tiny_root, show_progress=False)
     with pytest.raises(IcrlBenchError, match="config for env 'dark-key-to-door' but the dataset is 'darkroom'"):
         run(tmp_path, tiny_root, "ad", config_path=tiny_config(tmp_path, "ad", "dark-key-to-door"))
     if not torch.cuda.is_available():
         with pytest.raises(IcrlBenchError, match="torch sees no CUDA GPU"):
-            train("ad", "darkroom-tiny-v2", device="cuda", root=tiny_root, show_progress=False)
+            train("ad", "darkroom-tiny-v3", device="cuda", root=tiny_root, show_progress=False)
     with pytest.raises(IcrlBenchError, match="lr must be > 0"):
         run(tmp_path, tiny_root, config_path=tiny_config(tmp_path, lr=-1.0))
     with pytest.raises(IcrlBenchError, match="unknown train key.*batchsize"):
         run(tmp_path, tiny_root, config_path=tiny_config(tmp_path, batchsize=4))
     with pytest.raises(IcrlBenchError, match="no preset 'gpu'"):
-        train("ad", "darkroom-tiny-v2", preset="gpu", root=tiny_root, show_progress=False)
+        train("ad", "darkroom-tiny-v3", preset="gpu", root=tiny_root, show_progress=False)
     with pytest.raises(IcrlBenchError, match="not a training run directory"):
         train(resume=tmp_path, show_progress=False)
 
@@ -120,7 +120,7 @@ def test_cli_train(tmp_path: Path, tiny_root: Path) -> None:
     from icrl_bench.cli import app
 
     config = tiny_config(tmp_path, "dpt", steps=4)
-    result = CliRunner().invoke(app, ["train", "--agent", "dpt", "--dataset", "darkroom-tiny-v2", "--config", str(config), "--device", "cpu",
+    result = CliRunner().invoke(app, ["train", "--agent", "dpt", "--dataset", "darkroom-tiny-v3", "--config", str(config), "--device", "cpu",
                                       "--root", str(tiny_root), "--out", str(tmp_path / "runs"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "trained to step 4" in result.output
@@ -154,3 +154,34 @@ def test_ctrl_c_saves_a_checkpoint_to_resume_from(tmp_path: Path, tiny_root: Pat
     a = load_file(str(straight.run_dir / "checkpoint" / "model.safetensors"))
     b = load_file(str(resumed.run_dir / "checkpoint" / "model.safetensors"))
     assert resumed.step == 8 and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_set_overrides_apply_are_validated_and_recorded(tmp_path: Path, tiny_root: Path) -> None:
+    result = run(tmp_path, tiny_root, "ad", overrides=["train.lr=0.001", "model.transformer.n_layer=2", "train.steps=4"])
+    meta = json.loads((result.run_dir / "run.json").read_text())
+    assert meta["config"]["train"]["lr"] == 0.001 and meta["config"]["model"]["transformer"]["n_layer"] == 2
+    assert result.step == 4 and meta["overrides"] == ["train.lr=0.001", "model.transformer.n_layer=2", "train.steps=4"]
+    with pytest.raises(IcrlBenchError, match="unknown train key.*lrate"):
+        run(tmp_path, tiny_root, "ad", overrides=["train.lrate=1"])
+    with pytest.raises(IcrlBenchError, match="--set takes model.KEY=VALUE or train.KEY=VALUE"):
+        run(tmp_path, tiny_root, "ad", overrides=["lr=1"])
+    with pytest.raises(IcrlBenchError, match="lr must be > 0"):
+        run(tmp_path, tiny_root, "ad", overrides=["train.lr=0"])
+
+
+def test_time_budget_fits_the_total_steps_and_the_schedule_follows(tmp_path: Path, tiny_root: Path, monkeypatch) -> None:
+    import icrl_bench.train as train_module
+
+    monkeypatch.setattr(train_module, "BUDGET_PROBE_STEPS", 4)
+    config = tiny_config(tmp_path, "ad", steps=100_000, log_interval=2, eval_interval=1_000, ckpt_interval=1_000)
+    clock = iter(range(10**6))  # every perf_counter() call advances one "second"
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: float(next(clock)))
+    result = run(tmp_path, tiny_root, "ad", config_path=config, time_budget_s=40)
+    meta = json.loads((result.run_dir / "run.json").read_text())
+    fitted = meta["time_budget"]["fitted_steps"]
+    assert meta["time_budget"]["config_steps"] == 100_000 and meta["config"]["train"]["steps"] == fitted == result.step
+    assert 4 <= fitted < 100 and fitted % 2 == 0
+    assert train_module.fit_steps(TrainConfig(steps=50_000, log_interval=100), 50, 5.0, 100.0) == 900
+    assert train_module.fit_steps(TrainConfig(steps=500, log_interval=100), 50, 5.0, 100.0) == 500  # never above the config
+    with pytest.raises(IcrlBenchError, match="--time-budget must be > 0"):
+        run(tmp_path, tiny_root, "ad", time_budget_s=0)

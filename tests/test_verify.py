@@ -20,11 +20,11 @@ def copy_root(tiny_root: Path, tmp_path: Path) -> Path:
 
 
 def _chunk_files(root: Path, array: str) -> list[Path]:
-    return sorted(p for p in (root / "datasets" / "darkroom-tiny-v2" / array).rglob("*") if p.is_file() and p.name != "zarr.json")
+    return sorted(p for p in (root / "datasets" / "darkroom-tiny-v3" / array).rglob("*") if p.is_file() and p.name != "zarr.json")
 
 
 def test_verify_passes_on_an_intact_dataset(copy_root):
-    ds = load_dataset("darkroom-tiny-v2", root=copy_root)
+    ds = load_dataset("darkroom-tiny-v3", root=copy_root)
     assert ds.verify() == ds.manifest["content_hash"]
 
 
@@ -36,28 +36,28 @@ def test_a_single_flipped_byte_fails_naming_the_array(copy_root, array, position
     data[int(position * (len(data) - 1))] ^= 0x01
     chunk.write_bytes(bytes(data))
     with pytest.raises(CorruptArrayError, match=f"array '{array}'") as info:
-        load_dataset("darkroom-tiny-v2", root=copy_root).verify()
+        load_dataset("darkroom-tiny-v3", root=copy_root).verify()
     assert info.value.array == array
 
 
 def test_a_chunk_rewritten_with_other_valid_values_fails_too(copy_root):
     import zarr
 
-    group = zarr.open_group(store=str(copy_root / "datasets" / "darkroom-tiny-v2"), mode="r+", zarr_format=3)
+    group = zarr.open_group(store=str(copy_root / "datasets" / "darkroom-tiny-v3"), mode="r+", zarr_format=3)
     values = group["action"][2]
     values[0, 0] = (values[0, 0] + 1) % 5
     group["action"][2] = values
     with pytest.raises(CorruptArrayError, match="array 'action' does not match its recorded sha256"):
-        load_dataset("darkroom-tiny-v2", root=copy_root).verify()
+        load_dataset("darkroom-tiny-v3", root=copy_root).verify()
 
 
 def test_an_edited_manifest_hash_is_caught(copy_root):
-    meta = copy_root / "datasets" / "darkroom-tiny-v2" / "zarr.json"
+    meta = copy_root / "datasets" / "darkroom-tiny-v3" / "zarr.json"
     doc = json.loads(meta.read_text())
     doc["attributes"]["icrl_bench"]["content_hash"] = "0" * 64
     meta.write_text(json.dumps(doc))
     with pytest.raises(IcrlBenchError, match="manifest's content hash does not match"):
-        load_dataset("darkroom-tiny-v2", root=copy_root).verify()
+        load_dataset("darkroom-tiny-v3", root=copy_root).verify()
 
 
 def test_corrupt_or_foreign_directories_are_named_not_crashed_on(tmp_path):
@@ -79,9 +79,9 @@ def test_corrupt_or_foreign_directories_are_named_not_crashed_on(tmp_path):
 
 
 def test_unknown_ids_suggest_close_local_ones_or_the_build_command(tiny_root):
-    with pytest.raises(IcrlBenchError, match="Did you mean 'darkroom-tiny-v2'"):
+    with pytest.raises(IcrlBenchError, match="Did you mean 'darkroom-tiny-v3'"):
         load_dataset("darkroom-tiny-v3", root=tiny_root)
     with pytest.raises(IcrlBenchError, match="build it with `icrl-bench build-dataset darkroom --preset small`"):
-        load_dataset("darkroom-small-v2", root=tiny_root)
+        load_dataset("darkroom-small-v3", root=tiny_root)
     with pytest.raises(IcrlBenchError, match="--preset small --seed 3"):
-        load_dataset("darkroom-small-seed3-v2", root=tiny_root)
+        load_dataset("darkroom-small-seed3-v3", root=tiny_root)

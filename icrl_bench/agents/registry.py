@@ -2,7 +2,7 @@
 
     >>> from icrl_bench import make_agent
     >>> agent = make_agent("oracle")
-    >>> agent = make_agent("ad", checkpoint="runs/ad-darkroom-v2")
+    >>> agent = make_agent("ad", checkpoint="runs/ad-darkroom-v3")
     >>> agent = make_agent("mypkg.agents:MyAgent", some_setting=3)
 
 Everything is imported lazily, so listing agents costs nothing and a broken plugin fails only

@@ -114,6 +114,8 @@ def run_plan(
         try:
             _run_tasks(plan, staging, state, pending, n_workers, device, show_progress, console)
         except KeyboardInterrupt:
+            state["wall_time_s"] = state.get("wall_time_s", 0.0) + time.perf_counter() - started
+            _save_state(staging, state)  # the time spent so far counts in the resumed build's manifest
             raise BuildInterrupted(
                 f"build of {plan.dataset_id} interrupted with {len(state['done'])}/{len(plan.tasks)} tasks saved; "
                 "run the same command again to resume."
@@ -337,9 +339,26 @@ def _publish(staging: Path, final: Path, plan: BuildPlan, state: dict[str, Any],
         "recipe": plan.to_dict(),
         "source": {"name": plan.source, "hyperparameters": plan.source_settings},
         "seeds": {"base": plan.seed, "rule": "the learner on canonical task i is seeded with base + i"},
-        "build": {"wall_time_s": round(state["wall_time_s"], 3), "workers": workers, "device": device},
+        "build": {"wall_time_s": round(state["wall_time_s"], 3), "workers": workers, "device": device, **numerics(device)},
     }
     return finalize(staging, final, manifest)
+
+
+def numerics(device: str) -> dict[str, Any]:
+    """What a source's float bits depend on besides the code: threads, CPU kernels, CUDA.
+
+    Same values (and the same package versions, in the provenance) give the same bytes; other
+    hardware gives statistically equal learning (benchmarks/bench_source_fidelity.py), not
+    necessarily the same bits.
+    """
+    import torch
+
+    from icrl_bench.sources.batched_ppo import CPU_THREADS
+
+    facts: dict[str, Any] = {"torch_threads": CPU_THREADS, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if device.startswith("cuda"):
+        facts["cuda"] = {"device": torch.cuda.get_device_name(), "cuda_version": torch.version.cuda}
+    return facts
 
 
 def _split_rule(env: Any) -> dict[str, Any]:

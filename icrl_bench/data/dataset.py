@@ -23,7 +23,7 @@ class LearningHistoryDataset:
     """A published dataset. Arrays are Zarr arrays: indexing reads only what is asked for.
 
     Example:
-        >>> ds = icrl_bench.load_dataset("darkroom-small-v2")
+        >>> ds = icrl_bench.load_dataset("darkroom-small-v3")
         >>> ds["reward"][ds.train_rows[0]]     # [stream, step] of the first train task
     """
 

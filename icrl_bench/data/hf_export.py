@@ -95,7 +95,7 @@ class ImportResult:
 def version_tag(manifest: dict[str, Any]) -> str:
     """The git tag that pins a dataset in its family's repo: its id without the family.
 
-    `darkroom-v2` -> `v2`, `darkroom-small-v2` -> `small-v2`, so `my-org/icrl-darkroom@v2`
+    `darkroom-v3` -> `v3`, `darkroom-small-v3` -> `small-v3`, so `my-org/icrl-darkroom@v3`
     is the paper-size dataset and every preset of a family shares one repo.
     """
     dataset_id, family = manifest["dataset_id"], manifest.get("family", "")

@@ -7,7 +7,7 @@ only move the files of an export folder (see `hf_export`); everything else, read
 export record, checking every hash, rebuilding and publishing the Zarr store, is one code path.
 
 A family has one repo; each dataset in it is pinned by a git tag made from its id without the
-family (`darkroom-v2` -> `@v2`, `darkroom-small-v2` -> `@small-v2`). A push never moves an
+family (`darkroom-v3` -> `@v3`, `darkroom-small-v3` -> `@small-v3`). A push never moves an
 existing tag. Downloads go through the Hub's own cache (resumable, shared with other HF tools,
 `HF_HUB_OFFLINE=1` reads only the cache).
 """

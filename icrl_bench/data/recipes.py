@@ -7,9 +7,9 @@ every choice that changes the data, so two different datasets never share an id:
     <family>[-<task>][-<preset>][-<source>][-seed<N>]-v<version>
 
 The source appears only when it is not the recipe's own, the seed only when it is not the
-recipe's seed: the paper-size Darkroom dataset is `darkroom-v2`, its small preset
-`darkroom-small-v2`, and the same made by SB3 instead of the default batched PPO
-`darkroom-small-sb3-ppo-v2`.
+recipe's seed: the paper-size Darkroom dataset is `darkroom-v3`, its small preset
+`darkroom-small-v3`, and the same made by SB3 instead of the default batched PPO
+`darkroom-small-sb3-ppo-v3`.
 """
 
 from __future__ import annotations

@@ -35,9 +35,10 @@ is, and `benchmarks/bench_source_fidelity.py` shows it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-import multiprocessing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -564,15 +565,37 @@ class BatchedPPOSource:
             raise IcrlBenchError(f"batched-ppo runs the grid worlds only; build {family} with --source sb3-ppo or sb3-sac.")
         params, seeds = spec.task_params()[list(tasks)], list(seeds)
         dev = torch.device(resolve_device(device))
-        if dev.type == "cpu" and multiprocessing.parent_process() is not None:
-            # A builder worker: one of several jobs side by side, one core each (as SB3's source).
-            torch.set_num_threads(1)
         chunks = cpu_chunks(len(params), config.batch_size) if dev.type == "cpu" else [slice(0, len(params))]
         histories = []
-        for chunk in chunks:
-            stacked = train_tasks(family, params[chunk], seeds[chunk], config, dev, progress)
-            histories += [{name: values[i] for name, values in stacked.items()} for i in range(len(stacked["action"]))]
+        with cpu_threads(CPU_THREADS if dev.type == "cpu" else None):
+            for chunk in chunks:
+                stacked = train_tasks(family, params[chunk], seeds[chunk], config, dev, progress)
+                histories += [{name: values[i] for name, values in stacked.items()} for i in range(len(stacked["action"]))]
         return histories
+
+
+CPU_THREADS = 1
+"""Torch threads of every CPU job, in a worker or in the main process alike.
+
+The thread count is part of the data: torch's CPU kernels split reductions across threads, so
+the same task trained with 2 threads and with 1 gives different float bits and, a few updates
+later, different actions (measured: another content hash). One thread is also the fastest way
+to run these tiny matmuls (threads wait on each other), and the builder runs one job per core.
+"""
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run the block with `n` torch CPU threads (None: leave them), then restore the caller's."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 SOURCE = BatchedPPOSource()

@@ -1,0 +1,54 @@
+"""Data identity: a recipe version names exactly one content.
+
+The `tiny` preset of every grid-world recipe, built here, must give the hash pinned below. A
+change to data-producing code (env, source, oracle labels, schema) that changes these bytes
+fails this test: bump the recipe's `version` in datasets/<family>.yaml (the ids change with it)
+and pin the new hash, so no published id silently names new content.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from icrl_bench.data.build import build_dataset, run_job
+from icrl_bench.data.recipes import resolve
+from icrl_bench.sources import batched_ppo
+
+GOLDEN = {
+    # family: (recipe version, content hash of its tiny preset)
+    "darkroom": (3, "851319d33fcbd5d1bd81d42d9de7e71ad979f644e0f32589ee542eaee370471f"),
+    "darkroom-permuted": (3, "34d6b2d1c9ec2eca32c8708be81c4cfe72ee7aeb11dcfff4eec77c2c62ee75af"),
+    "dark-key-to-door": (3, "aa6d808f453702b67c3cd7ae5b8505183ae2e527a190ac7aaa4b4d550512309e"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(GOLDEN))
+def test_tiny_preset_builds_the_pinned_bytes(family, tmp_path):
+    version, expected = GOLDEN[family]
+    plan = resolve(family, "tiny")
+    assert plan.version == version, f"{family} moved to version {plan.version}: pin its new tiny hash here"
+    result = build_dataset(family, "tiny", root=tmp_path, workers=1, show_progress=False)
+    assert result.content_hash == expected, (
+        f"{family}-tiny-v{version} now builds other bytes: bump `version` in datasets/{family}.yaml and pin the new hash"
+    )
+
+
+def test_every_cpu_job_trains_on_one_thread_whatever_the_caller_set(monkeypatch):
+    """A job in the main process (`--workers 1`, a resume with one job left) must run like a worker's."""
+    seen: list[int] = []
+    real = batched_ppo.train_tasks
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batched_ppo, "train_tasks", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_job(resolve("darkroom", "tiny").to_dict(), [0], "cpu")
+        assert seen == [batched_ppo.CPU_THREADS] == [1]
+        assert torch.get_num_threads() == 2  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
