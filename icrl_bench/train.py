@@ -515,12 +515,16 @@ def train(
                 optimizer.step()
                 step += 1
                 samples_window += tc.batch_size * world
-                if time_budget_s is not None and resume is None and step == start + BUDGET_PROBE_STEPS:
-                    fitted = fit_steps(tc, step, time.perf_counter() - t_start, time_budget_s)
-                    if rank == 0:
-                        _record_fitted_steps(run_dir, tc.steps, fitted, time_budget_s, step)
-                    tc.steps, end = fitted, min(end, fitted)
-                    progress.update(task, total=fitted)
+                if time_budget_s is not None and resume is None:
+                    if step == start + BUDGET_WARMUP_STEPS:
+                        t_probe = time.perf_counter()  # the first steps pay for CUDA and loader start-up
+                    elif step == start + BUDGET_WARMUP_STEPS + BUDGET_PROBE_STEPS:
+                        now = time.perf_counter()
+                        fitted = fit_steps(tc, step, (now - t_probe) / BUDGET_PROBE_STEPS, time_budget_s - (now - t_start))
+                        if rank == 0:
+                            _record_fitted_steps(run_dir, tc.steps, fitted, time_budget_s, step)
+                        tc.steps, end = fitted, min(end, fitted)
+                        progress.update(task, total=fitted)
                 if step % tc.log_interval == 0 or step == end:
                     now = time.perf_counter()
                     last = {k: float(v) for k, v in metrics.items()}
@@ -548,14 +552,14 @@ def train(
     return TrainResult(run_dir, step, wall, done_steps * tc.batch_size * world / max(wall, 1e-9), last, val_metrics)
 
 
-BUDGET_PROBE_STEPS = 50
+BUDGET_WARMUP_STEPS = 10  # not timed: start-up costs
+BUDGET_PROBE_STEPS = 50  # timed: their speed fixes the total steps
 BUDGET_SAFETY = 0.9  # validations and checkpoints cost time the probe did not see
 
 
-def fit_steps(tc: TrainConfig, step: int, elapsed_s: float, budget_s: float) -> int:
-    """The total steps that fit `budget_s` at the speed of the first `step` steps (at most the config's)."""
-    per_step = elapsed_s / max(step, 1)
-    fitted = int(budget_s * BUDGET_SAFETY / per_step)
+def fit_steps(tc: TrainConfig, step: int, per_step_s: float, remaining_s: float) -> int:
+    """The total steps that fit: `step` done, then `remaining_s` at `per_step_s` (at most the config's)."""
+    fitted = step + int(max(remaining_s, 0.0) * BUDGET_SAFETY / max(per_step_s, 1e-9))
     if fitted >= tc.log_interval:
         fitted -= fitted % tc.log_interval
     return max(step, tc.warmup_steps + 1, min(tc.steps, fitted))

@@ -173,6 +173,7 @@ def test_time_budget_fits_the_total_steps_and_the_schedule_follows(tmp_path: Pat
     import icrl_bench.train as train_module
 
     monkeypatch.setattr(train_module, "BUDGET_PROBE_STEPS", 4)
+    monkeypatch.setattr(train_module, "BUDGET_WARMUP_STEPS", 2)
     config = tiny_config(tmp_path, "ad", steps=100_000, log_interval=2, eval_interval=1_000, ckpt_interval=1_000)
     clock = iter(range(10**6))  # every perf_counter() call advances one "second"
     monkeypatch.setattr(train_module.time, "perf_counter", lambda: float(next(clock)))
@@ -181,7 +182,8 @@ def test_time_budget_fits_the_total_steps_and_the_schedule_follows(tmp_path: Pat
     fitted = meta["time_budget"]["fitted_steps"]
     assert meta["time_budget"]["config_steps"] == 100_000 and meta["config"]["train"]["steps"] == fitted == result.step
     assert 4 <= fitted < 100 and fitted % 2 == 0
-    assert train_module.fit_steps(TrainConfig(steps=50_000, log_interval=100), 50, 5.0, 100.0) == 900
-    assert train_module.fit_steps(TrainConfig(steps=500, log_interval=100), 50, 5.0, 100.0) == 500  # never above the config
+    assert train_module.fit_steps(TrainConfig(steps=50_000, log_interval=100), 60, 0.1, 100.0) == 900  # 60 + 900 -> 960 -> 900
+    assert train_module.fit_steps(TrainConfig(steps=500, log_interval=100), 60, 0.1, 100.0) == 500  # never above the config
+    assert train_module.fit_steps(TrainConfig(steps=500, log_interval=100), 60, 0.1, -5.0) == 60  # out of time: stop here
     with pytest.raises(IcrlBenchError, match="--time-budget must be > 0"):
         run(tmp_path, tiny_root, "ad", time_budget_s=0)
