@@ -67,6 +67,8 @@ def build_dataset_cmd(
     """Run the source RL algorithm on every task and record its learning histories."""
     from icrl_bench.data.build import build_dataset
 
+    from icrl_bench.data.hub import published_hash_check
+
     result = build_dataset(family, preset, source, seed, workers, root, device, show_progress=not quiet, console=err_console, task=task)
     if result.already_built:
         console.print(f"{result.dataset_id} is already built at {result.path} (hash {result.content_hash[:12]}).")
@@ -75,6 +77,9 @@ def build_dataset_cmd(
             f"[green]built[/] {result.dataset_id} at {result.path} in {result.wall_time_s:.1f} s "
             f"({result.tasks_run} tasks run this time; hash {result.content_hash[:12]})."
         )
+    check = published_hash_check(result.dataset_id, result.content_hash)
+    if check is not None:
+        console.print(f"[green]{check[1]}[/]" if check[0] else f"[yellow]{check[1]}[/]")
 
 
 @datasets_app.command("list")
@@ -230,12 +235,13 @@ def datasets_push(
     repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo ORG/NAME (one per family), or a directory remote.")],
     token: Annotated[Optional[str], typer.Option("--token", help="Hub token with write access (default: HF_TOKEN or `hf auth login`).")] = None,
     license: Annotated[str, typer.Option(help="License named in the dataset card.")] = "cc-by-4.0",
+    allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Publish a dataset built from uncommitted code (private experiments only: no commit rebuilds it).")] = False,
     root: RootOption = None,
 ) -> None:
     """Publish a local dataset under its version tag (never overwrites a published version)."""
     from icrl_bench.data.hub import push_dataset
 
-    result = push_dataset(dataset_id, repo, root=root, token=token, license=license)
+    result = push_dataset(dataset_id, repo, root=root, token=token, license=license, allow_dirty=allow_dirty)
     console.print(
         f"[green]pushed[/] {dataset_id} to {result.where} ({_size(result.parquet_bytes)} of Parquet, hash {result.content_hash[:12]}). "
         f"Catalog entry: repo {repo}, revision {result.tag}, content_hash {result.content_hash}"
@@ -351,6 +357,28 @@ def evaluate_cmd(
     console.print(f"[green]wrote[/] {json_path} and {png_path}")
     if not results["standard"]:
         console.print("[yellow]non-standard seeds, episodes or tasks: this run cannot be submitted to the leaderboard.[/]")
+
+
+@app.command("reproduce")
+def reproduce_cmd(
+    env: Annotated[str, typer.Argument(help="darkroom, darkroom-permuted or dark-key-to-door (its small preset).")],
+    agents: Annotated[Optional[str], typer.Option(help="Comma-separated subset (default: ad,dicp-ad,dpt,dicp-dpt,idt,dicp-idt).")] = None,
+    budget: Annotated[str, typer.Option(help="laptop (CPU; the cpu preset where no laptop budget is fixed yet), cpu, paper, or tiny (a smoke run).")] = "laptop",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N: building, training and evaluation.")] = "cpu",
+    from_shipped: Annotated[bool, typer.Option("--from-shipped", help="Evaluate the shipped checkpoints of baselines/ only.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo finished stages.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Report directory (default: reproduction/<env>/ in the repository).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Evaluation seeds (default: the protocol's 0,1,2,3,4).")] = None,
+    episodes: Annotated[Optional[int], typer.Option(help="In-context episodes (default: the protocol's 50).")] = None,
+    tasks: Annotated[Optional[int], typer.Option(help="Only the first N test tasks (a smoke run).")] = None,
+    root: RootOption = None,
+) -> None:
+    """Rebuild a paper's grid-world result: dataset, training, evaluation and a report beside the paper's numbers (resumable)."""
+    from icrl_bench.reproduction import reproduce
+
+    report = reproduce(env, agents, budget, device, out, root, from_shipped, force, _parse_seeds(seeds), episodes, tasks,
+                       log=lambda text: err_console.print(text, markup=False))
+    console.print(f"[green]wrote[/] {report} and {report.with_name('curves.png')}")
 
 
 @agents_app.command("list")

@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -366,6 +367,7 @@ def train(
     threads: int | None = None,
     overrides: list[str] | None = None,
     time_budget_s: float | None = None,
+    on_run_dir: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """Train `agent` on `dataset` (or continue the run in `resume`); returns where it went.
 
@@ -377,6 +379,8 @@ def train(
             1 thread can be several times faster than 2 (threads wait on each other).
         overrides: config values as `train.lr=3e-3` or `model.transformer.n_layer=6`, validated
             like the YAML and recorded in run.json.
+        on_run_dir: called with a new run's directory as soon as it exists (so a caller can resume it
+            after a kill).
         time_budget_s: fit the run into this many seconds of training: after BUDGET_PROBE_STEPS
             steps the measured speed sets the total steps (at most the config's), and the cosine
             schedule follows the fitted total. run.json records both totals.
@@ -444,6 +448,8 @@ def train(
             write_json_atomic(run_dir / RUN_FILE, {"agent": config.agent, "env": config.env, "preset": preset, "dataset": dataset_info,
                                                    "config": config.to_dict(), "overrides": list(overrides or []), "device": str(dev),
                                                    "world_size": world, "provenance": provenance()}, indent=2, sort_keys=True)
+            if on_run_dir is not None:
+                on_run_dir(run_dir)
     else:
         from icrl_bench.agents.checkpoint import load_checkpoint
 

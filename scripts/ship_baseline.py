@@ -20,6 +20,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--command", help="the command that made the run (default: rebuilt from run.json)")
+    parser.add_argument("--hardware", help="where it trained (default: from run.json's device)")
+    parser.add_argument("--note", default="", help="a line on how this run was chosen or made, added to the README")
     args = parser.parse_args()
     run = json.loads((args.run_dir / "run.json").read_text())
     checkpoint = json.loads((args.run_dir / "checkpoint" / "checkpoint.json").read_text())
@@ -27,7 +29,16 @@ def main() -> None:
     elapsed = max(r.get("elapsed_s", 0.0) for r in records)
     agent, env, dataset = run["agent"], run["env"], run["dataset"]
     train = run["config"]["train"]
-    command = args.command or f"icrl-bench train --agent {agent} --dataset {dataset['id']}" + (f" --preset {run['preset']}" if run.get("preset") else "")
+    command = args.command or " ".join(
+        [f"icrl-bench train --agent {agent} --dataset {dataset['id']}"]
+        + ([f"--preset {run['preset']}"] if run.get("preset") else [])
+        + ([f"--device {run['device']}"] if run["device"] != "cpu" else [])
+        + [f"--set {o}" for o in run.get("overrides", [])]
+        + ([f"--time-budget {run['time_budget']['seconds']:g}"] if run.get("time_budget") else [])
+    )
+    hardware = args.hardware or ("2-core CPU shared with other jobs" if run["device"] == "cpu" else run["device"])
+    budget = run.get("time_budget")
+    fitted = (f" (fitted by --time-budget {budget['seconds']:g} s from the config's {budget['config_steps']:,} steps)" if budget else "")
     out = REPO / "baselines" / env / agent
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
     for name in ("checkpoint.json", checkpoint["weights_file"]):
@@ -44,10 +55,11 @@ Made by the project's own command (`{args.run_dir.name}`):
     {command}
 
 - dataset: `{dataset['id']}` (content hash `{dataset['content_hash']}`)
-- training budget: {checkpoint['step']} steps x batch {train['batch_size']} = {checkpoint['step'] * train['batch_size']:,} windows, lr {train['lr']}, {elapsed:.0f} s on {run['device']} (2-core CPU shared with other jobs)
+- training budget: {checkpoint['step']} steps x batch {train['batch_size']} = {checkpoint['step'] * train['batch_size']:,} windows{fitted}, lr {train['lr']}, {elapsed:.0f} s on {run['device']} ({hardware})
 - held-out validation at the last step: {', '.join(f'{k} {v:.3f}' for k, v in sorted(validation.items()))}
 - weights sha256 `{checkpoint['weights_sha256']}`; code `{prov['code_commit']}`; torch {prov['packages']['torch']}
 - optimizer state is not shipped (a run directory has it; `--resume` needs it)
+{('- ' + args.note) if args.note else ''}
 
 `icrl-bench evaluate --agent {agent} --env {env}` uses this checkpoint by default.
 """

@@ -52,3 +52,19 @@ def test_every_cpu_job_trains_on_one_thread_whatever_the_caller_set(monkeypatch)
         assert torch.get_num_threads() == 2  # the caller's setting is restored
     finally:
         torch.set_num_threads(before)
+
+
+def test_build_dataset_says_whether_it_rebuilt_the_published_bytes(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from icrl_bench.cli import app
+
+    tiny_hash = GOLDEN["darkroom"][1]
+    catalog = tmp_path / "catalog.yaml"
+    monkeypatch.setenv("ICRL_BENCH_CATALOG", str(catalog))
+    for pinned, expected in [(tiny_hash, "has exactly the published content"), ("0" * 64, "differs from the published dataset")]:
+        catalog.write_text(yaml.safe_dump({"datasets": {"darkroom-tiny-v3": {"build": "icrl-bench build-dataset darkroom --preset tiny",
+                                                                             "content_hash": pinned}}}))
+        result = CliRunner().invoke(app, ["build-dataset", "darkroom", "--preset", "tiny", "--workers", "1", "--quiet", "--root", str(tmp_path / "root")])
+        assert result.exit_code == 0 and expected in " ".join(result.output.split()), result.output

@@ -68,7 +68,7 @@ def export_dir(tiny_root, tmp_path_factory) -> Path:
 def remote(tiny_root, tmp_path_factory) -> Path:
     """A directory remote (MIRROR/ORG/NAME/<tag>/...) with the tiny dataset pushed to it."""
     mirror = tmp_path_factory.mktemp("mirror")
-    hub.push_dataset(TINY, str(mirror / REPO), root=tiny_root)
+    hub.push_dataset(TINY, str(mirror / REPO), root=tiny_root, allow_dirty=True)
     return mirror
 
 
@@ -353,7 +353,7 @@ def test_unknown_repo_revision_and_foreign_repo(remote, tmp_path):
 def test_push_refuses_an_existing_version_a_revision_and_a_missing_token(tiny_root, remote, tmp_path, monkeypatch):
     before = _snapshot(remote)
     with pytest.raises(IcrlBenchError, match="already exists and a published version is never overwritten"):
-        hub.push_dataset(TINY, str(remote / REPO), root=tiny_root)
+        hub.push_dataset(TINY, str(remote / REPO), root=tiny_root, allow_dirty=True)
     assert _snapshot(remote) == before
     with pytest.raises(IcrlBenchError, match="without @REVISION"):
         hub.push_dataset(TINY, f"{REPO}@v1", root=tiny_root)
@@ -363,7 +363,7 @@ def test_push_refuses_an_existing_version_a_revision_and_a_missing_token(tiny_ro
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))  # not the user's login
     with pytest.raises(IcrlBenchError, match="needs a token"):
-        hub.push_dataset(TINY, REPO, root=tiny_root)
+        hub.push_dataset(TINY, REPO, root=tiny_root, allow_dirty=True)
     with pytest.raises(IcrlBenchError, match="is not built"):
         hub.push_dataset("darkroom-small-v3", str(tmp_path / "r"), root=tiny_root)
 
@@ -463,10 +463,10 @@ def test_cli_export_push_download_list(tiny_root, tmp_path, monkeypatch):
     assert exported.exit_code == 0, exported.output
     assert "exported darkroom-tiny-v3" in exported.output and (out / "README.md").is_file()
     mirror = tmp_path / "mirror"
-    pushed = cli("datasets", "push", TINY, "--repo", str(mirror / REPO), "--root", str(tiny_root))
+    pushed = cli("datasets", "push", TINY, "--repo", str(mirror / REPO), "--root", str(tiny_root), "--allow-dirty")
     assert pushed.exit_code == 0, pushed.output
     assert "revision tiny-v3" in pushed.output
-    again = cli("datasets", "push", TINY, "--repo", str(mirror / REPO), "--root", str(tiny_root))
+    again = cli("datasets", "push", TINY, "--repo", str(mirror / REPO), "--root", str(tiny_root), "--allow-dirty")
     assert again.exit_code == 1 and "already exists" in again.output and "Traceback" not in again.output
     downloaded = cli("datasets", "download", f"{REPO}@tiny-v3", "--mirror", str(mirror), "--root", str(tmp_path / "root"))
     assert downloaded.exit_code == 0, downloaded.output
@@ -529,3 +529,20 @@ def test_relative_catalog_repos_resolve_beside_the_catalog(tmp_path):
     catalog.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": "./hub/darkroom", "revision": "tiny-v3", "content_hash": "0" * 64}}}))
     target = hub.resolve_spec(TINY, catalog)
     assert target.remote.kind == "dir" and target.remote.location == str((tmp_path / "cat" / "hub" / "darkroom").resolve())
+
+
+def test_push_refuses_a_dataset_built_from_uncommitted_code(tiny_root, tmp_path):
+    import shutil
+
+    import zarr
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_root / "datasets", root / "datasets")
+    group = zarr.open_group(str(root / "datasets" / TINY), mode="r+", zarr_format=3)
+    manifest = dict(group.attrs["icrl_bench"])
+    manifest["provenance"] = {**manifest["provenance"], "code_commit": "0123abc-dirty"}
+    group.attrs["icrl_bench"] = manifest
+    with pytest.raises(IcrlBenchError, match="built from a checkout with uncommitted changes \\(0123abc-dirty\\).*Commit, rebuild"):
+        hub.push_dataset(TINY, str(tmp_path / "remote" / REPO), root=root)
+    result = cli("datasets", "push", TINY, "--repo", str(tmp_path / "remote" / REPO), "--root", str(root))
+    assert result.exit_code == 1 and "uncommitted changes" in result.output

@@ -409,12 +409,23 @@ def push_dataset(
     token: str | None = None,
     license: str = "cc-by-4.0",
     endpoint: str | None = None,
+    allow_dirty: bool = False,
 ) -> PushResult:
-    """Export local dataset `dataset_id` and publish it in `repo` under its version tag."""
+    """Export local dataset `dataset_id` and publish it in `repo` under its version tag.
+
+    A dataset built from a dirty checkout is refused (`allow_dirty` is for tests): a published id
+    promises bytes that its recipe rebuilds from committed code.
+    """
     spec = parse_remote(repo)
     if spec.revision:
         raise IcrlBenchError(f"push takes a repo without @REVISION ({repo!r}); the tag comes from the dataset id.")
     ds = load_dataset(dataset_id, root)
+    built_by = (ds.manifest.get("provenance") or {}).get("code_commit") or ""
+    if built_by.endswith("-dirty") and not allow_dirty:
+        raise IcrlBenchError(
+            f"{dataset_id} was built from a checkout with uncommitted changes ({built_by}): nobody could rebuild the published bytes. "
+            "Commit, rebuild it from the clean checkout, then push."
+        )
     tag = hf_export.version_tag(ds.manifest)
     remote = open_remote(spec, token=token, endpoint=endpoint)
     remote.check_push(tag)
@@ -477,6 +488,25 @@ def download_dataset(
     origin = {"source": where, "spec": spec}
     result = hf_export.import_hf(folder, root=root, expected_hash=expected, origin=origin)
     return DownloadResult(result.dataset_id, result.path, result.content_hash, where, result.already_present)
+
+
+def published_hash_check(dataset_id: str, content_hash: str, catalog: str | os.PathLike | None = None) -> tuple[bool, str] | None:
+    """Whether a local dataset has the content its catalog entry pins: (equal, message), or None if the catalog does not list it."""
+    try:
+        entry = load_catalog(catalog).datasets.get(dataset_id)
+    except IcrlBenchError:
+        return None
+    if entry is None:
+        return None
+    if entry.content_hash == content_hash:
+        return True, f"{dataset_id} has exactly the published content (catalog hash {content_hash[:12]})."
+    get = (f"`icrl-bench datasets delete {dataset_id}` then `icrl-bench datasets download {dataset_id}`" if entry.repo
+           else "a build on the hardware class the catalog entry names")
+    return False, (
+        f"{dataset_id} differs from the published dataset: hash {content_hash[:12]}, catalog {entry.content_hash[:12]} "
+        f"(another CPU instruction set, torch version or device gives other float bits; see docs/datasets.md). "
+        f"For the published bytes: {get}."
+    )
 
 
 def catalog_status(catalog: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> list[dict[str, Any]]:

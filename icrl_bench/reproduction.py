@@ -1,0 +1,363 @@
+"""`icrl-bench reproduce ENV`: from nothing to the paper's table, in resumable stages.
+
+    icrl-bench reproduce darkroom                         # laptop budget on CPU: build, train 6 agents, evaluate, report
+    icrl-bench reproduce darkroom --device cuda --budget paper
+    icrl-bench reproduce darkroom --agents ad,dicp-ad     # a subset; re-running skips finished stages
+    icrl-bench reproduce darkroom --from-shipped          # evaluate the shipped checkpoints only
+
+Stages, each skipped when its output is there and still valid (`--force` redoes them):
+dataset (built, or found), one training run per agent (a killed run is resumed exactly), one
+evaluation per agent under the env's standard protocol (redone if the checkpoint changed), and
+the report: `reproduction/<env>/README.md` with the return at the paper's episodes with 95%
+CIs beside the paper's numbers (`reproduction/paper_results.yaml`, with their source), a
+verdict per cell, the budget spent, and `curves.png` overlaying our curves on the paper's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from icrl_bench import metrics
+from icrl_bench.errors import IcrlBenchError, unknown
+from icrl_bench.fileio import write_json_atomic
+from icrl_bench.paths import REPO_ROOT
+
+PAPER_RESULTS = REPO_ROOT / "reproduction" / "paper_results.yaml"
+GRID_AGENTS = ("ad", "dicp-ad", "dpt", "dicp-dpt", "idt", "dicp-idt")
+ENVS = {"darkroom": None, "darkroom-permuted": None, "dark-key-to-door": "small"}  # env -> dataset preset (None: paper size)
+BUDGETS = {"laptop": "laptop", "cpu": "cpu", "paper": None, "tiny": None}  # budget -> preset of baselines/<env>/<agent>.yaml
+TINY_OVERRIDES = ["train.steps=4", "train.batch_size=4", "train.num_workers=0", "model.transformer.n_layer=1", "model.n_transit=20",
+                  "train.val_max_tasks=2", "train.val_windows_per_task=2", "train.ckpt_interval=2"]
+"""The `tiny` budget: a smoke run of every stage on the tiny dataset (seconds; numbers mean nothing)."""
+STATE_FILE = "state.json"
+
+
+# ---- the paper's numbers and ours, side by side -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaperCurve:
+    episodes: tuple[int, ...]
+    returns: tuple[float, ...]
+    ci95_ep50: float | None  # half-width at episode 50 where the paper gives it
+
+
+def paper_results(env: str, path: Path = PAPER_RESULTS) -> tuple[str, dict[str, PaperCurve]]:
+    """The paper's curves for `env`, by agent, and the citation they come from."""
+    raw = yaml.safe_load(path.read_text())
+    episodes = tuple(raw["episodes"])
+    curves = {agent: PaperCurve(episodes, tuple(v["returns"]), v.get("ci95_ep50")) for agent, v in raw["envs"].get(env, {}).items()}
+    return raw["source"], curves
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: float
+    low: float
+    high: float
+    n_seeds: int
+
+    def text(self) -> str:
+        ci = f" [{self.low:.2f}, {self.high:.2f}]" if self.n_seeds >= 3 else " [n/a]"
+        return f"{self.mean:.2f}{ci}"
+
+
+def episode_cells(results: dict, episodes: tuple[int, ...]) -> dict[int, Cell]:
+    """Mean return over test tasks at each episode, with a 95% bootstrap CI over seeds."""
+    returns = np.asarray(results["curves"]["return"], dtype=np.float64)  # [seed, task, episode]
+    per_seed = returns.mean(axis=1)  # [seed, episode]
+    cells = {}
+    for episode in episodes:
+        if episode <= per_seed.shape[1]:
+            values = per_seed[:, episode - 1]
+            low, high = metrics.bootstrap_ci(values)
+            cells[episode] = Cell(float(values.mean()), low, high, len(values))
+    return cells
+
+
+def verdict(ours: Cell, paper: float, paper_ci: float | None) -> str:
+    """`within` where our CI meets the paper's (or its value, where it gives no CI), else above/below."""
+    if ours.n_seeds < 3:
+        return "n/a"
+    half = paper_ci or 0.0
+    if ours.low > paper + half:
+        return "above"
+    if ours.high < paper - half:
+        return "below"
+    return "within"
+
+
+# ---- the report ------------------------------------------------------------------------------------
+
+
+@dataclass
+class AgentRecord:
+    agent: str
+    results: dict
+    budget: dict[str, Any] = field(default_factory=dict)  # steps, batch_size, windows, wall_s, device, preset, ...
+
+
+def render_report(env: str, records: list[AgentRecord], header: str = "") -> str:
+    """The Markdown report: per agent and paper episode, ours [95% CI] | paper | verdict."""
+    source, paper = paper_results(env)
+    episodes = next(iter(paper.values())).episodes if paper else (1, 5, 10, 20, 30, 50)
+    lines = [f"# Reproduction: {env}", ""]
+    if header:
+        lines += [header, ""]
+    legend = (f"Mean return per episode over the test tasks; ours: 95% bootstrap CI over evaluation seeds (the paper's split). "
+              f"Paper: {source} (averages 5 train/test splits). Verdict: `within` where our CI meets the paper's value "
+              "(or its CI, where given), else `above` or `below`.")
+    lines += [
+        legend,
+        "",
+        "| agent | " + " | ".join(f"ep {e}" for e in episodes) + " |",
+        "|---|" + "---|" * len(episodes),
+    ]
+    for record in records:
+        cells = episode_cells(record.results, episodes)
+        theirs = paper.get(record.agent)
+        row = []
+        for i, episode in enumerate(episodes):
+            if episode not in cells:
+                row.append("n/a")
+                continue
+            if theirs is None:
+                row.append(cells[episode].text())
+                continue
+            ci = theirs.ci95_ep50 if episode == 50 else None
+            row.append(f"{cells[episode].text()} / {theirs.returns[i]:.2f} {verdict(cells[episode], theirs.returns[i], ci)}")
+        lines.append(f"| {record.agent} | " + " | ".join(row) + " |")
+    lines += ["", "Each cell: ours [CI] / paper verdict.", "", "## Budget spent", "",
+              "| agent | layout | steps x batch | windows | train wall s | trained on | evaluation s | checkpoint |", "|---|---|---|---|---|---|---|---|"]
+    for record in records:
+        b = record.budget
+        windows = f"{b['steps'] * b['batch_size']:,}" if b.get("steps") and b.get("batch_size") else "n/a"
+        steps = f"{b.get('steps', 'n/a')} x {b.get('batch_size', 'n/a')}"
+        wall = f"{b['train_s']:.0f}" if b.get("train_s") is not None else "n/a"
+        cost = record.results.get("cost", {}).get("total_s")
+        cost_text = f"{cost:.0f}" if cost is not None else "n/a"
+        weights = str(record.results["agent"].get("checkpoint_hash") or "")[:12]
+        lines.append(f"| {record.agent} | {b.get('layout', 'dicp')} | {steps} | {windows} | {wall} | {b.get('hardware', 'n/a')} | "
+                     f"{cost_text} | `{weights}` |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_against_paper(env: str, records: list[AgentRecord], path: Path) -> Path:
+    """One panel per agent: our curve with its 95% band, the paper's points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _, paper = paper_results(env)
+    n = max(1, len(records))
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), dpi=110, squeeze=False)
+    for ax, record in zip(axes.ravel(), records):
+        returns = np.asarray(record.results["curves"]["return"], dtype=np.float64).mean(axis=1)  # [seed, episode]
+        x = np.arange(1, returns.shape[1] + 1)
+        low, high = metrics.bootstrap_ci_curve(returns, n_resamples=2000)
+        (line,) = ax.plot(x, returns.mean(axis=0), label="icrl-bench", linewidth=1.6)
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        if record.agent in paper:
+            ax.plot(paper[record.agent].episodes, paper[record.agent].returns, "o--", color="black", label="paper", markersize=4)
+        ax.set_title(record.agent)
+        ax.set_xlabel("episode")
+        ax.set_ylabel("return")
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(records):]:
+        ax.axis("off")
+    fig.suptitle(f"{env}: ours (95% band over seeds) vs the DICP paper")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def budget_of(run_dir: Path, hardware: str | None = None) -> dict[str, Any]:
+    """Steps, batch, wall time and device of a training run (or a shipped baseline folder)."""
+    run = json.loads((run_dir / "run.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = max((r["step"] for r in records), default=0)
+    train_s = max((r.get("elapsed_s", 0.0) for r in records), default=None)
+    return {"steps": steps, "batch_size": run["config"]["train"]["batch_size"], "train_s": train_s, "device": run["device"],
+            "preset": run.get("preset"), "layout": run["config"]["model"].get("layout", "dicp"),
+            "hardware": hardware or run["device"]}
+
+
+# ---- the pipeline -------------------------------------------------------------------------------------
+
+
+def _agents(text: str | None) -> list[str]:
+    if not text:
+        return list(GRID_AGENTS)
+    agents = [a.strip() for a in text.split(",") if a.strip()]
+    for agent in agents:
+        if agent not in GRID_AGENTS:
+            raise unknown("agent", agent, GRID_AGENTS)
+    return agents
+
+
+def reproduce(
+    env: str,
+    agents: str | None = None,
+    budget: str = "laptop",
+    device: str = "cpu",
+    out: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    from_shipped: bool = False,
+    force: bool = False,
+    seeds: list[int] | None = None,
+    n_episodes: int | None = None,
+    n_tasks: int | None = None,
+    log: Any = print,
+) -> Path:
+    """Run (or resume) every stage for `env` and write the report; returns the report's path."""
+    from icrl_bench.devices import resolve_device
+
+    if env not in ENVS:
+        raise unknown("env", env, ENVS)
+    if budget not in BUDGETS:
+        raise unknown("budget", budget, BUDGETS)
+    names = _agents(agents)
+    device = resolve_device(device)
+    preset = BUDGETS[budget]
+    notes = []
+    out_dir = Path(out) if out is not None else REPO_ROOT / "reproduction" / env
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.is_file() and not force else {}
+    state.setdefault("runs", {})
+    presets: dict[str, str | None] = {}
+    if not from_shipped:
+        from icrl_bench.train import load_run_config, parse_overrides
+
+        for agent in names:  # a budget the env has no config for fails before any work
+            presets[agent] = preset
+            try:
+                load_run_config(agent, env, preset, overrides=parse_overrides(TINY_OVERRIDES) if budget == "tiny" else None)
+            except IcrlBenchError:
+                if budget != "laptop":
+                    raise
+                presets[agent] = "cpu"  # no laptop budget fixed for this agent yet: the cpu preset, said in the report
+                load_run_config(agent, env, "cpu")
+                notes.append(f"{agent}: no `laptop` preset in baselines/{env}/{agent}.yaml yet; trained with the `cpu` preset.")
+
+    dataset_id = None
+    if not from_shipped:
+        from icrl_bench.data.build import build_dataset
+
+        dataset_preset = "tiny" if budget == "tiny" else ENVS[env]
+        log(f"[dataset] {env} preset {dataset_preset or 'paper size'}")
+        dataset_id = build_dataset(env, dataset_preset, root=root, device=device, show_progress=True).dataset_id
+
+    records = []
+    for agent in names:
+        checkpoint, budget_info = _train_stage(agent, env, dataset_id, presets.get(agent), device, out_dir, root, state, state_path,
+                                               from_shipped, force, log)
+        results = _evaluate_stage(agent, env, checkpoint, device, out_dir, seeds, n_episodes, n_tasks, force, log)
+        records.append(AgentRecord(agent, results, budget_info))
+
+    header = (f"Made by `icrl-bench reproduce {env}" + (" --from-shipped" if from_shipped else f" --budget {budget} --device {device}")
+              + "`" + (": the shipped checkpoints of baselines/" + env if from_shipped else "") + ".")
+    if budget == "laptop" and not from_shipped:
+        header += " Budget `laptop`: the per-agent CPU budget of baselines/<env>/<agent>.yaml."
+    if notes:
+        header += "\n\n" + "\n".join(f"- {note}" for note in notes)
+    report = out_dir / "README.md"
+    report.write_text(render_report(env, records, header))
+    plot_against_paper(env, records, out_dir / "curves.png")
+    log(f"[report] {report}")
+    return report
+
+
+def _train_stage(agent, env, dataset_id, preset, device, out_dir, root, state, state_path, from_shipped, force, log):
+    if from_shipped:
+        from icrl_bench.agents.registry import default_checkpoint
+
+        shipped = default_checkpoint(agent, env)
+        if shipped is None:
+            raise IcrlBenchError(f"no shipped {agent} checkpoint for {env} under baselines/{env}/; run without --from-shipped to train one.")
+        return shipped, budget_of(shipped, _shipped_hardware(shipped))
+    from icrl_bench.train import RUN_FILE, saved_step, train
+
+    runs_dir = out_dir / "runs"
+    recorded = state["runs"].get(agent)
+    run_dir = Path(recorded) if recorded and not force else None
+    if run_dir is not None and (run_dir / RUN_FILE).is_file():
+        meta = json.loads((run_dir / RUN_FILE).read_text())
+        done = _step_or_zero(run_dir, saved_step)
+        if done >= meta["config"]["train"]["steps"]:
+            log(f"[train] {agent}: finished ({done} steps), skipped")
+            return run_dir, budget_of(run_dir)
+        log(f"[train] {agent}: resuming {run_dir} at step {done}")
+        try:
+            result = train(resume=run_dir, device=device)
+        except IcrlBenchError as err:
+            if "no checkpoint yet" not in str(err) and "no trainer state" not in str(err):
+                raise
+            log(f"[train] {agent}: {run_dir} stopped before its first checkpoint; starting again")
+            result = None
+        if result is not None:
+            return result.run_dir, budget_of(result.run_dir)
+    log(f"[train] {agent} on {dataset_id} ({'preset ' + preset if preset else 'the paper config'}, {device})")
+    t0 = time.perf_counter()
+    overrides = TINY_OVERRIDES if dataset_id.split("-")[-2] == "tiny" else None
+    result = train(agent, dataset_id, preset, device, runs_dir, root, overrides=overrides,
+                   on_run_dir=lambda path: _remember(state, state_path, agent, path))
+    log(f"[train] {agent}: {result.step} steps in {time.perf_counter() - t0:.0f} s")
+    return result.run_dir, budget_of(result.run_dir)
+
+
+def _step_or_zero(run_dir: Path, saved_step) -> int:
+    from icrl_bench.train import latest_checkpoint
+
+    try:
+        return saved_step(latest_checkpoint(run_dir))
+    except IcrlBenchError:
+        return 0
+
+
+def _remember(state: dict, state_path: Path, agent: str, run_dir: Path) -> None:
+    state["runs"][agent] = str(run_dir)
+    write_json_atomic(state_path, state, indent=2, sort_keys=True)
+
+
+def _shipped_hardware(folder: Path) -> str | None:
+    readme = folder / "README.md"
+    if readme.is_file():
+        for line in readme.read_text().splitlines():
+            if line.startswith("- training budget:") and " on " in line:
+                return line.rsplit(" on ", 1)[1].strip()
+    return None
+
+
+def _evaluate_stage(agent, env, checkpoint, device, out_dir, seeds, n_episodes, n_tasks, force, log) -> dict:
+    from icrl_bench.agents.checkpoint import load_checkpoint
+    from icrl_bench.harness import evaluate, save_results
+
+    results_dir = out_dir / "results"
+    path = results_dir / f"{agent}.json"
+    weights = load_checkpoint(checkpoint, agent).meta["weights_sha256"]  # verified against the file
+    if path.is_file() and not force:
+        existing = json.loads(path.read_text())
+        same = existing["agent"].get("checkpoint_hash") == weights and (seeds is None or existing["seeds"] == seeds)
+        if same and (n_episodes is None or existing["n_episodes"] == n_episodes):
+            log(f"[evaluate] {agent}: results for this checkpoint exist, skipped")
+            return existing
+    log(f"[evaluate] {agent} on {env} ({device})")
+    settings = {"device": device} if device != "cpu" else {}
+    results = evaluate(agent, checkpoint, env, seeds, n_episodes, settings, n_tasks=n_tasks)
+    json_path, _ = save_results(results, results_dir)
+    os.replace(json_path, path)
+    json_path.with_suffix(".png").replace(path.with_suffix(".png"))
+    return results

@@ -1,0 +1,95 @@
+"""`icrl-bench reproduce`: stages that skip when done, resume after a kill, a report beside the paper."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import icrl_bench.train as train_module
+from icrl_bench import harness
+from icrl_bench.cli import app
+from icrl_bench.errors import IcrlBenchError
+from icrl_bench.reproduction import GRID_AGENTS, Cell, episode_cells, paper_results, reproduce, verdict
+
+SMOKE = {"seeds": [0, 1, 2], "n_episodes": 2, "n_tasks": 2}
+
+
+def test_paper_results_cover_every_grid_env_and_agent():
+    for env in ("darkroom", "darkroom-permuted", "dark-key-to-door"):
+        source, curves = paper_results(env)
+        assert "arXiv 2502.19009" in source and set(curves) == set(GRID_AGENTS)
+        assert all(c.episodes == (1, 5, 10, 20, 30, 50) and len(c.returns) == 6 for c in curves.values())
+    assert paper_results("darkroom")[1]["dicp-ad"].returns[-1] == 15.43
+
+
+def test_cells_and_verdicts():
+    returns = np.zeros((4, 2, 50))
+    returns[:, :, 19] = [[10, 12], [11, 11], [12, 10], [11, 11]]  # every seed averages 11 at episode 20
+    cells = episode_cells({"curves": {"return": returns.tolist()}}, (20, 50, 60))
+    assert cells[20] == Cell(11.0, 11.0, 11.0, 4) and cells[50].mean == 0.0 and 60 not in cells
+    ours = Cell(10.0, 9.0, 11.0, 5)
+    assert verdict(ours, 10.5, None) == "within" and verdict(ours, 8.0, None) == "above" and verdict(ours, 12.0, None) == "below"
+    assert verdict(ours, 12.0, 1.5) == "within"  # the paper's CI meets ours
+    assert verdict(Cell(10.0, 10.0, 10.0, 2), 3.0, None) == "n/a"  # no interval from fewer than 3 seeds
+    assert Cell(1.0, 1.0, 1.0, 2).text() == "1.00 [n/a]"
+
+
+def test_tiny_run_writes_the_report_and_a_rerun_skips_finished_stages(tmp_path):
+    out, root, logs = tmp_path / "rep", tmp_path / "root", []
+    report = reproduce("darkroom", "ad,dicp-ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
+    text = report.read_text()
+    assert "| ad | 0." in text and "| dicp-ad |" in text and "/ 0.65" in text and (out / "curves.png").stat().st_size > 0
+    results = json.loads((out / "results" / "ad.json").read_text())
+    assert results["seeds"] == [0, 1, 2] and results["agent"]["dataset_id"] == "darkroom-tiny-v3"
+    logs.clear()
+    reproduce("darkroom", "ad,dicp-ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
+    assert sum("finished" in line and "skipped" in line for line in logs) == 2
+    assert sum("results for this checkpoint exist, skipped" in line for line in logs) == 2
+
+
+def test_a_kill_in_training_and_one_between_stages_resume(tmp_path, monkeypatch):
+    out, root = tmp_path / "rep", tmp_path / "root"
+    real_train = train_module.train
+
+    def killed_after_two_steps(*args, **kwargs):
+        real_train(*args, stop_after=2, **kwargs)  # checkpoints at step 2 (ckpt_interval 2), then "dies"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", killed_after_two_steps)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("darkroom", "ad", "tiny", out=out, root=root, log=lambda _: None, **SMOKE)
+    monkeypatch.setattr(train_module, "train", real_train)
+    run_dir = json.loads((out / "state.json").read_text())["runs"]["ad"]
+
+    def killed_evaluation(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness, "evaluate", killed_evaluation)
+    logs = []
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("darkroom", "ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
+    assert any(f"resuming {run_dir} at step 2" in line for line in logs)
+    monkeypatch.undo()
+    logs.clear()
+    reproduce("darkroom", "ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
+    assert any("ad: finished (4 steps), skipped" in line for line in logs) and (out / "results" / "ad.json").is_file()
+
+
+def test_bad_input_is_one_line(tmp_path):
+    runner = CliRunner()
+    for args, message in [
+        (["reproduce", "darkroomm"], "unknown env 'darkroomm'. Did you mean 'darkroom'"),
+        (["reproduce", "darkroom", "--agents", "ad,dtp"], "unknown agent 'dtp'"),
+        (["reproduce", "darkroom", "--budget", "huge"], "unknown budget 'huge'"),
+    ]:
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / "o")])
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, ["reproduce", "darkroom", "--device", "cuda", "--out", str(tmp_path / "o")])
+        assert result.exit_code == 1 and "torch sees no CUDA GPU" in result.output
+    with pytest.raises(IcrlBenchError, match="no shipped ad checkpoint for dark-key-to-door"):
+        reproduce("dark-key-to-door", "ad", from_shipped=True, out=tmp_path / "o", log=lambda _: None)
