@@ -92,3 +92,25 @@ def test_import_command(tmp_path):
     result = run("datasets", "import", str(tmp_path / "h.hdf5"), "--env", "darkroom", "--id", "official-v1", "--root", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "imported" in result.output and (tmp_path / "datasets" / "official-v1").is_dir()
+
+
+def test_ids_never_escape_the_data_root(tmp_path):
+    """`datasets delete /some/dir` or `../../x` once deleted any directory; ids now follow the id grammar."""
+    from typer.testing import CliRunner
+
+    from icrl_bench.cli import app
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    root = tmp_path / "root"
+    (root / "datasets").mkdir(parents=True)
+    runner = CliRunner()
+    for bad in (str(victim), "../../victim", "../victim-v1", "Bad Id/x-v1", "darkroom-v3/../../victim"):
+        for command in (["datasets", "delete", bad, "--yes"], ["datasets", "verify", bad], ["datasets", "info", bad]):
+            result = runner.invoke(app, [*command, "--root", str(root)])
+            assert result.exit_code == 1 and "is not a dataset id" in result.output and "Traceback" not in result.output, (command, result.output)
+    result = runner.invoke(app, ["datasets", "import", str(tmp_path / "x.hdf5"), "--env", "darkroom", "--id", "../../victim-v1",
+                                 "--root", str(root)])
+    assert result.exit_code == 1 and "is not a dataset id" in result.output and "Traceback" not in result.output
+    assert (victim / "keep.txt").read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == ["root", "victim"]

@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 
 from icrl_bench.data import store
-from icrl_bench.data.recipes import ID_PATTERN, build_command, parse_dataset_id
+from icrl_bench.data.recipes import ID_PATTERN, build_command, check_dataset_id, parse_dataset_id
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import data_root
 
@@ -111,7 +111,8 @@ def episode_returns(reward: np.ndarray, done: np.ndarray) -> np.ndarray:
 
 
 def dataset_path(dataset_id: str, root: str | os.PathLike | None = None) -> Path:
-    return data_root(root) / "datasets" / dataset_id
+    """Where dataset `dataset_id` lives; a string that is not an id is refused (it could name any directory)."""
+    return data_root(root) / "datasets" / check_dataset_id(dataset_id)
 
 
 def local_ids(root: str | os.PathLike | None = None) -> list[str]:

@@ -24,6 +24,7 @@ import torch
 
 from icrl_bench.data import store
 from icrl_bench.data.build import BuildResult, complete_history, datasets_dir, finalize, staging_dir
+from icrl_bench.data.recipes import check_dataset_id
 from icrl_bench.data.schema import grid_world_arrays
 from icrl_bench.envs import get_family
 from icrl_bench.envs.grid import move
@@ -42,7 +43,7 @@ def import_dicp_hdf5(
 
     path = Path(path)
     family = get_family(env)
-    dataset_id = dataset_id or f"{env}-dicp-import-v1"
+    dataset_id = check_dataset_id(dataset_id or f"{env}-dicp-import-v1")
     root_dir = ensure_writable(data_root(root))
     final = datasets_dir(root_dir) / dataset_id
     if final.exists():

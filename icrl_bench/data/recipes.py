@@ -31,6 +31,16 @@ RECIPE_DIR = paths.RECIPE_DIR  # a module attribute, so tests can point it elsew
 ID_PATTERN = re.compile(r"^(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)-v(?P<version>[0-9]+)$")
 
 
+def check_dataset_id(dataset_id: str) -> str:
+    """`dataset_id` if it follows the id grammar; a path-like id (`../x`, `/abs`) never reaches the file system."""
+    if not isinstance(dataset_id, str) or not ID_PATTERN.match(dataset_id):
+        raise IcrlBenchError(
+            f"{dataset_id!r} is not a dataset id: ids are lowercase words joined by '-' ending in -v<N> "
+            "(e.g. darkroom-small-v3); see `icrl-bench datasets list`."
+        )
+    return dataset_id
+
+
 class TaskStride(BaseModel):
     model_config = ConfigDict(extra="forbid")
     every: int = Field(gt=0, description="keep canonical tasks 0, every, 2*every, ...")
