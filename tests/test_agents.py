@@ -45,10 +45,10 @@ def random_transition(rng: np.random.Generator, n: int):
     return obs, rng.integers(0, 5, n), rng.integers(0, 2, n), next_obs, np.zeros(n, bool)
 
 
-@pytest.mark.parametrize("agent", FLAT)
-def test_cached_acting_equals_full_recompute(agent: str) -> None:
+@pytest.mark.parametrize("agent, layout", [(a, "dicp") for a in FLAT] + [("ad", "dense")])
+def test_cached_acting_equals_full_recompute(agent: str, layout: str) -> None:
     """Logits of the agent's cached acting equal a full forward of the same context, before and after the window slides."""
-    model = small_model(agent)
+    model = small_model(agent, layout=layout)
     actor = TransformerAgent(agent, model)
     actor.reset(3, DARKROOM)
     rng = np.random.default_rng(0)
@@ -86,9 +86,9 @@ def test_dynamics_query_equals_training_forward(agent: str, tiny_root: Path) -> 
     torch.testing.assert_close(state_logits, head.pred_next_state(h[:, -1]), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("agent", AGENTS)
-def test_overfits_a_tiny_batch(agent: str, tiny_root: Path) -> None:
-    model = small_model(agent)
+@pytest.mark.parametrize("agent, layout", [(a, "dicp") for a in AGENTS] + [("ad", "dense")])
+def test_overfits_a_tiny_batch(agent: str, layout: str, tiny_root: Path) -> None:
+    model = small_model(agent, layout=layout)
     batch = sampler_for(agent, tiny_root, 16 if agent in IDTS else 32).batch(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.99))
     first = None
@@ -236,3 +236,32 @@ def test_sampler_refuses_unfit_datasets(tiny_root: Path) -> None:
         WindowSampler("darkroom-tiny-v3", tiny_root, SamplerConfig(window=500, batch_size=2))
     with pytest.raises(IcrlBenchError, match="build it with `icrl-bench build-dataset darkroom --preset small`"):
         WindowSampler("darkroom-small-v3", tiny_root, SamplerConfig(window=5, batch_size=2))
+
+
+def test_dense_layout_predicts_every_step_from_the_past_only() -> None:
+    """Changing step t's action changes no prediction at or before t (no leak), and does change t + 1's."""
+    model = small_model("ad", layout="dense").eval()
+    rng = np.random.default_rng(1)
+    batch = {"obs": torch.as_tensor(rng.integers(0, 9, (2, 8, 2))), "action": torch.as_tensor(rng.integers(0, 5, (2, 8))),
+             "reward": torch.as_tensor(rng.integers(0, 2, (2, 8))), "next_obs": torch.as_tensor(rng.integers(0, 9, (2, 8, 2)))}
+
+    def logits(b):
+        steps = Transitions.from_batch(b)
+        with torch.no_grad():
+            h, _ = model.transformer(model.tokens(steps.obs, None, steps))
+        return model.pred_action(h)
+
+    before = logits(batch)
+    changed = {**batch, "action": batch["action"].clone()}
+    changed["action"][:, 4] = (changed["action"][:, 4] + 1) % 5
+    after = logits(changed)
+    torch.testing.assert_close(before[:, :5], after[:, :5])
+    assert not torch.allclose(before[:, 5], after[:, 5])
+
+
+def test_dense_layout_is_refused_where_it_is_not_implemented() -> None:
+    for agent in ("dicp-ad", "dpt", "idt"):
+        with pytest.raises(IcrlBenchError, match="layout 'dense' is implemented for ad on the grid worlds only"):
+            model_config(agent, {**(SMALL_IDT if agent == "idt" else SMALL), "layout": "dense"})
+    with pytest.raises(IcrlBenchError, match="layout must be one of dicp, dense"):
+        model_config("ad", {**SMALL, "layout": "sparse"})

@@ -80,11 +80,11 @@ def test_idt_takes_horizon_and_target_return_from_the_dataset(tmp_path: Path, ti
     assert type(from_checkpoint("idt", result.run_dir)).__name__ == "IDTAgent"
 
 
-@pytest.mark.parametrize("agent", ["dicp-ad", "dicp-idt"])
-def test_resume_gives_the_weights_of_an_uninterrupted_run(agent: str, tmp_path: Path, tiny_root: Path) -> None:
+@pytest.mark.parametrize("agent, overrides", [("dicp-ad", []), ("dicp-idt", []), ("ad", ["model.layout=dense"])])
+def test_resume_gives_the_weights_of_an_uninterrupted_run(agent: str, overrides: list[str], tmp_path: Path, tiny_root: Path) -> None:
     """Dropout and IDT's sampled decisions draw from the RNG: its state is restored too."""
-    straight = run(tmp_path / "a", tiny_root, agent)
-    first = run(tmp_path / "b", tiny_root, agent, stop_after=3)  # interrupted after 3 steps (checkpoint there)
+    straight = run(tmp_path / "a", tiny_root, agent, overrides=overrides)
+    first = run(tmp_path / "b", tiny_root, agent, stop_after=3, overrides=overrides)  # interrupted after 3 steps (checkpoint there)
     assert first.step == 3
     resumed = train(resume=first.run_dir, device="cpu", show_progress=False)
     assert resumed.step == 8 and resumed.run_dir == first.run_dir

@@ -96,3 +96,86 @@ class AD(nn.Module):
         h, _ = self.transformer(self.dynamics.query_action_token(action), query_cache)  # [B, 1, C]
         next_state = self.dynamics.pred_next_state(h[:, -1]) if self.space.learns_next_state else None
         return self.dynamics.pred_reward(h[:, -1]), next_state
+
+
+class DenseAD(nn.Module):
+    """AD with one token per step and an action prediction at every position (`model.layout: dense`).
+
+    A documented variant, not the DICP paper's layout. Step t's token is the sum of embeddings
+    of its state s_t and of the previous step's action a_{t-1} and reward r_{t-1} (a learned
+    "none" for the first token of a window), so position t predicts a_t without seeing it.
+    One window of n_transit steps teaches n_transit decisions, at every context length from 0 to
+    n_transit - 1, where the official layout teaches one, at the full length only, for the same
+    compute: in-context improvement from an empty context (how evaluation starts) emerges far
+    earlier in training (benchmarks/bench_learning_curves.py measures it). Grid worlds, no world
+    model yet: `dicp-ad` keeps the official layout.
+
+    Acting: the query at step t *is* step t's token, so the agent's context cache extends by one
+    token per step exactly as it does for AD; when the window slides it is re-encoded from the
+    window, whose first token gets "none", as in training.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.space = self.config.space()
+        n_embd = config.transformer.n_embd
+        self.transformer = Transformer(config.transformer)
+        self.embed_state = self.space.state_embedding(n_embd)
+        self.embed_prev_action = nn.Embedding(config.num_actions + 1, n_embd)  # index num_actions: none
+        self.embed_prev_reward = nn.Embedding(config.n_reward_classes + 1, n_embd)  # index n_reward_classes: none
+        self.pred_action = self.space.action_head(n_embd)
+        self.dynamics = None
+
+    @property
+    def window(self) -> int:
+        return self.config.n_transit
+
+    def tokens(self, obs: torch.Tensor, previous: Transitions | None, steps: Transitions | None) -> torch.Tensor:
+        """Tokens [B, T, C] for states `obs` [B, T, dim]: the actions and rewards before them are those
+        of `previous` (its last step, for the first token; None: "none") then of `steps` [B, T - 1 or T]."""
+        B, T = obs.shape[:2]
+        none_action = torch.full((B, 1), self.config.num_actions, dtype=torch.long, device=obs.device)
+        none_reward = torch.full((B, 1), self.config.n_reward_classes, dtype=torch.long, device=obs.device)
+        first_action = none_action if previous is None or len(previous) == 0 else self.space.action(previous.action[:, -1:])
+        first_reward = none_reward if previous is None or len(previous) == 0 else self.space.reward(previous.reward[:, -1:])
+        prev_action, prev_reward = first_action, first_reward
+        if T > 1:
+            prev_action = torch.cat([first_action, self.space.action(steps.action[:, : T - 1])], dim=1)  # [B, T]
+            prev_reward = torch.cat([first_reward, self.space.reward(steps.reward[:, : T - 1])], dim=1)  # [B, T]
+        return self.embed_state(self.space.state(obs)) + self.embed_prev_action(prev_action) + self.embed_prev_reward(prev_reward)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.loss(batch)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Cross-entropy of every step's action, each predicted from the steps before it ([B, n_transit] windows)."""
+        steps = Transitions.from_batch(batch)
+        h, _ = self.transformer(self.tokens(steps.obs, None, steps))  # [B, T, C]
+        logits = self.pred_action(h)  # [B, T, A]
+        target = self.space.action(steps.action)  # [B, T]
+        loss, metrics = self.space.action_loss(logits, target)
+        metrics["acc_action_last"] = (logits[:, -1].argmax(-1) == target[:, -1]).float().mean()  # comparable to AD's acc_action
+        metrics["loss"] = loss.detach()
+        return loss, metrics
+
+    # ---- inference: the interface TransformerAgent uses ------------------------------------------
+
+    def prefill_context(self, context: Transitions, cache: KVCache | None = None, previous: Transitions | None = None) -> KVCache:
+        """The KV cache of `context` [B, T] after `cache`; `previous` holds the steps before it (None: a window's start)."""
+        _, cache = self.transformer(self.tokens(context.obs, previous, context), cache)
+        return cache
+
+    def sequence(self, context: Transitions, query_obs: torch.Tensor) -> torch.Tensor:
+        """The whole window's tokens [B, T + 1, C]: the context, then the query state (after the context's last step)."""
+        obs = torch.cat([context.obs, query_obs[:, None].to(context.obs.dtype)], dim=1)
+        return self.tokens(obs, None, context)
+
+    def policy(self, query_obs: torch.Tensor, context: Transitions, context_cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """Action logits [B, A] at query states [B, dim_state] after `context`, and the cache up to the query."""
+        if context_cache is None:
+            h, cache = self.transformer(self.sequence(context, query_obs))
+            return self.pred_action(h[:, -1]), cache
+        token = self.tokens(query_obs[:, None].to(context.obs.dtype), context, None)  # [B, 1, C]: after the context's last step
+        h, cache = self.transformer(token, context_cache)
+        return self.pred_action(h[:, -1]), cache

@@ -34,9 +34,9 @@ class ModelSpec:
 
 
 def _ad(config: ModelConfig) -> nn.Module:
-    from icrl_bench.agents.ad import AD
+    from icrl_bench.agents.ad import AD, DenseAD
 
-    return AD(config)
+    return DenseAD(config) if config.layout == "dense" else AD(config)
 
 
 def _dpt(config: GridModelConfig) -> nn.Module:
@@ -103,9 +103,12 @@ def model_config(name: str, values: dict[str, Any], kind: str | None = None) -> 
         )
     values["dynamics"] = spec.dynamics
     try:
-        return spec.configs[kind].from_dict(values)
+        config = spec.configs[kind].from_dict(values)
     except (TypeError, ValueError) as err:
         raise IcrlBenchError(f"bad model config for {name}: {err}") from None
+    if config.layout == "dense" and (name != "ad" or kind != "discrete"):
+        raise IcrlBenchError(f"layout 'dense' is implemented for ad on the grid worlds only, not for {name} ({kind}); use layout 'dicp'.")
+    return config
 
 
 def build_model(name: str, config: ModelConfig) -> nn.Module:

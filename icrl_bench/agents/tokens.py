@@ -21,6 +21,7 @@ from icrl_bench.agents.spaces import ContinuousSpace, GridSpace, Space
 from icrl_bench.agents.transformer import TransformerConfig
 
 KINDS = ("discrete", "continuous")
+LAYOUTS = ("dicp", "dense")
 
 
 @dataclass
@@ -32,12 +33,15 @@ class ModelConfig:
     dynamics: bool = False  # DICP: add the action-query token and the reward / next-state heads
     dynamics_strength: float = 1.0  # weight of the dynamics losses next to the action loss
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    layout: str = "dicp"  # token layout: "dicp" (the official one) or "dense" (AD on grid worlds: ad.py's DenseAD)
 
     def __post_init__(self) -> None:
         if isinstance(self.transformer, dict):
             self.transformer = TransformerConfig(**self.transformer)
         if self.n_transit < 2:
             raise ValueError(f"n_transit must be >= 2, got {self.n_transit}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.dynamics_strength < 0:
             raise ValueError(f"dynamics_strength must be >= 0, got {self.dynamics_strength}")
 

@@ -104,7 +104,8 @@ class TransformerAgent(CheckpointAgent):
         else:
             self.context = joined
             if self._context_cache is not None:  # the window grows: extend the cache by one token
-                self._context_cache = self.model.prefill_context(new, self._context_cache)
+                after = {"previous": c} if self.model.config.layout == "dense" else {}  # dense: its token holds c's last action
+                self._context_cache = self.model.prefill_context(new, self._context_cache, **after)
         self.query_cache = None
         self.steps_seen += 1
         self.t_episode = torch.where(torch.as_tensor(np.asarray(done), device=dev), 0, self.t_episode + 1)
