@@ -27,12 +27,14 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 import torch.nn as nn
@@ -43,7 +45,7 @@ from safetensors.torch import load_file
 
 from icrl_bench.agents.checkpoint import save_checkpoint, save_tensors_atomic
 from icrl_bench.devices import resolve_device
-from icrl_bench.fileio import file_sha256, write_json_atomic
+from icrl_bench.fileio import file_sha256, write_json_atomic, write_text_atomic
 from icrl_bench.agents.models import build_model, model_config, model_spec
 from icrl_bench.agents.tokens import ModelConfig
 from icrl_bench.data.dataset import load_dataset
@@ -475,6 +477,8 @@ def train(
     val = validation_batches(ds.dataset_id, root, val_config, spec.arrays, transform, max_tasks=tc.val_max_tasks,
                              windows_per_task=tc.val_windows_per_task) if rank == 0 else []
     autocast = dev.type == "cuda"  # bf16 autocast on GPU; fp32 on CPU
+    if resume is not None and rank == 0:
+        _drop_metrics_after(run_dir / METRICS_FILE, start)  # lines written after the checkpoint we resume from
     metrics_file = open(run_dir / METRICS_FILE, "a") if rank == 0 else None
 
     def checkpoint(step: int, metrics: dict[str, float]) -> None:
@@ -507,7 +511,7 @@ def train(
     )
     ddp_model.train()
     try:
-        with progress:
+        with progress, StopRequest() as stop:
             task = progress.add_task("train", total=tc.steps, completed=start, info="")
             while step < end:
                 batch = _to_device(next(batches), dev)
@@ -543,12 +547,15 @@ def train(
                 if val and (step % tc.eval_interval == 0 or step == tc.steps):
                     val_metrics = evaluate(model, val, dev, autocast)
                     emit({"step": step, **val_metrics})
-                if step % tc.ckpt_interval == 0 or step == end:
+                if step % tc.ckpt_interval == 0 or step == end or stop.requested:
                     checkpoint(step, {**last, **val_metrics})
                 progress.update(task, completed=step)
+                if stop.requested:  # Ctrl-C or SIGTERM: stopped at a step boundary, with a checkpoint there
+                    console.print(f"[yellow]stopped at step {step}[/]; resume with: icrl-bench train --resume {run_dir}")
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
-        checkpoint(step, {**last, **val_metrics})
-        console.print(f"[yellow]interrupted at step {step}[/]; resume with: icrl-bench train --resume {run_dir}")
+        if not stop.requested:  # a second Ctrl-C mid-step: the last checkpoint stands (a mid-step state would not resume exactly)
+            console.print(f"[yellow]interrupted[/]; resume from the last checkpoint with: icrl-bench train --resume {run_dir}")
         raise
     finally:
         if metrics_file is not None:
@@ -556,6 +563,41 @@ def train(
     wall = time.perf_counter() - t_start
     done_steps = step - start
     return TrainResult(run_dir, step, wall, done_steps * tc.batch_size * world / max(wall, 1e-9), last, val_metrics)
+
+
+class StopRequest:
+    """SIGINT and SIGTERM ask the loop to stop at the next step boundary (a second SIGINT stops at once).
+
+    A checkpoint taken mid-step would hold an RNG state and weights from two different moments,
+    and the resumed run would not equal an uninterrupted one.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """Keep the metrics lines up to `step`, so a resumed run does not repeat steps."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 BUDGET_WARMUP_STEPS = 10  # not timed: start-up costs

@@ -133,7 +133,8 @@ def test_baselines_directory_has_every_agent() -> None:
         assert {p.stem for p in (BASELINES_DIR / env).glob("*.yaml")} >= set(MODEL_SPECS)
 
 
-def test_ctrl_c_saves_a_checkpoint_to_resume_from(tmp_path: Path, tiny_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_abrupt_interrupt_resumes_exactly_from_the_last_checkpoint(tmp_path: Path, tiny_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KeyboardInterrupt that is no signal the loop caught (a second Ctrl-C) may land mid-step: nothing is saved then."""
     from icrl_bench.data.sampler import WindowSampler
 
     straight = run(tmp_path / "a", tiny_root)
@@ -148,7 +149,7 @@ def test_ctrl_c_saves_a_checkpoint_to_resume_from(tmp_path: Path, tiny_root: Pat
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b", tiny_root)
     run_dir = next((tmp_path / "b" / "runs").iterdir())
-    assert json.loads((run_dir / "checkpoint" / "checkpoint.json").read_text())["step"] == 5
+    assert json.loads((run_dir / "checkpoint" / "checkpoint.json").read_text())["step"] == 4  # the last regular one
     monkeypatch.setattr(WindowSampler, "batch", original)
     resumed = train(resume=run_dir, device="cpu", show_progress=False)
     a = load_file(str(straight.run_dir / "checkpoint" / "model.safetensors"))
@@ -187,3 +188,36 @@ def test_time_budget_fits_the_total_steps_and_the_schedule_follows(tmp_path: Pat
     assert train_module.fit_steps(TrainConfig(steps=500, log_interval=100), 60, 0.1, -5.0) == 60  # out of time: stop here
     with pytest.raises(IcrlBenchError, match="--time-budget must be > 0"):
         run(tmp_path, tiny_root, "ad", time_budget_s=0)
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_at_a_step_boundary_and_the_resume_is_exact(signum: str, tmp_path: Path, tiny_root: Path) -> None:
+    """Ctrl-C once resumed with other weights (a checkpoint taken mid-step); SIGTERM saved nothing."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tiny_config(tmp_path, "dicp-ad", steps=400, ckpt_interval=1000, eval_interval=1000, log_interval=1)
+    straight = run(tmp_path / "a", tiny_root, "dicp-ad", config_path=config)
+    args = [sys.executable, "-m", "icrl_bench", "train", "--agent", "dicp-ad", "--dataset", "darkroom-tiny-v3", "--config", str(config),
+            "--device", "cpu", "--root", str(tiny_root), "--out", str(tmp_path / "b"), "--quiet", "--threads", "1"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "b").glob("*/metrics.jsonl")):
+        time.sleep(0.05)
+    time.sleep(0.5)  # mid-training
+    process.send_signal(getattr(signal, signum))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode != 0 and "stopped at step" in err and "Traceback" not in err, err
+    run_dir = next((tmp_path / "b").iterdir())
+    stopped = json.loads((run_dir / "checkpoint" / "trainer_state.json").read_text())["step"]
+    assert 0 < stopped < 400
+    with open(run_dir / "metrics.jsonl", "a") as handle:  # a line written after the checkpoint, as a kill leaves
+        handle.write(json.dumps({"step": stopped + 1, "loss": 0.0}) + "\n")
+    resumed = train(resume=run_dir, device="cpu", show_progress=False)
+    a = load_file(str(straight.run_dir / "checkpoint" / "model.safetensors"))
+    b = load_file(str(resumed.run_dir / "checkpoint" / "model.safetensors"))
+    assert resumed.step == 400 and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "lr" in line]
+    assert steps == sorted(set(steps)) and steps[-1] == 400
