@@ -192,7 +192,7 @@ def test_bad_recipe_values_are_one_line_errors(tmp_path, monkeypatch):
     (tmp_path / "darkroom.yaml").write_text(base.replace("n_epochs: 20", "n_epochs: 20\n  n_epoch: 3"))
     with pytest.raises(IcrlBenchError, match="unknown setting.*n_epoch"):
         recipes.resolve("darkroom")
-    (tmp_path / "darkroom.yaml").write_text(base.replace("version: 2", "version: zero"))
+    (tmp_path / "darkroom.yaml").write_text(base.replace("version: 3", "version: zero"))
     with pytest.raises(IcrlBenchError, match="is invalid"):
         recipes.resolve("darkroom")
 
@@ -242,3 +242,52 @@ def test_an_unfinished_build_with_other_settings_is_not_overwritten(tmp_path):
     with pytest.raises(IcrlBenchError, match="unfinished build of darkroom-tiny-v3 with other settings"):
         build_dataset("darkroom", "tiny", root=tmp_path, workers=1, show_progress=False)
     assert (staging / "zarr.json").read_text() == "{}"
+
+
+def _children(pid: int) -> list[int]:
+    """Live (non-zombie) processes whose parent is `pid`."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid) and not fields.get("State", "").startswith("Z"):
+            found.append(int(status.parent.name))
+    return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if "State:\tZ" not in state:
+            alive.append(pid)
+    return alive
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_build_leaves_no_process_behind(signum, tmp_path):
+    """Once, SIGKILL or SIGTERM of a build left its workers and manager running for good (~850 MB)."""
+    args = [sys.executable, "-m", "icrl_bench", "build-dataset", "darkroom", "--preset", "small", "--workers", "2", "--quiet",
+            "--root", str(tmp_path)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    children: list[int] = []
+    while time.time() < deadline and len(children) < 2:
+        time.sleep(0.2)
+        children = _children(process.pid)
+    assert len(children) >= 2, "the build never started its workers"
+    time.sleep(2.0)  # the workers are training
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    if signum == signal.SIGTERM:
+        assert "interrupted" in err and "run the same command again to resume" in err and "Traceback" not in err, err
+    deadline = time.time() + 15
+    while time.time() < deadline and _alive(children):
+        time.sleep(0.2)
+    assert _alive(children) == []

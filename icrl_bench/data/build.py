@@ -10,11 +10,15 @@ its final id.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -124,6 +128,8 @@ def run_plan(
         content_hash = _publish(staging, final, plan, state, n_workers, device)
         state_path(staging).unlink()
         staging.with_suffix(".lock").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            staging.parent.rmdir()  # staging/ itself, once no other build uses it
     return BuildResult(plan.dataset_id, final, content_hash, False, len(pending), state["wall_time_s"])
 
 
@@ -271,12 +277,13 @@ def _run_tasks(plan, staging, state, pending, workers, device, show_progress, co
             _report_failures(plan, failures, state)
             return
         context = multiprocessing.get_context("spawn")
-        with context.Manager() as manager:
-            queue = manager.Queue()
-            # A fresh process per job: simulators (MuJoCo) hold memory past env.close(), and a crash stays contained.
-            executor = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, max_tasks_per_child=1)
+        queue = context.Queue()  # handed to each worker at its start (no manager process to outlive the build)
+        # A fresh process per job: simulators (MuJoCo) hold memory past env.close(), and a crash stays contained.
+        executor = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, max_tasks_per_child=1,
+                                       initializer=_worker_start, initargs=(queue,))
+        with _sigterm_interrupts():
             try:
-                futures: dict[Future, tuple[list[int], int]] = {executor.submit(run_job, plan_dict, rows, device, queue): (rows, 0) for rows in jobs}
+                futures: dict[Future, tuple[list[int], int]] = {executor.submit(_worker_job, plan_dict, rows, device): (rows, 0) for rows in jobs}
                 while futures:
                     finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
                     _drain(queue, progress, steps_bar)
@@ -288,14 +295,58 @@ def _run_tasks(plan, staging, state, pending, workers, device, show_progress, co
                         if error is not None:
                             failures[tuple(rows)] = _describe(error)
                             if attempt < RETRIES:
-                                futures[executor.submit(run_job, plan_dict, rows, device, queue)] = (rows, attempt + 1)
+                                futures[executor.submit(_worker_job, plan_dict, rows, device)] = (rows, attempt + 1)
                             continue
                         failures.pop(tuple(rows), None)
                         _write_rows(staging, rows, future.result(), state)
                         progress.update(tasks_bar, advance=len(rows))
             finally:
+                running = list((getattr(executor, "_processes", None) or {}).values())  # the executor's own record
                 executor.shutdown(wait=False, cancel_futures=True)
+                for process in running:
+                    if process.is_alive():
+                        process.terminate()  # an interrupted build leaves no worker running
+                for process in running:
+                    process.join(timeout=10)  # before the queue closes: a worker writing to it would print a BrokenPipe traceback
+                queue.close()
         _report_failures(plan, failures, state)
+
+
+_WORKER_QUEUE: Any = None
+
+
+def _worker_start(queue: Any) -> None:
+    """A builder worker's start: keep the progress queue, and die with the builder (Linux), even after a SIGKILL of it."""
+    global _WORKER_QUEUE
+    _WORKER_QUEUE = queue
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the builder died before prctl took effect
+            os._exit(1)
+
+
+def _worker_job(plan_dict: dict[str, Any], rows: list[int], device: str) -> list[dict[str, np.ndarray]]:
+    return run_job(plan_dict, rows, device, _WORKER_QUEUE)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM interrupts a build as Ctrl-C does: finished tasks stay saved, workers are stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 RETRIES = 1  # a job that raises (e.g. a MuJoCo instability) runs once more with the same seed
