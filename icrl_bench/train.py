@@ -63,6 +63,7 @@ METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "trainer_state.safetensors"
 STATE_META_FILE = "trainer_state.json"
 CHECKPOINT_DIR = "checkpoint"  # the latest checkpoint: agent weights + trainer state, swapped in whole
+SNAPSHOTS_DIR = "snapshots"  # the agent's weights at every `keep_every` steps (no trainer state)
 
 
 @dataclass
@@ -84,6 +85,7 @@ class TrainConfig:
     log_interval: int = 50  # steps between metrics lines [summary_interval]
     eval_interval: int = 1000  # steps between validations [eval_interval]
     ckpt_interval: int = 1000  # steps between checkpoints
+    keep_every: int = 0  # also keep the agent's weights every this many steps in snapshots/step-N/ (learning-curve sweeps; 0: no)
     val_max_tasks: int = 64
     val_windows_per_task: int = 16
 
@@ -93,7 +95,7 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "warmup_steps", "num_workers", "holdout_streams", "grad_clip"):
+        for name in ("weight_decay", "warmup_steps", "num_workers", "holdout_streams", "grad_clip", "keep_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
@@ -494,6 +496,10 @@ def train(
             os.replace(current, old)
         os.replace(new, current)
         shutil.rmtree(old, ignore_errors=True)
+        if tc.keep_every and step % tc.keep_every == 0:
+            snapshot = run_dir / SNAPSHOTS_DIR / f"step-{step}"
+            shutil.rmtree(snapshot, ignore_errors=True)
+            save_checkpoint(snapshot, config.agent, model, {**asdict(tc), "preset": config.preset}, dataset_info, step, metrics)
 
     def emit(record: dict[str, Any]) -> None:
         if metrics_file is not None:
@@ -547,7 +553,8 @@ def train(
                 if val and (step % tc.eval_interval == 0 or step == tc.steps):
                     val_metrics = evaluate(model, val, dev, autocast)
                     emit({"step": step, **val_metrics})
-                if step % tc.ckpt_interval == 0 or step == end or stop.requested:
+                keep = tc.keep_every and step % tc.keep_every == 0
+                if step % tc.ckpt_interval == 0 or step == end or stop.requested or keep:
                     checkpoint(step, {**last, **val_metrics})
                 progress.update(task, completed=step)
                 if stop.requested:  # Ctrl-C or SIGTERM: stopped at a step boundary, with a checkpoint there

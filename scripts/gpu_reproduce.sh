@@ -4,7 +4,7 @@
 #
 #     bash scripts/gpu_reproduce.sh OUTDIR [--wheels DIR] [--root DIR] [--device cuda]
 #                                   [--budget paper|tiny] [--train-seconds 300] [--eval-seconds 150]
-#                                   [--agents ad,dicp-ad,dpt,dicp-dpt,idt,dicp-idt]
+#                                   [--agents ad,dicp-ad,dpt,dicp-dpt,idt,dicp-idt] [--keep-every N]
 #
 # Written for the GPU machine of a cluster: no network, its own Python (3.12) and CUDA torch.
 # It never installs torch: with --wheels DIR (made by scripts/fetch_wheels.sh --missing-on on a
@@ -25,7 +25,7 @@ set -euo pipefail
 usage="usage: bash scripts/gpu_reproduce.sh OUTDIR [--wheels DIR] [--root DIR] [--device cuda|cpu] [--budget paper|tiny] [--train-seconds N] [--eval-seconds N] [--agents a,b]"
 [ $# -ge 1 ] && [ "${1#-}" = "$1" ] || { echo "$usage" >&2; exit 2; }
 out="$(mkdir -p "$1" && cd "$1" && pwd)"; shift
-wheels="" root="" device=cuda budget=paper train_s=300 eval_s=150 agents="ad,dicp-ad,dpt,dicp-dpt,idt,dicp-idt"
+wheels="" root="" device=cuda budget=paper train_s=300 eval_s=150 agents="ad,dicp-ad,dpt,dicp-dpt,idt,dicp-idt" keep_every=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --wheels) wheels="$2"; shift 2 ;;
@@ -35,6 +35,7 @@ while [ $# -gt 0 ]; do
         --train-seconds) train_s="$2"; shift 2 ;;
         --eval-seconds) eval_s="$2"; shift 2 ;;
         --agents) agents="$2"; shift 2 ;;
+        --keep-every) keep_every="$2"; shift 2 ;;  # snapshots for benchmarks/bench_learning_curves.py
         *) echo "error: unknown option $1. $usage" >&2; exit 2 ;;
     esac
 done
@@ -71,7 +72,7 @@ t_dataset=$(now)
 IFS=, read -r -a agent_list <<< "$agents"
 train_args=(--dataset "$dataset" --root "$root" --device "$device" --out "$work/runs" --quiet)
 if [ "$budget" = paper ]; then
-    train_args+=(--time-budget "$train_s" --set train.num_workers=2)
+    train_args+=(--time-budget "$train_s" --set train.num_workers=2 --set "train.keep_every=$keep_every")
 else
     train_args+=(--steps 4 --set train.batch_size=4 --set train.num_workers=0 --set model.transformer.n_layer=1
                  --set model.n_transit=20 --set train.val_max_tasks=2 --set train.val_windows_per_task=2)

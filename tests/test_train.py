@@ -221,3 +221,13 @@ def test_a_signal_stops_at_a_step_boundary_and_the_resume_is_exact(signum: str, 
     assert resumed.step == 400 and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "lr" in line]
     assert steps == sorted(set(steps)) and steps[-1] == 400
+
+
+def test_keep_every_keeps_loadable_snapshots_for_learning_curves(tmp_path: Path, tiny_root: Path) -> None:
+    from icrl_bench.agents.checkpoint import load_checkpoint
+
+    result = run(tmp_path, tiny_root, "ad", overrides=["train.keep_every=3", "train.steps=7"])
+    snapshots = sorted(p.name for p in (result.run_dir / "snapshots").iterdir())
+    assert snapshots == ["step-3", "step-6"]
+    loaded = load_checkpoint(result.run_dir / "snapshots" / "step-6", "ad")
+    assert loaded.meta["step"] == 6 and not (result.run_dir / "snapshots" / "step-6" / "trainer_state.safetensors").exists()

@@ -1,0 +1,123 @@
+"""In-context return against training samples: when does in-context learning emerge, per layout?
+
+Evaluates every snapshot a training run kept (`--set train.keep_every=N` keeps the agent's weights
+in `snapshots/step-N/`) under the env's standard protocol, and reports the return at episodes 20
+and 50 (mean over test tasks, 95% bootstrap CI over seeds) against the windows seen so far. With
+two runs (say the official layout and the dense one) it prints, for a target return at episode
+50, the windows each needed to reach it and their ratio. Usage:
+
+    icrl-bench train --agent ad --dataset darkroom-v3 --preset laptop --set train.keep_every=1000 --threads 1
+    icrl-bench train --agent ad --dataset darkroom-v3 --device cuda --set train.keep_every=1000
+    python benchmarks/bench_learning_curves.py runs/ad-...-laptop-... runs/ad-...-paper-... --target 12.5
+
+Results: benchmarks/results/learning_curves.json and .png. These are test-goal numbers, for
+reporting only: no recipe is chosen by them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from machine_facts import machine_facts
+from rich.console import Console
+from rich.table import Table
+
+from icrl_bench.harness import evaluate
+from icrl_bench.reproduction import episode_cells
+from icrl_bench.train import SNAPSHOTS_DIR
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def run_label(run_dir: Path, run: dict) -> str:
+    layout = run["config"]["model"].get("layout", "dicp")
+    return f"{run['agent']} {layout} ({run['device']}, batch {run['config']['train']['batch_size']})"
+
+
+def sweep(run_dir: Path, env: str, seeds: list[int], episodes: int | None, tasks: int | None) -> dict:
+    run = json.loads((run_dir / "run.json").read_text())
+    snapshots = sorted((run_dir / SNAPSHOTS_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not snapshots:
+        raise SystemExit(f"{run_dir} kept no snapshots: train with --set train.keep_every=N")
+    n_transit = run["config"]["model"]["n_transit"]
+    dense = run["config"]["model"].get("layout", "dicp") == "dense"
+    points = []
+    for snapshot in snapshots:
+        step = int(snapshot.name.split("-")[1])
+        results = evaluate(run["agent"], snapshot, env, seeds, episodes, n_tasks=tasks)
+        cells = episode_cells(results, (20, 50))
+        windows = step * run["config"]["train"]["batch_size"]
+        points.append({"step": step, "windows": windows, "decisions": windows * (n_transit if dense else 1),
+                       **{f"ep{e}": {"mean": c.mean, "low": c.low, "high": c.high} for e, c in cells.items()}})
+    return {"run": run_dir.name, "label": run_label(run_dir, run), "agent": run["agent"], "points": points}
+
+
+def windows_to_reach(curve: dict, target: float, episode: str = "ep50") -> int | None:
+    return next((p["windows"] for p in curve["points"] if episode in p and p[episode]["mean"] >= target), None)
+
+
+def plot(curves: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for ax, episode in zip(axes, ("ep20", "ep50")):
+        if not any(episode in p for curve in curves for p in curve["points"]):
+            ax.set_title(f"no episode {episode[2:]} in these evaluations")
+            continue
+        for curve in curves:
+            pts = [p for p in curve["points"] if episode in p]
+            x = np.array([p["windows"] for p in pts])
+            mean = np.array([p[episode]["mean"] for p in pts])
+            (line,) = ax.plot(x, mean, "o-", label=curve["label"], markersize=3)
+            ax.fill_between(x, [p[episode]["low"] for p in pts], [p[episode]["high"] for p in pts], color=line.get_color(), alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("training windows")
+        ax.set_ylabel(f"return at episode {episode[2:]}")
+        ax.legend(fontsize=7)
+    fig.suptitle("In-context return vs training samples (test goals, 95% CI over seeds)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--env", default="darkroom")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--episodes", type=int)
+    parser.add_argument("--tasks", type=int)
+    parser.add_argument("--target", type=float, default=12.5, help="return at episode 50 to reach (AD's target on Darkroom)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "learning_curves")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    curves = [sweep(run, args.env, seeds, args.episodes, args.tasks) for run in args.runs]
+    table = Table(title=f"windows to reach return {args.target} at episode 50 on {args.env}")
+    for column in ("run", "snapshots", "best ep20", "best ep50", "windows to target"):
+        table.add_column(column)
+    for curve in curves:
+        reach = windows_to_reach(curve, args.target)
+        best = {e: max((p[e]["mean"] for p in curve["points"] if e in p), default=float("nan")) for e in ("ep20", "ep50")}
+        table.add_row(curve["label"], str(len(curve["points"])), f"{best['ep20']:.2f}", f"{best['ep50']:.2f}", f"{reach:,}" if reach else "not reached")
+    console = Console()
+    console.print(table)
+    reached = [windows_to_reach(c, args.target) for c in curves]
+    if len(curves) == 2 and all(reached):
+        console.print(f"ratio of windows to reach {args.target}: {reached[0] / reached[1]:.2f} ({curves[0]['label']} / {curves[1]['label']})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"machine": machine_facts(), "env": args.env, "seeds": seeds, "target": args.target,
+                                                         "curves": curves}, indent=1) + "\n")
+    plot(curves, args.out.with_suffix(".png"))
+    console.print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
