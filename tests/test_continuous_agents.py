@@ -330,7 +330,15 @@ def test_training_on_a_continuous_dataset(agent: str, continuous_root: Path, tmp
     assert resumed.step == 6 and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_grid_checkpoints_without_a_kind_still_load() -> None:
+def test_grid_checkpoints_without_a_kind_still_load(tmp_path: Path) -> None:
     """Checkpoints saved before continuous actions existed record no kind: they are discrete."""
-    loaded = load_checkpoint(Path(__file__).parents[1] / "baselines" / "darkroom" / "dicp-ad")
+    import json
+    import shutil
+
+    legacy = tmp_path / "dicp-ad"
+    shutil.copytree(Path(__file__).parents[1] / "baselines" / "darkroom" / "dicp-ad" / "checkpoint", legacy)
+    meta = json.loads((legacy / "checkpoint.json").read_text())
+    del meta["model_config"]["kind"]  # as the first checkpoints were written
+    (legacy / "checkpoint.json").write_text(json.dumps(meta))
+    loaded = load_checkpoint(legacy)
     assert "kind" not in loaded.meta["model_config"] and loaded.model.config.kind == "discrete"

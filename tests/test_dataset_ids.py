@@ -16,13 +16,13 @@ from icrl_bench.data.recipes import format_dataset_id, parse_dataset_id, resolve
 def test_resolve_then_parse_is_the_identity(family, preset, seed):
     plan = resolve(family, preset, seed=seed)
     assert parse_dataset_id(plan.dataset_id) == plan
-    assert plan.dataset_id.endswith("-v2") and plan.dataset_id.startswith(family)
+    assert plan.dataset_id.endswith("-v3") and plan.dataset_id.startswith(family)
 
 
 def test_ids_name_everything_that_changes_the_data():
     assert format_dataset_id("darkroom", 1) == "darkroom-v1"
-    assert format_dataset_id("darkroom", 2, "small", "sb3-ppo", 3) == "darkroom-small-sb3-ppo-seed3-v3"
-    assert parse_dataset_id("darkroom-v3") is None  # no recipe makes version 3
+    assert format_dataset_id("darkroom", 2, "small", "sb3-ppo", 3) == "darkroom-small-sb3-ppo-seed3-v2"
+    assert parse_dataset_id("darkroom-v4") is None  # no recipe makes version 4
     assert parse_dataset_id("darkroom-huge-v1") is None
     assert parse_dataset_id("Darkroom_v1") is None
     assert parse_dataset_id("darkroom-permuted-small-v3").family == "darkroom-permuted"

@@ -80,7 +80,7 @@ def test_corrupt_or_foreign_directories_are_named_not_crashed_on(tmp_path):
 
 def test_unknown_ids_suggest_close_local_ones_or_the_build_command(tiny_root):
     with pytest.raises(IcrlBenchError, match="Did you mean 'darkroom-tiny-v3'"):
-        load_dataset("darkroom-tiny-v3", root=tiny_root)
+        load_dataset("darkroom-tiny-v1", root=tiny_root)
     with pytest.raises(IcrlBenchError, match="build it with `icrl-bench build-dataset darkroom --preset small`"):
         load_dataset("darkroom-small-v3", root=tiny_root)
     with pytest.raises(IcrlBenchError, match="--preset small --seed 3"):
