@@ -134,15 +134,24 @@ class EntryModel(_Closed):
 # --- validation --------------------------------------------------------------------------------
 
 
+MAX_ENTRY_BYTES = 4 << 20  # the largest protocol (Meta-World ML1, 50 tasks x 3 seeds x 2,000 episodes) writes ~1 MB
+TRAINED_AGENTS = ("ad", "dpt", "idt", "dicp-ad", "dicp-dpt", "dicp-idt")  # their entries must name checkpoint and dataset
+
+
 def load_entry(path: str | os.PathLike) -> dict:
     """Read a results/entry JSON file, or fail in one line."""
     path = Path(path)
     if not path.is_file():
         raise IcrlBenchError(f"no results file at {path}; make one with `icrl-bench evaluate --agent NAME`.")
+    if path.stat().st_size > MAX_ENTRY_BYTES:
+        raise IcrlBenchError(f"{path} is {path.stat().st_size:,} bytes, more than an evaluation writes ({MAX_ENTRY_BYTES:,}); "
+                             "submit the file `icrl-bench evaluate` wrote.")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise IcrlBenchError(f"{path} is not valid JSON ({err}); submit the file `icrl-bench evaluate` wrote.") from None
+    except RecursionError:
+        raise IcrlBenchError(f"{path} nests too deeply to be a results document; submit the file `icrl-bench evaluate` wrote.") from None
     if not isinstance(data, dict):
         raise IcrlBenchError(f"{path} is not a results document (a JSON object), got {type(data).__name__}.")
     return data
@@ -192,12 +201,25 @@ def validate(data: dict, where: str = "entry") -> tuple[EntryModel, EvalProtocol
         success = _curve(entry.curves.success, shape)
         if success is None or not np.isin(success, (0, 1)).all():
             raise IcrlBenchError(f"{where}: curves.success must be 0/1 of shape {shape}.")
-    if entry.agent.dataset_hash is not None:
-        known = known_dataset_hashes()
-        if entry.agent.dataset_hash not in known:
+    agent = entry.agent
+    if agent.name in TRAINED_AGENTS or agent.checkpoint_hash is not None:
+        missing = [k for k in ("checkpoint_hash", "dataset_id", "dataset_hash") if not re.fullmatch(HASH_OR_ID[k], getattr(agent, k) or "")]
+        if missing:
             raise IcrlBenchError(
-                f"{where}: dataset hash {entry.agent.dataset_hash[:12]} ({entry.agent.dataset_id}) is not a known dataset "
+                f"{where}: a trained agent's entry must carry its provenance, and {', '.join(f'agent.{k}' for k in missing)} "
+                "is missing or malformed; submit the file `icrl-bench evaluate` wrote."
+            )
+    if agent.dataset_hash is not None:
+        known = known_datasets()
+        if agent.dataset_hash not in known.values():
+            raise IcrlBenchError(
+                f"{where}: dataset hash {agent.dataset_hash[:12]} ({agent.dataset_id}) is not a known dataset "
                 f"(not built under {data_root() / 'datasets'} nor listed in the dataset catalog); build or download it first."
+            )
+        if known.get(agent.dataset_id) not in (None, agent.dataset_hash):
+            raise IcrlBenchError(
+                f"{where}: dataset hash {agent.dataset_hash[:12]} is not that of {agent.dataset_id} "
+                f"({known[agent.dataset_id][:12]}); the checkpoint names another dataset than the one it was trained on."
             )
     recomputed = protocol.summarize(returns, success)
     problems = metrics.compare_summaries(data["summary"], recomputed)
@@ -225,13 +247,16 @@ def _tasks_sha256(protocol: EvalProtocol, params: list[list[float]], where: str)
         raise IcrlBenchError(f"{where}: test_tasks.params are malformed ({err}).") from None
 
 
-def known_dataset_hashes(root: str | os.PathLike | None = None, catalog: Path | None = None) -> set[str]:
-    """Content hashes of the datasets built under the data root and of those in the catalog.
+HASH_OR_ID = {"checkpoint_hash": r"[0-9a-f]{64}", "dataset_hash": r"[0-9a-f]{64}", "dataset_id": r"[a-z0-9]+(?:-[a-z0-9]+)*-v[0-9]+"}
+
+
+def known_datasets(root: str | os.PathLike | None = None, catalog: Path | None = None) -> dict[str, str]:
+    """Dataset id -> content hash, for the datasets built under the data root and those in the catalog.
 
     Read straight from each store's `zarr.json` (the manifest lives in the group attributes), so
     no Zarr or torch import is needed.
     """
-    hashes: set[str] = set()
+    known: dict[str, str] = {}
     directory = data_root(root) / "datasets"
     for meta in sorted(directory.glob("*/zarr.json")) if directory.is_dir() else []:
         try:
@@ -239,20 +264,14 @@ def known_dataset_hashes(root: str | os.PathLike | None = None, catalog: Path | 
         except (OSError, json.JSONDecodeError):
             continue
         if isinstance(manifest, dict) and isinstance(manifest.get("content_hash"), str):
-            hashes.add(manifest["content_hash"])
+            known[str(manifest.get("dataset_id", meta.parent.name))] = manifest["content_hash"]
     catalog = catalog_path(catalog)
     if catalog.is_file():
-        hashes |= set(_hashes_in(yaml.safe_load(catalog.read_text())))
-    return hashes
-
-
-def _hashes_in(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        found = [v for k, v in node.items() if k in ("content_hash", "hash") and isinstance(v, str)]
-        return found + [h for v in node.values() for h in _hashes_in(v)]
-    if isinstance(node, list):
-        return [h for v in node for h in _hashes_in(v)]
-    return []
+        entries = (yaml.safe_load(catalog.read_text()) or {}).get("datasets") or {}
+        for dataset_id, entry in entries.items():
+            if isinstance(entry, dict) and isinstance(entry.get("content_hash"), str):
+                known.setdefault(str(dataset_id), entry["content_hash"])
+    return known
 
 
 # --- storage -----------------------------------------------------------------------------------
@@ -365,6 +384,11 @@ class Rendered:
     plots: list[Path]
 
 
+def _markdown_cell(text: str) -> str:
+    """A table cell that neither ends the cell (`|`), breaks the row (newlines) nor carries raw HTML."""
+    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+
+
 def render(leaderboard_dir: str | os.PathLike | None = None) -> Rendered:
     """Write `README.md`, `index.html` and one learning-curve plot per protocol."""
     directory = Path(leaderboard_dir or DEFAULT_DIR)
@@ -391,7 +415,7 @@ def render(leaderboard_dir: str | os.PathLike | None = None) -> Rendered:
             for rank, e in enumerate(entries, 1)
         ]
         markdown += [f"## {name}\n", intro + "\n", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        markdown += ["| " + " | ".join(row) + " |" for row in rows]
+        markdown += ["| " + " | ".join(_markdown_cell(cell) for cell in row) + " |" for row in rows]
         markdown += ["", f"![{name} learning curves](plots/{plot.name})", ""]
         png = base64.b64encode(plot.read_bytes()).decode()
         table = "".join(f"<th>{html.escape(c)}</th>" for c in columns)

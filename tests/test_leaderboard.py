@@ -197,3 +197,49 @@ def test_the_leaderboard_and_metrics_never_import_torch():
 
     code = "import sys, icrl_bench, icrl_bench.leaderboard, icrl_bench.metrics, icrl_bench.protocols; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_provenance_is_required_and_must_name_the_right_dataset(tmp_path, monkeypatch):
+    """Entries without checkpoint/dataset hashes, or with another known dataset's hash, were accepted."""
+    import yaml
+
+    from icrl_bench import leaderboard
+    from icrl_bench.errors import IcrlBenchError
+
+    shipped = json.loads(next(Path(leaderboard.DEFAULT_DIR, "entries").glob("darkroom-v1--ad--*.json")).read_text())
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump({"datasets": {
+        shipped["agent"]["dataset_id"]: {"build": "x", "content_hash": shipped["agent"]["dataset_hash"]},
+        "darkroom-small-v3": {"build": "y", "content_hash": "b" * 64},
+    }}))
+    monkeypatch.setenv("ICRL_BENCH_CATALOG", str(catalog))
+    leaderboard.validate(shipped)  # as shipped: fine
+    for key in ("checkpoint_hash", "dataset_hash", "dataset_id"):
+        stripped = json.loads(json.dumps(shipped))
+        stripped["agent"][key] = None
+        with pytest.raises(IcrlBenchError, match=f"must carry its provenance.*agent.{key}"):
+            leaderboard.validate(stripped)
+    swapped = json.loads(json.dumps(shipped))
+    swapped["agent"]["dataset_hash"] = "b" * 64  # a known hash, but darkroom-small-v3's
+    with pytest.raises(IcrlBenchError, match="is not that of darkroom-v3"):
+        leaderboard.validate(swapped)
+
+
+def test_oversized_and_deeply_nested_files_are_one_line_errors(tmp_path):
+    from icrl_bench import leaderboard
+    from icrl_bench.errors import IcrlBenchError
+
+    big = tmp_path / "big.json"
+    big.write_text('{"pad": "' + "x" * (leaderboard.MAX_ENTRY_BYTES + 1) + '"}')
+    with pytest.raises(IcrlBenchError, match="more than an evaluation writes"):
+        leaderboard.load_entry(big)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(IcrlBenchError, match="nests too deeply"):
+        leaderboard.load_entry(deep)
+
+
+def test_rendered_markdown_escapes_what_an_agent_name_carries():
+    from icrl_bench.leaderboard import _markdown_cell
+
+    assert _markdown_cell("<img src=x onerror=alert(1)>|evil\nrow") == "&lt;img src=x onerror=alert(1)&gt;\\|evil row"
