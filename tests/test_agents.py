@@ -265,3 +265,20 @@ def test_dense_layout_is_refused_where_it_is_not_implemented() -> None:
             model_config(agent, {**(SMALL_IDT if agent == "idt" else SMALL), "layout": "dense"})
     with pytest.raises(IcrlBenchError, match="layout must be one of dicp, dense"):
         model_config("ad", {**SMALL, "layout": "sparse"})
+
+
+def test_an_edited_checkpoint_json_is_refused(tmp_path: Path) -> None:
+    """The JSON sidecar was covered by no hash: n_transit could be edited, or the env removed."""
+    import json
+
+    model = small_model("dicp-ad")
+    save_checkpoint(tmp_path / "ckpt", "dicp-ad", model, {"lr": 0.01}, {"id": "darkroom-tiny-v3", "content_hash": "a" * 64, "env": "darkroom"}, 3)
+    assert load_checkpoint(tmp_path / "ckpt").meta["step"] == 3
+    for edit in (lambda m: m["model_config"].update(n_transit=9), lambda m: m["dataset"].pop("env")):
+        shutil.rmtree(tmp_path / "edited", ignore_errors=True)
+        shutil.copytree(tmp_path / "ckpt", tmp_path / "edited")
+        meta = json.loads((tmp_path / "edited" / "checkpoint.json").read_text())
+        edit(meta)
+        (tmp_path / "edited" / "checkpoint.json").write_text(json.dumps(meta))
+        with pytest.raises(IcrlBenchError, match="was changed after its weights were saved"):
+            load_checkpoint(tmp_path / "edited")

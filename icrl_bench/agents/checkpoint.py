@@ -7,12 +7,14 @@ A training run keeps its latest checkpoint in <run>/checkpoint/:
                               hash, step, provenance (code version), and the weights' sha256
 
 The sha256 makes a tampered or half-copied weights file an error instead of a silently different
-agent. Files are written under temporary names and renamed, JSON last, so an interrupted save
+agent; the JSON's own hash sits in the weights file's header, so an edited JSON (another
+n_transit, a removed env) is refused too (checkpoints written before that binding load as before). Files are written under temporary names and renamed, JSON last, so an interrupted save
 leaves the previous checkpoint whole.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from icrl_bench.agents.models import build_model, model_config, model_spec
@@ -35,10 +37,19 @@ FORMAT = "icrl-bench-checkpoint"
 FORMAT_VERSION = 1
 
 
-def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path) -> str:
+META_BINDING_KEY = "icrl_bench.meta_sha256"
+
+
+def meta_binding(meta: dict[str, Any]) -> str:
+    """sha256 of the checkpoint JSON's canonical form, less the weights' own hash (which covers it)."""
+    bound = {k: v for k, v in meta.items() if k != "weights_sha256"}
+    return hashlib.sha256(json.dumps(bound, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> str:
     """Write tensors to `path` via a temporary file; returns the file's sha256."""
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     digest = file_sha256(tmp)
     os.replace(tmp, path)
     return digest
@@ -56,7 +67,6 @@ def save_checkpoint(
     """Save `model` (the network of agent `agent`) and its metadata; returns the JSON's path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    digest = save_tensors_atomic(model.state_dict(), directory / WEIGHTS_FILE)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -67,9 +77,11 @@ def save_checkpoint(
         "step": step,
         "metrics": metrics or {},
         "weights_file": WEIGHTS_FILE,
-        "weights_sha256": digest,
         "provenance": provenance(),
     }
+    # The JSON is bound to the weights: its hash goes into the weights file's header, whose sha256 the JSON holds.
+    meta = json.loads(json.dumps(meta))  # exactly what the file will hold (tuples as lists)
+    meta["weights_sha256"] = save_tensors_atomic(model.state_dict(), directory / WEIGHTS_FILE, {META_BINDING_KEY: meta_binding(meta)})
     write_json_atomic(directory / META_FILE, meta, indent=2, sort_keys=True)
     return directory / META_FILE
 
@@ -116,6 +128,16 @@ def load_checkpoint(checkpoint: str | os.PathLike, agent: str | None = None, map
     if file_sha256(weights) != meta.get("weights_sha256"):
         raise IcrlBenchError(
             f"{weights} does not match the sha256 in {meta_path.name}: the file was modified or partly copied; copy the checkpoint again."
+        )
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise IcrlBenchError(f"{weights} is not a readable safetensors file ({err}).") from None
+    if META_BINDING_KEY in header and header[META_BINDING_KEY] != meta_binding(meta):
+        raise IcrlBenchError(
+            f"{meta_path} was changed after its weights were saved (its hash is bound into {weights.name}): "
+            "the network would be rebuilt from other settings than it was trained with; copy the checkpoint again."
         )
     config = model_config(spec.name, meta["model_config"])
     model = build_model(spec.name, config)
