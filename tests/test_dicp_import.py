@@ -95,8 +95,39 @@ def test_wrong_layouts_are_one_line_errors_and_publish_nothing(tmp_path, edit, m
 
 def test_a_file_from_another_env_is_refused(tmp_path):
     write_official_file(tmp_path / "h.hdf5", "darkroom-permuted", n_tasks=3)
-    with pytest.raises(IcrlBenchError, match="disagree with darkroom's dynamics"):
+    with pytest.raises(IcrlBenchError, match="disagrees with darkroom's dynamics"):
         import_dicp_hdf5(tmp_path / "h.hdf5", "darkroom", root=tmp_path)
+
+
+def _edit(path: Path, task: str, key: str, change) -> None:
+    with h5py.File(path, "r+") as f:
+        values = f[task][key][()]
+        change(values)
+        f[task][key][...] = values
+
+
+def test_every_transition_is_replayed_against_the_dynamics(tmp_path):
+    """Once only next states were checked: a flipped reward or a Darkroom file imported as
+    Dark Key-to-Door (movement is identical) went through."""
+    truth = write_official_file(tmp_path / "ok.hdf5", "darkroom", n_tasks=2, n_streams=3, n_steps=60)
+    import shutil
+
+    flipped = tmp_path / "flipped.hdf5"
+    shutil.copy(tmp_path / "ok.hdf5", flipped)
+    rewards = truth[1]["rewards"]
+    stream, step = map(int, np.argwhere(rewards == 0)[5])  # a step away from the goal
+    _edit(flipped, "1", "rewards", lambda r: r.__setitem__((step, stream), 1))
+    with pytest.raises(IcrlBenchError, match=f"group 1, stream {stream}, step {step}: the reward disagrees"):
+        import_dicp_hdf5(flipped, "darkroom", root=tmp_path / "a")
+    with pytest.raises(IcrlBenchError, match="disagrees with dark-key-to-door's dynamics"):
+        import_dicp_hdf5(tmp_path / "ok.hdf5", "dark-key-to-door", root=tmp_path / "b")
+    moved = tmp_path / "moved.hdf5"
+    shutil.copy(tmp_path / "ok.hdf5", moved)
+    _edit(moved, "0", "states", lambda s: s.__setitem__((7, 2), (s[7, 2] + 1) % 9))  # a state that no action reached
+    with pytest.raises(IcrlBenchError, match="group 0, stream 2, step 7: the state disagrees"):
+        import_dicp_hdf5(moved, "darkroom", root=tmp_path / "c")
+    assert not (tmp_path / "a" / "datasets").exists() or not any((tmp_path / "a" / "datasets").iterdir())
+    import_dicp_hdf5(tmp_path / "ok.hdf5", "darkroom", root=tmp_path / "d")  # the untouched file imports
 
 
 def test_not_hdf5_missing_file_and_existing_id(tmp_path):

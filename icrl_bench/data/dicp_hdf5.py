@@ -27,7 +27,6 @@ from icrl_bench.data.build import BuildResult, complete_history, datasets_dir, f
 from icrl_bench.data.recipes import check_dataset_id
 from icrl_bench.data.schema import grid_world_arrays
 from icrl_bench.envs import get_family
-from icrl_bench.envs.grid import move
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import file_sha256
 from icrl_bench.paths import data_root, ensure_writable
@@ -144,11 +143,37 @@ def _convert_task(group: Any, family, params: np.ndarray, path: Path, task: int)
     file_next = np.swapaxes(group["next_states"][()], 0, 1)
     if action.min() < 0 or action.max() > 4 or obs.min() < 0 or obs.max() > 8:
         raise IcrlBenchError(f"{path}: group {task} holds actions or cells outside the 9x9 grid world's range.")
-    env = family.batched(params[None])
-    effective = env.perm[0][torch.as_tensor(action, dtype=torch.long)]
-    next_obs = move(torch.as_tensor(obs, dtype=torch.long), effective).numpy()
-    if not np.array_equal(next_obs[~done], file_next[~done]):
-        raise IcrlBenchError(
-            f"{path}: group {task}'s next_states disagree with {family.name}'s dynamics; was the file collected on another env?"
-        )
+    next_obs = _replay(family, params, obs, action, reward, done, file_next, path, task)
     return {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs, "done": done}
+
+
+def _replay(family, params: np.ndarray, obs, action, reward, done, file_next, path: Path, task: int) -> np.ndarray:
+    """Run every stream's actions through the env from each episode's start and compare each step
+    (state, reward, end of episode, and the file's next state where the episode goes on); returns the
+    true next cells [S, T, 2]. Dark Key-to-Door's key possession is tracked along each episode by the env.
+
+    The one thing no replay can check: an episode's last action when it changes neither the reward
+    nor anything recorded (the file's next state there is SB3's reset cell, not where the action led).
+    """
+    n_streams, n_steps = action.shape
+    env = family.batched(np.repeat(params[None], n_streams, axis=0))
+    state = env.reset().numpy()
+    true_next = np.empty_like(obs)
+    for t in range(n_steps):
+        step = env.step(torch.as_tensor(action[:, t], dtype=torch.long))
+        true_next[:, t] = step.next_obs.numpy()
+        checks = {
+            "state": (obs[:, t] != state).any(-1),
+            "reward": reward[:, t] != step.reward.numpy(),
+            "episode end": done[:, t] != step.done.numpy(),
+            "next state": ~done[:, t] & (file_next[:, t] != true_next[:, t]).any(-1),
+        }
+        for what, wrong in checks.items():
+            if wrong.any():
+                stream = int(np.flatnonzero(wrong)[0])
+                raise IcrlBenchError(
+                    f"{path}: group {task}, stream {stream}, step {t}: the {what} disagrees with {family.name}'s dynamics "
+                    "(replayed from the episode's start); was the file collected on another env, or edited?"
+                )
+        state = step.obs.numpy()
+    return true_next
