@@ -440,6 +440,7 @@ def train(
     dataset_info = {"id": ds.dataset_id, "content_hash": ds.manifest["content_hash"], "env": ds.manifest["env"],
                     "root": str(root) if root is not None else None}
 
+    made_by = provenance()  # the code that runs in this process, also for checkpoints saved later
     torch.manual_seed(tc.seed)
     model = build_model(config.agent, config.model).to(dev)
     optimizer = make_optimizer(model, tc)
@@ -451,7 +452,7 @@ def train(
             run_dir.mkdir(parents=True, exist_ok=False)
             write_json_atomic(run_dir / RUN_FILE, {"agent": config.agent, "env": config.env, "preset": preset, "dataset": dataset_info,
                                                    "config": config.to_dict(), "overrides": list(overrides or []), "device": str(dev),
-                                                   "world_size": world, "provenance": provenance()}, indent=2, sort_keys=True)
+                                                   "world_size": world, "provenance": made_by}, indent=2, sort_keys=True)
             if on_run_dir is not None:
                 on_run_dir(run_dir)
     else:
@@ -489,7 +490,7 @@ def train(
             return
         new, current, old = run_dir / f"{CHECKPOINT_DIR}.new", run_dir / CHECKPOINT_DIR, run_dir / f"{CHECKPOINT_DIR}.old"
         shutil.rmtree(new, ignore_errors=True)
-        save_checkpoint(new, config.agent, model, {**asdict(tc), "preset": config.preset}, dataset_info, step, metrics)
+        save_checkpoint(new, config.agent, model, {**asdict(tc), "preset": config.preset}, dataset_info, step, metrics, made_by)
         save_trainer_state(new, step, optimizer, dev)
         if current.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -499,7 +500,7 @@ def train(
         if tc.keep_every and step % tc.keep_every == 0:
             snapshot = run_dir / SNAPSHOTS_DIR / f"step-{step}"
             shutil.rmtree(snapshot, ignore_errors=True)
-            save_checkpoint(snapshot, config.agent, model, {**asdict(tc), "preset": config.preset}, dataset_info, step, metrics)
+            save_checkpoint(snapshot, config.agent, model, {**asdict(tc), "preset": config.preset}, dataset_info, step, metrics, made_by)
 
     def emit(record: dict[str, Any]) -> None:
         if metrics_file is not None:

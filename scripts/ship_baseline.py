@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--command", help="the command that made the run (default: rebuilt from run.json)")
     parser.add_argument("--hardware", help="where it trained (default: from run.json's device)")
     parser.add_argument("--note", default="", help="a line on how this run was chosen or made, added to the README")
+    parser.add_argument("--to", type=Path, help="folder to ship to (default: baselines/<env>/<agent>/, the agent's default checkpoint)")
     args = parser.parse_args()
     run = json.loads((args.run_dir / "run.json").read_text())
     checkpoint = json.loads((args.run_dir / "checkpoint" / "checkpoint.json").read_text())
@@ -38,8 +39,10 @@ def main() -> None:
     )
     hardware = args.hardware or ("2-core CPU shared with other jobs" if run["device"] == "cpu" else run["device"])
     budget = run.get("time_budget")
+    out = args.to or REPO / "baselines" / env / agent
+    default_line = (f"`icrl-bench evaluate --agent {agent} --env {env}` uses this checkpoint by default." if args.to is None
+                    else f"Evaluate it with `icrl-bench evaluate --agent {agent} --env {env} --checkpoint {out.resolve().relative_to(REPO)}`.")
     fitted = (f" (fitted by --time-budget {budget['seconds']:g} s from the config's {budget['config_steps']:,} steps)" if budget else "")
-    out = REPO / "baselines" / env / agent
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
     for name in ("checkpoint.json", checkpoint["weights_file"]):
         shutil.copy2(args.run_dir / "checkpoint" / name, out / "checkpoint" / name)
@@ -61,7 +64,7 @@ Made by the project's own command (`{args.run_dir.name}`):
 - optimizer state is not shipped (a run directory has it; `--resume` needs it)
 {('- ' + args.note) if args.note else ''}
 
-`icrl-bench evaluate --agent {agent} --env {env}` uses this checkpoint by default.
+{default_line}
 """
     )
     print(f"shipped {args.run_dir} to {out}")

@@ -63,8 +63,13 @@ def save_checkpoint(
     dataset: dict[str, Any],
     step: int,
     metrics: dict[str, float] | None = None,
+    made_by: dict[str, Any] | None = None,
 ) -> Path:
-    """Save `model` (the network of agent `agent`) and its metadata; returns the JSON's path."""
+    """Save `model` (the network of agent `agent`) and its metadata; returns the JSON's path.
+
+    `made_by`: the provenance of the process that trained it (default: taken now). A trainer
+    passes the one it took at its start: the code that ran, not the checkout at save time.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -77,7 +82,7 @@ def save_checkpoint(
         "step": step,
         "metrics": metrics or {},
         "weights_file": WEIGHTS_FILE,
-        "provenance": provenance(),
+        "provenance": made_by or provenance(),
     }
     # The JSON is bound to the weights: its hash goes into the weights file's header, whose sha256 the JSON holds.
     meta = json.loads(json.dumps(meta))  # exactly what the file will hold (tuples as lists)
