@@ -188,6 +188,11 @@ def load_run_config(agent: str, env: str, preset: str | None = None, config_path
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise IcrlBenchError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise IcrlBenchError(f"{path} must be a mapping of agent, env, model, train, presets; it is a {type(raw).__name__}.")
+    for key in ("model", "train", "presets"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise IcrlBenchError(f"{path}: `{key}` must be a mapping of settings, not a {type(raw[key]).__name__}.")
     if raw.get("agent", agent) != agent:
         raise IcrlBenchError(f"{path} is a config for agent {raw.get('agent')!r}, not {agent!r}.")
     if raw.get("env", baseline_env(env)) not in (env, baseline_env(env)):
@@ -406,12 +411,16 @@ def train(
         run_dir = Path(resume)
         if not (run_dir / RUN_FILE).is_file():
             raise IcrlBenchError(f"{run_dir} is not a training run directory (no {RUN_FILE}).")
-        run_meta = json.loads((run_dir / RUN_FILE).read_text())
-        recorded = run_meta["config"]  # the run's own configs, not today's YAML
-        config = RunConfig(agent=run_meta["agent"], env=run_meta["env"], preset=run_meta["preset"],
-                           model=model_config(run_meta["agent"], recorded["model"]), train=TrainConfig(**recorded["train"]),
-                           source=recorded.get("source", ""))
-        dataset, root = run_meta["dataset"]["id"], run_meta["dataset"].get("root") if root is None else root
+        try:
+            run_meta = json.loads((run_dir / RUN_FILE).read_text())
+            recorded = run_meta["config"]  # the run's own configs, not today's YAML
+            config = RunConfig(agent=run_meta["agent"], env=run_meta["env"], preset=run_meta["preset"],
+                               model=model_config(run_meta["agent"], recorded["model"]), train=TrainConfig(**recorded["train"]),
+                               source=recorded.get("source", ""))
+            dataset, root = run_meta["dataset"]["id"], run_meta["dataset"].get("root") if root is None else root
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise IcrlBenchError(f"{run_dir / RUN_FILE} is not a readable run record ({type(err).__name__}: {err}); "
+                                 "start a new run instead of resuming this one.") from None
     else:
         if agent is None or dataset is None:
             raise IcrlBenchError("pass --agent and --dataset (or --resume RUN_DIR).")

@@ -1,0 +1,114 @@
+"""Every command, fed bad input as a hostile user would: exit code 1 or 2, one line, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from icrl_bench.cli import app
+
+
+def _files(tmp: Path) -> dict[str, str]:
+    """Bad files of every kind the commands read."""
+    (tmp / "garbage.json").write_text("{not json")
+    (tmp / "list.json").write_text("[1, 2, 3]")
+    (tmp / "empty.json").write_text("{}")
+    (tmp / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp / "model-list.yaml").write_text("agent: ad\nenv: darkroom\nmodel: [1, 2]\n")
+    (tmp / "train-list.yaml").write_text("agent: ad\nenv: darkroom\ntrain: [1, 2]\n")
+    (tmp / "typed.yaml").write_text("agent: ad\nenv: darkroom\ntrain: {lr: fast}\n")
+    (tmp / "not.hdf5").write_text("plain text")
+    (tmp / "run").mkdir()
+    (tmp / "run" / "run.json").write_text("{garbage")
+    (tmp / "afile").write_text("x")
+    return {name: str(tmp / name) for name in ("garbage.json", "list.json", "empty.json", "list.yaml", "model-list.yaml",
+                                               "train-list.yaml", "typed.yaml", "not.hdf5", "run", "afile")}
+
+
+CASES = [
+    ["build-dataset", "darkroomm"],
+    ["build-dataset", "darkroom", "--preset", "huge"],
+    ["build-dataset", "darkroom", "--workers", "0"],
+    ["build-dataset", "darkroom", "--source", "dqn"],
+    ["build-dataset", "darkroom", "--device", "tpu"],
+    ["build-dataset", "metaworld-ml1", "--task", "reachh"],
+    ["build-dataset", "darkroom", "--seed", "abc"],
+    ["datasets", "info", "nope-v1"],
+    ["datasets", "info", "../../etc-v1"],
+    ["datasets", "info", "darkroom-v3", "--tasks", "x"],
+    ["datasets", "verify", "/etc"],
+    ["datasets", "verify", "Bad Id"],
+    ["datasets", "delete", "../x", "--yes"],
+    ["datasets", "delete", "nope-v1", "--yes"],
+    ["datasets", "import", "{not.hdf5}", "--env", "darkroom"],
+    ["datasets", "import", "{afile}", "--env", "nowhere"],
+    ["datasets", "import", "/no/such.hdf5", "--env", "darkroom"],
+    ["datasets", "import", "{not.hdf5}", "--env", "darkroom", "--id", "../../x"],
+    ["datasets", "export", "nope-v1", "--out", "{afile}"],
+    ["datasets", "push", "nope-v1", "--repo", "./somewhere"],
+    ["datasets", "push", "darkroom-tiny-v3", "--repo", "not a repo!"],
+    ["datasets", "download", "::::"],
+    ["datasets", "download", "nope-v1"],
+    ["datasets", "download", "org/name@v1", "--hash", "xyz"],
+    ["train"],
+    ["train", "--agent", "add", "--dataset", "darkroom-tiny-v3"],
+    ["train", "--agent", "ad", "--dataset", "nope-v1"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--preset", "gpu"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--steps", "0"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--threads", "0"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--device", "cuda:99"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--set", "lr=1"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--set", "train.nope=1"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--set", "model.layout=sparse"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--time-budget", "-5"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{garbage.json}"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{list.yaml}"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{model-list.yaml}"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{train-list.yaml}"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{typed.yaml}"],
+    ["train", "--resume", "{run}"],
+    ["train", "--resume", "/no/such/run"],
+    ["evaluate", "--agent", "nope"],
+    ["evaluate", "--agent", "ad", "--env", "mars"],
+    ["evaluate", "--agent", "ad", "--checkpoint", "/no/such"],
+    ["evaluate", "--agent", "random", "--seeds", "a,b"],
+    ["evaluate", "--agent", "random", "--episodes", "0"],
+    ["evaluate", "--agent", "random", "--beam", "3"],
+    ["evaluate", "--agent", "random", "--threads", "0"],
+    ["evaluate", "--agent", "random", "--set", "=1"],
+    ["evaluate", "--agent", "no.such.module:Agent"],
+    ["evaluate", "--agent", "random", "--env", "darkroom/v99"],
+    ["leaderboard", "submit", "{garbage.json}"],
+    ["leaderboard", "submit", "{list.json}"],
+    ["leaderboard", "submit", "{empty.json}"],
+    ["leaderboard", "submit", "/no/such.json"],
+    ["leaderboard", "verify", "{empty.json}"],
+    ["leaderboard", "show", "--env", "mars"],
+    ["reproduce", "mars"],
+    ["reproduce", "darkroom", "--agents", "ad,nope"],
+    ["reproduce", "darkroom", "--budget", "infinite"],
+    ["agents", "frobnicate"],
+]
+
+
+@pytest.mark.parametrize("argv", CASES, ids=[" ".join(c)[:60] for c in CASES])
+def test_bad_input_is_one_line_without_a_traceback(argv, tmp_path, tiny_root):
+    files = _files(tmp_path)
+    args = [a.format(**{k.replace(".", "_"): v for k, v in files.items()}) if "{" in a else a for a in
+            [a.replace(".json}", "_json}").replace(".yaml}", "_yaml}").replace(".hdf5}", "_hdf5}") for a in argv]]
+    if args[0] in ("datasets", "train", "build-dataset") and "--root" not in args and args[:2] != ["datasets", "download"]:
+        args += ["--root", str(tiny_root)] if args[0] != "build-dataset" else ["--root", str(tmp_path / "root")]
+    result = CliRunner().invoke(app, args, catch_exceptions=True)
+    output = result.output.strip()
+    assert result.exit_code in (1, 2), (args, result.exit_code, output, repr(result.exception))
+    assert result.exception is None or isinstance(result.exception, SystemExit), (args, repr(result.exception))
+    assert "Traceback" not in output, (args, output)
+    if result.exit_code == 1:  # ours; exit 2 is click's usage message
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), (args, output)
+
+
+def test_the_table_is_large():
+    assert len(CASES) >= 50
