@@ -339,6 +339,8 @@ def evaluate_cmd(
     from icrl_bench.harness import evaluate, save_results
     from icrl_bench.reporting import results_table
 
+    if out.exists() and not out.is_dir():
+        raise IcrlBenchError(f"--out {out} is a file; give a directory for the results JSON and plot.")
     seed_list = _parse_seeds(seeds)
     settings = _parse_settings(set_ or [])
     if samples is not None:

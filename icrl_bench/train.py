@@ -90,6 +90,14 @@ class TrainConfig:
     val_windows_per_task: int = 16
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # YAML hands over strings as readily as numbers: name the key
+            value = getattr(self, f.name)
+            if f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{f.name} must be a number, got {value!r}")
+            if f.type == "int" and value != int(value):
+                raise ValueError(f"{f.name} must be a whole number, got {value!r}")
+        if not isinstance(self.betas, (list, tuple)) or not all(isinstance(b, (int, float)) for b in self.betas):
+            raise ValueError(f"betas must be two numbers, got {self.betas!r}")
         self.betas = tuple(self.betas)
         positive = ("lr", "batch_size", "steps", "log_interval", "eval_interval", "ckpt_interval", "pool_size", "refresh_every")
         for name in positive:

@@ -80,6 +80,7 @@ CASES = [
     ["evaluate", "--agent", "random", "--set", "=1"],
     ["evaluate", "--agent", "no.such.module:Agent"],
     ["evaluate", "--agent", "random", "--env", "darkroom/v99"],
+    ["evaluate", "--agent", "random", "--out", "{afile}"],
     ["leaderboard", "submit", "{garbage.json}"],
     ["leaderboard", "submit", "{list.json}"],
     ["leaderboard", "submit", "{empty.json}"],

@@ -168,6 +168,10 @@ def test_set_overrides_apply_are_validated_and_recorded(tmp_path: Path, tiny_roo
         run(tmp_path, tiny_root, "ad", overrides=["lr=1"])
     with pytest.raises(IcrlBenchError, match="lr must be > 0"):
         run(tmp_path, tiny_root, "ad", overrides=["train.lr=0"])
+    with pytest.raises(IcrlBenchError, match="lr must be a number, got 'fast'"):
+        run(tmp_path, tiny_root, "ad", overrides=["train.lr=fast"])
+    with pytest.raises(IcrlBenchError, match="batch_size must be a whole number, got 2.5"):
+        run(tmp_path, tiny_root, "ad", overrides=["train.batch_size=2.5"])
 
 
 def test_time_budget_fits_the_total_steps_and_the_schedule_follows(tmp_path: Path, tiny_root: Path, monkeypatch) -> None:
