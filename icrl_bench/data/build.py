@@ -44,7 +44,6 @@ from icrl_bench.provenance import provenance
 from icrl_bench.sources import get_source, make_config
 
 
-
 class BuildInterrupted(IcrlBenchError):
     """The user stopped a build; what finished is kept for the next run."""
 
@@ -280,7 +279,7 @@ def _run_tasks(plan, staging, state, pending, workers, device, show_progress, co
         queue = context.Queue()  # handed to each worker at its start (no manager process to outlive the build)
         # A fresh process per job: simulators (MuJoCo) hold memory past env.close(), and a crash stays contained.
         executor = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, max_tasks_per_child=1,
-                                       initializer=_worker_start, initargs=(queue,))
+                                       initializer=_worker_start, initargs=(queue, os.getpid()))
         with _sigterm_interrupts():
             try:
                 futures: dict[Future, tuple[list[int], int]] = {executor.submit(_worker_job, plan_dict, rows, device): (rows, 0) for rows in jobs}
@@ -315,7 +314,7 @@ def _run_tasks(plan, staging, state, pending, workers, device, show_progress, co
 _WORKER_QUEUE: Any = None
 
 
-def _worker_start(queue: Any) -> None:
+def _worker_start(queue: Any, builder_pid: int) -> None:
     """A builder worker's start: keep the progress queue, and die with the builder (Linux), even after a SIGKILL of it."""
     global _WORKER_QUEUE
     _WORKER_QUEUE = queue
@@ -324,7 +323,7 @@ def _worker_start(queue: Any) -> None:
 
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == 1:  # the builder died before prctl took effect
+        if os.getppid() != builder_pid:  # the builder died before prctl took effect
             os._exit(1)
 
 
