@@ -235,7 +235,14 @@ def reproduce(
     out_dir = Path(out) if out is not None else REPO_ROOT / "reproduction" / env
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / STATE_FILE
-    state = json.loads(state_path.read_text()) if state_path.is_file() and not force else {}
+    state: dict[str, Any] = {}
+    if state_path.is_file() and not force:
+        try:
+            state = json.loads(state_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log(f"[state] {state_path} is unreadable; starting the stages afresh")
+    if not isinstance(state, dict) or not isinstance(state.get("runs", {}), dict):
+        state = {}
     state.setdefault("runs", {})
     presets: dict[str, str | None] = {}
     if not from_shipped:
@@ -262,8 +269,9 @@ def reproduce(
 
     records = []
     for agent in names:
-        checkpoint, budget_info = _train_stage(agent, env, dataset_id, presets.get(agent), device, out_dir, root, state, state_path,
-                                               from_shipped, force, log)
+        overrides = TINY_OVERRIDES if budget == "tiny" else None
+        checkpoint, budget_info = _train_stage(agent, env, dataset_id, presets.get(agent), overrides, device, out_dir, root, state,
+                                               state_path, from_shipped, force, log)
         results = _evaluate_stage(agent, env, checkpoint, device, out_dir, seeds, n_episodes, n_tasks, force, log)
         records.append(AgentRecord(agent, results, budget_info))
 
@@ -280,7 +288,7 @@ def reproduce(
     return report
 
 
-def _train_stage(agent, env, dataset_id, preset, device, out_dir, root, state, state_path, from_shipped, force, log):
+def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, from_shipped, force, log):
     if from_shipped:
         from icrl_bench.agents.registry import default_checkpoint
 
@@ -311,7 +319,6 @@ def _train_stage(agent, env, dataset_id, preset, device, out_dir, root, state, s
             return result.run_dir, budget_of(result.run_dir)
     log(f"[train] {agent} on {dataset_id} ({'preset ' + preset if preset else 'the paper config'}, {device})")
     t0 = time.perf_counter()
-    overrides = TINY_OVERRIDES if dataset_id.split("-")[-2] == "tiny" else None
     result = train(agent, dataset_id, preset, device, runs_dir, root, overrides=overrides,
                    on_run_dir=lambda path: _remember(state, state_path, agent, path))
     log(f"[train] {agent}: {result.step} steps in {time.perf_counter() - t0:.0f} s")
