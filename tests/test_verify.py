@@ -85,3 +85,28 @@ def test_unknown_ids_suggest_close_local_ones_or_the_build_command(tiny_root):
         load_dataset("darkroom-small-v3", root=tiny_root)
     with pytest.raises(IcrlBenchError, match="--preset small --seed 3"):
         load_dataset("darkroom-small-seed3-v3", root=tiny_root)
+
+
+def test_a_corrupt_chunk_is_a_one_line_error_where_data_is_read(tiny_root, tmp_path):
+    """A flipped byte in a chunk once surfaced as a raw `RuntimeError: Zstd ...` traceback."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from icrl_bench.cli import app
+    from icrl_bench.data.sampler import SamplerConfig, WindowSampler
+
+    shutil.copytree(tiny_root / "datasets", tmp_path / "datasets")
+    chunks = [c for array in ("obs", "reward") for c in (tmp_path / "datasets" / "darkroom-tiny-v3" / array / "c").rglob("*")]
+    for chunk in chunks:  # every row has obs chunks; reward chunks exist where a reward was earned
+        if chunk.is_file():
+            data = bytearray(chunk.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            chunk.write_bytes(bytes(data))
+    ds = load_dataset("darkroom-tiny-v3", root=tmp_path)
+    with pytest.raises(IcrlBenchError, match="a chunk of array 'obs' cannot be decoded.*datasets delete darkroom-tiny-v3"):
+        ds["obs"][0]
+    with pytest.raises(IcrlBenchError, match="cannot be decoded"):
+        WindowSampler("darkroom-tiny-v3", tmp_path, SamplerConfig(window=8, batch_size=4), ("obs", "action", "reward", "next_obs")).batch(0)
+    result = CliRunner().invoke(app, ["datasets", "info", "darkroom-tiny-v3", "--root", str(tmp_path)])
+    assert result.exit_code == 1 and "cannot be decoded" in result.output and "Traceback" not in result.output

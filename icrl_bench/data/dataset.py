@@ -40,10 +40,10 @@ class LearningHistoryDataset:
     def array_names(self) -> list[str]:
         return sorted(self.manifest["arrays"])
 
-    def __getitem__(self, name: str) -> zarr.Array:
+    def __getitem__(self, name: str) -> CheckedArray:
         if name not in self.manifest["arrays"]:
             raise KeyError(f"{self.dataset_id} has no array {name!r}; it has {', '.join(self.array_names)}")
-        return self.group[name]
+        return CheckedArray(self.group[name], self.dataset_id, name)
 
     @property
     def n_tasks(self) -> int:
@@ -93,6 +93,34 @@ class LearningHistoryDataset:
         if content != self.manifest["content_hash"]:
             raise IcrlBenchError(f"{self.dataset_id}: the manifest's content hash does not match its arrays; the manifest was edited.")
         return content
+
+
+class CheckedArray:
+    """A dataset array (zarr.Array's interface) whose reads turn an undecodable chunk into a one-line error.
+
+    Chunks are zstd with checksums: a flipped byte fails decoding. Without this, the reader met a
+    raw `RuntimeError: Zstd decompression error` deep in a sampler or `datasets info`.
+    """
+
+    def __init__(self, array: zarr.Array, dataset_id: str, name: str, reader: Any = None):
+        self._array, self._dataset_id, self._name = array, dataset_id, name
+        self._reader = reader if reader is not None else array
+
+    def __getitem__(self, index: Any) -> Any:
+        try:
+            return self._reader[index]
+        except RuntimeError as err:  # numcodecs' zstd (and its checksum) failures
+            raise IcrlBenchError(
+                f"dataset {self._dataset_id!r}: a chunk of array {self._name!r} cannot be decoded ({str(err).splitlines()[0]}); "
+                f"the files are corrupt: `icrl-bench datasets delete {self._dataset_id}`, then rebuild or download it."
+            ) from None
+
+    @property
+    def oindex(self) -> CheckedArray:
+        return CheckedArray(self._array, self._dataset_id, self._name, self._array.oindex)
+
+    def __getattr__(self, attr: str) -> Any:  # shape, dtype, chunks, attrs, ...
+        return getattr(self._array, attr)
 
 
 def episode_returns(reward: np.ndarray, done: np.ndarray) -> np.ndarray:
