@@ -82,6 +82,9 @@ def _rewrite(path: Path, edit) -> None:
         (lambda f: f["1"].__delitem__("rewards"), "group 1 lacks rewards"),
         (lambda f: (f["0"].__delitem__("dones"), f["0"].create_dataset("dones", data=np.zeros((5, 4), bool))), "dones has shape"),
         (lambda f: f["0"]["actions"].__setitem__((0, 0), 9), "outside the 9x9 grid world's range"),
+        (lambda f: (f["0"].__delitem__("actions"), f["0"].create_group("actions")), "actions must be arrays"),
+        (lambda f: [(f[t].__delitem__(k), f[t].create_dataset(k, data=np.zeros((0, 4, 2) if "states" in k else (0, 4), np.int32)))
+                    for t in f for k in ("states", "next_states", "actions", "rewards", "dones")], "both > 0"),
     ],
 )
 def test_wrong_layouts_are_one_line_errors_and_publish_nothing(tmp_path, edit, message):

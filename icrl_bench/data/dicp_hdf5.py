@@ -116,7 +116,12 @@ def _check_layout(handle: Any, path: Path, n_env_tasks: int) -> tuple[int, int, 
         missing = [k for k in REQUIRED if k not in group]
         if missing:
             raise IcrlBenchError(f"{path}: group {task} lacks {', '.join(missing)} (the official layout has {', '.join(REQUIRED)}).")
+        not_arrays = [k for k in REQUIRED + ("optimal_actions",) if k in group and not hasattr(group[k], "shape")]
+        if not_arrays:
+            raise IcrlBenchError(f"{path}: group {task}'s {', '.join(not_arrays)} must be arrays (HDF5 datasets), not groups.")
         steps_streams = group["actions"].shape
+        if len(steps_streams) != 2 or 0 in steps_streams:
+            raise IcrlBenchError(f"{path}: group {task}'s actions have shape {steps_streams}; the official layout is [step, stream], both > 0.")
         expected = {
             "states": steps_streams + (2,),
             "next_states": steps_streams + (2,),
