@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The six Darkroom agents at the paper's training config on one GPU, trained side by side, then
-# evaluated under the standard protocol (darkroom/v1: 8 test goals x 5 seeds x 50 episodes).
+# The six agents of a grid world (Darkroom by default) at the paper's training config on one GPU,
+# trained side by side, then evaluated under the env's standard protocol (darkroom/v1: 8 test goals
+# x 5 seeds x 50 episodes).
 #
 #     bash scripts/gpu_reproduce.sh OUTDIR [--wheels DIR] [--root DIR] [--device cuda]
 #                                   [--budget paper|tiny] [--train-seconds 300] [--eval-seconds 150]
 #                                   [--agents ad,dicp-ad,dpt,dicp-dpt,idt,dicp-idt] [--keep-every N]
+#                                   [--env darkroom|darkroom-permuted]
 #
 # Written for the GPU machine of a cluster: no network, its own Python (3.12) and CUDA torch.
 # It never installs torch: with --wheels DIR (made by scripts/fetch_wheels.sh --missing-on on a
@@ -12,7 +14,7 @@
 # into a folder on PYTHONPATH before the system's packages. The code is this checkout (its
 # configs and recipes live beside it). Without --wheels, the dependencies must be importable.
 #
-# The dataset (darkroom-v3) is taken from --root if it is there, else built with --device.
+# The dataset (<env>-v3, the paper's size) is taken from --root if it is there, else built with --device.
 # Each agent trains in its own process (a 4-layer, width-32 Transformer leaves a big GPU idle;
 # six processes keep it busy) with the paper's config and `--time-budget`: the first steps'
 # speed fixes the total steps (at most the paper's 50K) and the cosine schedule follows it, so
@@ -25,7 +27,7 @@ set -euo pipefail
 usage="usage: bash scripts/gpu_reproduce.sh OUTDIR [--wheels DIR] [--root DIR] [--device cuda|cpu] [--budget paper|tiny] [--train-seconds N] [--eval-seconds N] [--agents a,b]"
 [ $# -ge 1 ] && [ "${1#-}" = "$1" ] || { echo "$usage" >&2; exit 2; }
 out="$(mkdir -p "$1" && cd "$1" && pwd)"; shift
-wheels="" root="" device=cuda budget=paper train_s=300 eval_s=150 agents="ad,dicp-ad,dpt,dicp-dpt,idt,dicp-idt" keep_every=0
+wheels="" root="" device=cuda budget=paper train_s=300 eval_s=150 agents="ad,dicp-ad,dpt,dicp-dpt,idt,dicp-idt" keep_every=0 env=darkroom
 while [ $# -gt 0 ]; do
     case "$1" in
         --wheels) wheels="$2"; shift 2 ;;
@@ -36,10 +38,12 @@ while [ $# -gt 0 ]; do
         --eval-seconds) eval_s="$2"; shift 2 ;;
         --agents) agents="$2"; shift 2 ;;
         --keep-every) keep_every="$2"; shift 2 ;;  # snapshots for benchmarks/bench_learning_curves.py
+        --env) env="$2"; shift 2 ;;
         *) echo "error: unknown option $1. $usage" >&2; exit 2 ;;
     esac
 done
 case "$budget" in paper|tiny) ;; *) echo "error: --budget is paper or tiny, got $budget" >&2; exit 2 ;; esac
+case "$env" in darkroom|darkroom-permuted) ;; *) echo "error: --env is darkroom or darkroom-permuted, got $env" >&2; exit 2 ;; esac
 work="$out/work"; rm -rf "$work"; mkdir -p "$work/runs" "$work/results" "$work/logs"
 root="${root:-$work/data}"
 now() { date +%s.%N; }
@@ -64,8 +68,8 @@ fi
 t_install=$(now)
 
 # -- dataset -----------------------------------------------------------------------------------------
-if [ "$budget" = paper ]; then dataset=darkroom-v3; preset_args=(); else dataset=darkroom-tiny-v3; preset_args=(--preset tiny); fi
-icrl build-dataset darkroom "${preset_args[@]}" --root "$root" --device "$device" > "$work/logs/build-dataset.log" 2>&1
+if [ "$budget" = paper ]; then dataset="$env-v3"; preset_args=(); else dataset="$env-tiny-v3"; preset_args=(--preset tiny); fi
+icrl build-dataset "$env" "${preset_args[@]}" --root "$root" --device "$device" > "$work/logs/build-dataset.log" 2>&1
 t_dataset=$(now)
 
 # -- train, one process per agent ----------------------------------------------------------------------
@@ -87,7 +91,7 @@ for i in "${!pids[@]}"; do wait "${pids[$i]}" || { echo "training ${agent_list[$
 t_train=$(now)
 
 # -- evaluate, one process per agent (standard protocol; a smoke run for the tiny budget) ---------------
-eval_args=(--env darkroom --out "$work/results" --quiet --set "device=$device")
+eval_args=(--env "$env" --out "$work/results" --quiet --set "device=$device")
 [ "$budget" = tiny ] && eval_args+=(--seeds 0 --episodes 2 --tasks 2)
 pids=()
 for agent in "${agent_list[@]}"; do

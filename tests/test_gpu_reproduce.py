@@ -59,6 +59,7 @@ def test_bad_input_is_one_line(tmp_path):
         ((), "usage: bash scripts/gpu_reproduce.sh OUTDIR"),
         ((str(tmp_path / "o"), "--budget", "huge"), "--budget is paper or tiny"),
         ((str(tmp_path / "o"), "--frobnicate", "1"), "unknown option --frobnicate"),
+        ((str(tmp_path / "o"), "--env", "mars"), "--env is darkroom or darkroom-permuted"),
         ((str(tmp_path / "o"), "--wheels", str(tmp_path)), "holds no wheels"),
     ]:
         done = run_script(*args)
