@@ -373,13 +373,14 @@ def reproduce_cmd(
     seeds: Annotated[Optional[str], typer.Option(help="Evaluation seeds (default: the protocol's 0,1,2,3,4).")] = None,
     episodes: Annotated[Optional[int], typer.Option(help="In-context episodes (default: the protocol's 50).")] = None,
     tasks: Annotated[Optional[int], typer.Option(help="Only the first N test tasks (a smoke run).")] = None,
+    jobs: Annotated[int, typer.Option(help="Agents evaluated at once, one single-thread process each (e.g. 2 on a 2-core laptop).")] = 1,
     root: RootOption = None,
 ) -> None:
     """Rebuild a paper's grid-world result: dataset, training, evaluation and a report beside the paper's numbers (resumable)."""
     from icrl_bench.reproduction import reproduce
 
     report = reproduce(env, agents, budget, device, out, root, from_shipped, force, _parse_seeds(seeds), episodes, tasks,
-                       log=lambda text: err_console.print(text, markup=False))
+                       log=lambda text: err_console.print(text, markup=False), jobs=jobs)
     console.print(f"[green]wrote[/] {report} and {report.with_name('curves.png')}")
 
 

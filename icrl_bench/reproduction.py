@@ -220,8 +220,12 @@ def reproduce(
     n_episodes: int | None = None,
     n_tasks: int | None = None,
     log: Any = print,
+    jobs: int = 1,
 ) -> Path:
-    """Run (or resume) every stage for `env` and write the report; returns the report's path."""
+    """Run (or resume) every stage for `env` and write the report; returns the report's path.
+
+    `jobs` > 1 evaluates that many agents at once, each in its own single-thread process.
+    """
     from icrl_bench.devices import resolve_device
 
     if env not in ENVS:
@@ -229,6 +233,8 @@ def reproduce(
     if budget not in BUDGETS:
         raise unknown("budget", budget, BUDGETS)
     names = _agents(agents)
+    if jobs < 1:
+        raise IcrlBenchError(f"--jobs must be at least 1, got {jobs}.")
     device = resolve_device(device)
     preset = BUDGETS[budget]
     notes = []
@@ -267,13 +273,23 @@ def reproduce(
         log(f"[dataset] {env} preset {dataset_preset or 'paper size'}")
         dataset_id = build_dataset(env, dataset_preset, root=root, device=device, show_progress=True).dataset_id
 
-    records = []
+    trained = {}
     for agent in names:
         overrides = TINY_OVERRIDES if budget == "tiny" else None
-        checkpoint, budget_info = _train_stage(agent, env, dataset_id, presets.get(agent), overrides, device, out_dir, root, state,
-                                               state_path, from_shipped, force, log)
-        results = _evaluate_stage(agent, env, checkpoint, device, out_dir, seeds, n_episodes, n_tasks, force, log)
-        records.append(AgentRecord(agent, results, budget_info))
+        trained[agent] = _train_stage(agent, env, dataset_id, presets.get(agent), overrides, device, out_dir, root, state,
+                                      state_path, from_shipped, force, log)
+    evaluation = (env, device, out_dir, seeds, n_episodes, n_tasks, force)
+    if jobs > 1 and len(names) > 1:  # one single-thread process per agent: evaluations are independent
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        log(f"[evaluate] {len(names)} agents, {jobs} at a time")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {agent: pool.submit(_evaluate_in_worker, agent, trained[agent][0], *evaluation) for agent in names}
+            results = {agent: future.result() for agent, future in futures.items()}
+    else:
+        results = {agent: _evaluate_stage(agent, trained[agent][0], *evaluation, log) for agent in names}
+    records = [AgentRecord(agent, results[agent], trained[agent][1]) for agent in names]
 
     header = (f"Made by `icrl-bench reproduce {env}" + (" --from-shipped" if from_shipped else f" --budget {budget} --device {device}")
               + "`" + (": the shipped checkpoints of baselines/" + env if from_shipped else "") + ".")
@@ -348,7 +364,14 @@ def _shipped_hardware(folder: Path) -> str | None:
     return None
 
 
-def _evaluate_stage(agent, env, checkpoint, device, out_dir, seeds, n_episodes, n_tasks, force, log) -> dict:
+def _evaluate_in_worker(agent, checkpoint, *evaluation) -> dict:
+    import torch
+
+    torch.set_num_threads(1)  # one core per evaluation (the networks are small)
+    return _evaluate_stage(agent, checkpoint, *evaluation, print)
+
+
+def _evaluate_stage(agent, checkpoint, env, device, out_dir, seeds, n_episodes, n_tasks, force, log) -> dict:
     from icrl_bench.agents.checkpoint import load_checkpoint
     from icrl_bench.harness import evaluate, save_results
 

@@ -93,3 +93,16 @@ def test_bad_input_is_one_line(tmp_path):
         assert result.exit_code == 1 and "torch sees no CUDA GPU" in result.output
     with pytest.raises(IcrlBenchError, match="no shipped ad checkpoint for dark-key-to-door"):
         reproduce("dark-key-to-door", "ad", from_shipped=True, out=tmp_path / "o", log=lambda _: None)
+
+
+def test_parallel_evaluations_give_the_same_curves(tmp_path):
+    logs = []
+    one = reproduce("darkroom", "ad,dpt", "tiny", out=tmp_path / "one", root=tmp_path / "root", log=logs.append, **SMOKE)
+    two = reproduce("darkroom", "ad,dpt", "tiny", out=tmp_path / "two", root=tmp_path / "root", log=logs.append, jobs=2, **SMOKE)
+    assert any("2 agents, 2 at a time" in line for line in logs)
+    for agent in ("ad", "dpt"):
+        a = json.loads((one.parent / "results" / f"{agent}.json").read_text())
+        b = json.loads((two.parent / "results" / f"{agent}.json").read_text())
+        assert a["curves"] == b["curves"]  # same weights (the checkpoint hashes differ: their JSON's creation times are bound in)
+    with pytest.raises(IcrlBenchError, match="--jobs must be at least 1"):
+        reproduce("darkroom", "ad", "tiny", out=tmp_path / "x", jobs=0, log=lambda _: None)
