@@ -8,7 +8,7 @@ two runs (say the official layout and the dense one) it prints, for a target ret
 
     icrl-bench train --agent ad --dataset darkroom-v3 --preset laptop --set train.keep_every=1000 --threads 1
     icrl-bench train --agent ad --dataset darkroom-v3 --device cuda --set train.keep_every=1000
-    python benchmarks/bench_learning_curves.py runs/ad-...-laptop-... runs/ad-...-paper-... --target 12.5
+    python benchmarks/bench_learning_curves.py runs/ad-...-laptop-... runs/ad-...-paper-... --target 12.5 --jobs 2
 
 Results: benchmarks/results/learning_curves.json and .png. These are test-goal numbers, for
 reporting only: no recipe is chosen by them.
@@ -38,21 +38,29 @@ def run_label(run_dir: Path, run: dict) -> str:
     return f"{run['agent']} {layout} ({run['device']}, batch {run['config']['train']['batch_size']})"
 
 
-def sweep(run_dir: Path, env: str, seeds: list[int], episodes: int | None, tasks: int | None) -> dict:
-    run = json.loads((run_dir / "run.json").read_text())
+def snapshots_of(run_dir: Path) -> list[Path]:
     snapshots = sorted((run_dir / SNAPSHOTS_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     if not snapshots:
         raise SystemExit(f"{run_dir} kept no snapshots: train with --set train.keep_every=N")
+    return snapshots
+
+
+def evaluate_snapshot(agent: str, snapshot: Path, env: str, seeds: list[int], episodes: int | None, tasks: int | None) -> dict:
+    torch.set_num_threads(1)
+    results = evaluate(agent, snapshot, env, seeds, episodes, n_tasks=tasks)
+    return {e: {"mean": c.mean, "low": c.low, "high": c.high} for e, c in episode_cells(results, (20, 50)).items()}
+
+
+def sweep(run_dir: Path, cells_by_snapshot: dict[Path, dict]) -> dict:
+    run = json.loads((run_dir / "run.json").read_text())
     n_transit = run["config"]["model"]["n_transit"]
     dense = run["config"]["model"].get("layout", "dicp") == "dense"
     points = []
-    for snapshot in snapshots:
+    for snapshot in snapshots_of(run_dir):
         step = int(snapshot.name.split("-")[1])
-        results = evaluate(run["agent"], snapshot, env, seeds, episodes, n_tasks=tasks)
-        cells = episode_cells(results, (20, 50))
         windows = step * run["config"]["train"]["batch_size"]
         points.append({"step": step, "windows": windows, "decisions": windows * (n_transit if dense else 1),
-                       **{f"ep{e}": {"mean": c.mean, "low": c.low, "high": c.high} for e, c in cells.items()}})
+                       **{f"ep{e}": cell for e, cell in cells_by_snapshot[snapshot].items()}})
     return {"run": run_dir.name, "label": run_label(run_dir, run), "agent": run["agent"], "points": points}
 
 
@@ -96,10 +104,21 @@ def main() -> None:
     parser.add_argument("--tasks", type=int)
     parser.add_argument("--target", type=float, default=12.5, help="return at episode 50 to reach (AD's target on Darkroom)")
     parser.add_argument("--out", type=Path, default=RESULTS / "learning_curves")
+    parser.add_argument("--jobs", type=int, default=1, help="snapshots evaluated at once, one single-thread process each")
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
-    curves = [sweep(run, args.env, seeds, args.episodes, args.tasks) for run in args.runs]
+    work = [(json.loads((run / "run.json").read_text())["agent"], snapshot) for run in args.runs for snapshot in snapshots_of(run)]
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(evaluate_snapshot, agent, snap, args.env, seeds, args.episodes, args.tasks) for agent, snap in work]
+            cells = {snap: future.result() for (_, snap), future in zip(work, futures)}
+    else:
+        cells = {snap: evaluate_snapshot(agent, snap, args.env, seeds, args.episodes, args.tasks) for agent, snap in work}
+    curves = [sweep(run, cells) for run in args.runs]
     table = Table(title=f"windows to reach return {args.target} at episode 50 on {args.env}")
     for column in ("run", "snapshots", "best ep20", "best ep50", "windows to target"):
         table.add_column(column)
