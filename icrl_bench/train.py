@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import load_file
 
-from icrl_bench.agents.checkpoint import save_checkpoint, save_tensors_atomic
+from icrl_bench.agents.checkpoint import META_FILE, WEIGHTS_FILE, save_checkpoint, save_tensors_atomic
 from icrl_bench.devices import resolve_device
 from icrl_bench.fileio import file_sha256, write_json_atomic, write_text_atomic
 from icrl_bench.agents.models import build_model, model_config, model_spec
@@ -514,10 +514,12 @@ def train(
             os.replace(current, old)
         os.replace(new, current)
         shutil.rmtree(old, ignore_errors=True)
-        if tc.keep_every and step % tc.keep_every == 0:
+        if tc.keep_every and step % tc.keep_every == 0:  # the agent's two files of the checkpoint just written
             snapshot = run_dir / SNAPSHOTS_DIR / f"step-{step}"
             shutil.rmtree(snapshot, ignore_errors=True)
-            save_checkpoint(snapshot, config.agent, model, {**asdict(tc), "preset": config.preset}, dataset_info, step, metrics, made_by)
+            snapshot.mkdir(parents=True)
+            for name in (WEIGHTS_FILE, META_FILE):
+                shutil.copy2(current / name, snapshot / name)
 
     def emit(record: dict[str, Any]) -> None:
         if metrics_file is not None:

@@ -11,20 +11,23 @@ from icrl_bench.cli import app
 
 
 def _files(tmp: Path) -> dict[str, str]:
-    """Bad files of every kind the commands read."""
-    (tmp / "garbage.json").write_text("{not json")
-    (tmp / "list.json").write_text("[1, 2, 3]")
-    (tmp / "empty.json").write_text("{}")
-    (tmp / "list.yaml").write_text("- 1\n- 2\n")
-    (tmp / "model-list.yaml").write_text("agent: ad\nenv: darkroom\nmodel: [1, 2]\n")
-    (tmp / "train-list.yaml").write_text("agent: ad\nenv: darkroom\ntrain: [1, 2]\n")
-    (tmp / "typed.yaml").write_text("agent: ad\nenv: darkroom\ntrain: {lr: fast}\n")
-    (tmp / "not.hdf5").write_text("plain text")
+    """Bad files of every kind the commands read, by the name CASES use for them."""
+    files = {
+        "garbage_json": "{not json",
+        "list_json": "[1, 2, 3]",
+        "empty_json": "{}",
+        "list_yaml": "- 1\n- 2\n",
+        "model_list_yaml": "agent: ad\nenv: darkroom\nmodel: [1, 2]\n",
+        "train_list_yaml": "agent: ad\nenv: darkroom\ntrain: [1, 2]\n",
+        "typed_yaml": "agent: ad\nenv: darkroom\ntrain: {lr: fast}\n",
+        "not_hdf5": "plain text",
+        "afile": "x",
+    }
+    for name, text in files.items():
+        (tmp / name).write_text(text)
     (tmp / "run").mkdir()
     (tmp / "run" / "run.json").write_text("{garbage")
-    (tmp / "afile").write_text("x")
-    return {name: str(tmp / name) for name in ("garbage.json", "list.json", "empty.json", "list.yaml", "model-list.yaml",
-                                               "train-list.yaml", "typed.yaml", "not.hdf5", "run", "afile")}
+    return {name: str(tmp / name) for name in [*files, "run"]}
 
 
 CASES = [
@@ -42,10 +45,10 @@ CASES = [
     ["datasets", "verify", "Bad Id"],
     ["datasets", "delete", "../x", "--yes"],
     ["datasets", "delete", "nope-v1", "--yes"],
-    ["datasets", "import", "{not.hdf5}", "--env", "darkroom"],
+    ["datasets", "import", "{not_hdf5}", "--env", "darkroom"],
     ["datasets", "import", "{afile}", "--env", "nowhere"],
     ["datasets", "import", "/no/such.hdf5", "--env", "darkroom"],
-    ["datasets", "import", "{not.hdf5}", "--env", "darkroom", "--id", "../../x"],
+    ["datasets", "import", "{not_hdf5}", "--env", "darkroom", "--id", "../../x"],
     ["datasets", "export", "nope-v1", "--out", "{afile}"],
     ["datasets", "push", "nope-v1", "--repo", "./somewhere"],
     ["datasets", "push", "darkroom-tiny-v3", "--repo", "not a repo!"],
@@ -63,11 +66,11 @@ CASES = [
     ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--set", "train.nope=1"],
     ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--set", "model.layout=sparse"],
     ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--time-budget", "-5"],
-    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{garbage.json}"],
-    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{list.yaml}"],
-    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{model-list.yaml}"],
-    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{train-list.yaml}"],
-    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{typed.yaml}"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{garbage_json}"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{list_yaml}"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{model_list_yaml}"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{train_list_yaml}"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{typed_yaml}"],
     ["train", "--resume", "{run}"],
     ["train", "--resume", "/no/such/run"],
     ["evaluate", "--agent", "nope"],
@@ -81,11 +84,11 @@ CASES = [
     ["evaluate", "--agent", "no.such.module:Agent"],
     ["evaluate", "--agent", "random", "--env", "darkroom/v99"],
     ["evaluate", "--agent", "random", "--out", "{afile}"],
-    ["leaderboard", "submit", "{garbage.json}"],
-    ["leaderboard", "submit", "{list.json}"],
-    ["leaderboard", "submit", "{empty.json}"],
+    ["leaderboard", "submit", "{garbage_json}"],
+    ["leaderboard", "submit", "{list_json}"],
+    ["leaderboard", "submit", "{empty_json}"],
     ["leaderboard", "submit", "/no/such.json"],
-    ["leaderboard", "verify", "{empty.json}"],
+    ["leaderboard", "verify", "{empty_json}"],
     ["leaderboard", "show", "--env", "mars"],
     ["reproduce", "mars"],
     ["reproduce", "darkroom", "--agents", "ad,nope"],
@@ -97,8 +100,7 @@ CASES = [
 @pytest.mark.parametrize("argv", CASES, ids=[" ".join(c)[:60] for c in CASES])
 def test_bad_input_is_one_line_without_a_traceback(argv, tmp_path, tiny_root):
     files = _files(tmp_path)
-    args = [a.format(**{k.replace(".", "_"): v for k, v in files.items()}) if "{" in a else a for a in
-            [a.replace(".json}", "_json}").replace(".yaml}", "_yaml}").replace(".hdf5}", "_hdf5}") for a in argv]]
+    args = [a.format(**files) for a in argv]
     if args[0] in ("datasets", "train", "build-dataset") and "--root" not in args and args[:2] != ["datasets", "download"]:
         args += ["--root", str(tiny_root)] if args[0] != "build-dataset" else ["--root", str(tmp_path / "root")]
     result = CliRunner().invoke(app, args, catch_exceptions=True)
