@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from icrl_bench import metrics
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.paths import REPO_ROOT, catalog_path, data_root
+from icrl_bench.paths import DATASET_ID_PATTERN, REPO_ROOT, catalog_path, data_root
 from icrl_bench.protocols import PROTOCOLS, EvalProtocol, get_protocol
 from icrl_bench.reporting import (
     FILE_MODE,
@@ -247,7 +247,7 @@ def _tasks_sha256(protocol: EvalProtocol, params: list[list[float]], where: str)
         raise IcrlBenchError(f"{where}: test_tasks.params are malformed ({err}).") from None
 
 
-HASH_OR_ID = {"checkpoint_hash": r"[0-9a-f]{64}", "dataset_hash": r"[0-9a-f]{64}", "dataset_id": r"[a-z0-9]+(?:-[a-z0-9]+)*-v[0-9]+"}
+HASH_OR_ID = {"checkpoint_hash": r"[0-9a-f]{64}", "dataset_hash": r"[0-9a-f]{64}", "dataset_id": DATASET_ID_PATTERN.pattern.strip("^$")}
 
 
 def known_datasets(root: str | os.PathLike | None = None, catalog: Path | None = None) -> dict[str, str]:

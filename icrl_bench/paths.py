@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -14,6 +15,8 @@ from icrl_bench.errors import IcrlBenchError
 ROOT_ENV_VAR = "ICRL_BENCH_ROOT"
 CATALOG_ENV_VAR = "ICRL_BENCH_CATALOG"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DATASET_ID_PATTERN = re.compile(r"^(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)-v(?P<version>[0-9]+)$")
+"""The dataset id grammar, here (torch-free) so that the leaderboard checks ids as the data half does."""
 
 
 def _recipe_dir() -> Path:

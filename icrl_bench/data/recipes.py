@@ -22,13 +22,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from icrl_bench import paths
 from icrl_bench.envs import get_family
 from icrl_bench.errors import IcrlBenchError, unknown
-from icrl_bench import paths
 from icrl_bench.sources import SOURCES, get_source, make_config
 
 RECIPE_DIR = paths.RECIPE_DIR  # a module attribute, so tests can point it elsewhere
-ID_PATTERN = re.compile(r"^(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)-v(?P<version>[0-9]+)$")
+ID_PATTERN = paths.DATASET_ID_PATTERN
 
 
 def check_dataset_id(dataset_id: str) -> str:
