@@ -133,7 +133,7 @@ def main() -> None:
         for cls in (planner_module.CachedWorld, planner_module.RecomputeWorld, IDTWorld):
             originals[cls] = cls.expand
 
-            def spy(self, beams, actions, _original=originals[cls]):
+            def spy(self, beams, actions, _original=originals[cls], predictions=predictions):
                 reward, cell = _original(self, beams, actions)
                 cached = getattr(self, "cached", isinstance(self, planner_module.CachedWorld))
                 predictions["cache" if cached else "recompute"].append((reward, cell))

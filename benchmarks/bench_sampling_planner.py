@@ -110,7 +110,7 @@ def run(name: str, n_envs: int, samples: int, decisions: int) -> dict:
     assert all(len(scored[way]) == decisions for way in WAYS), "every timed step must plan"
     rewards = {way: torch.stack([r for _, r in scored[way]]) for way in WAYS}  # [decisions, E, K]
     n_actions = decisions * n_envs
-    ms = lambda seconds: 1e3 * seconds / n_actions  # noqa: E731
+    ms = lambda seconds: 1e3 * seconds / n_actions
     return {
         "agent": name, "n_transit": n_transit, "samples": samples, "envs": n_envs, "decisions": decisions,
         "cache_ms_per_action": ms(wall["cache"]), "recompute_ms_per_action": ms(wall["recompute"]),

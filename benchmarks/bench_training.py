@@ -24,8 +24,8 @@ from rich.table import Table
 
 from icrl_bench.agents.models import MODEL_SPECS, build_model, model_spec
 from icrl_bench.data.dataset import load_dataset
-from icrl_bench.data.sampler import SamplerConfig, WindowSampler
 from icrl_bench.data.recipes import resolve
+from icrl_bench.data.sampler import SamplerConfig, WindowSampler
 from icrl_bench.train import fit_to_dataset, load_run_config, make_optimizer
 
 TINY = resolve("darkroom", "tiny").dataset_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from icrl_bench.registration import register_envs  # noqa: E402
+from icrl_bench.registration import register_envs
 
 register_envs()
 

@@ -7,7 +7,7 @@ traceback; Ctrl-C on a long job exits 130 after saying how to resume.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,10 +16,11 @@ from rich.table import Table
 
 from icrl_bench.errors import IcrlBenchError
 
+
 class _OneLineErrors(typer.core.TyperGroup):
     """Turns user-fixable errors into one red line and an exit code, for every command."""
 
-    def invoke(self, ctx):  # noqa: ANN001, ANN201 (click's signature)
+    def invoke(self, ctx):
         from icrl_bench.data.build import BuildInterrupted
 
         try:
@@ -48,25 +49,24 @@ console = Console()
 err_console = Console(stderr=True)
 
 RootOption = Annotated[
-    Optional[Path], typer.Option("--root", help="Data root (default: $ICRL_BENCH_ROOT or the user cache dir).")
+    Path | None, typer.Option("--root", help="Data root (default: $ICRL_BENCH_ROOT or the user cache dir).")
 ]
 
 
 @app.command("build-dataset")
 def build_dataset_cmd(
     family: Annotated[str, typer.Argument(help="Dataset family: darkroom, darkroom-permuted, dark-key-to-door, metaworld-ml1, metaworld-ml10.")],
-    task: Annotated[Optional[str], typer.Option(help="The task of a family that has several (metaworld-ml1: reach, push, pick-place, ...).")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="A smaller named preset of the recipe (e.g. small).")] = None,
-    source: Annotated[Optional[str], typer.Option(help="Source algorithm (default: the recipe's).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Base seed (default: the recipe's; another seed is another dataset id).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
+    task: Annotated[str | None, typer.Option(help="The task of a family that has several (metaworld-ml1: reach, push, pick-place, ...).")] = None,
+    preset: Annotated[str | None, typer.Option(help="A smaller named preset of the recipe (e.g. small).")] = None,
+    source: Annotated[str | None, typer.Option(help="Source algorithm (default: the recipe's).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Base seed (default: the recipe's; another seed is another dataset id).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
     device: Annotated[str, typer.Option(help="Torch device for the source's learners.")] = "cpu",
     root: RootOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run the source RL algorithm on every task and record its learning histories."""
     from icrl_bench.data.build import build_dataset
-
     from icrl_bench.data.hub import published_hash_check
 
     result = build_dataset(family, preset, source, seed, workers, root, device, show_progress=not quiet, console=err_console, task=task)
@@ -117,8 +117,8 @@ def datasets_list(
 @datasets_app.command("info")
 def datasets_info(dataset_id: str, root: RootOption = None, tasks: Annotated[int, typer.Option(help="Task rows to show (0: all).")] = 20) -> None:
     """The manifest and a summary of each task's learning curve."""
-    from icrl_bench.data.inspect import learning_summary
     from icrl_bench.data.dataset import load_dataset
+    from icrl_bench.data.inspect import learning_summary
 
     ds = load_dataset(dataset_id, root)
     m = ds.manifest
@@ -196,7 +196,7 @@ def datasets_import(
     path: Annotated[Path, typer.Argument(help="File to import.")],
     env: Annotated[str, typer.Option(help="Grid world the file was collected on.")],
     format: Annotated[str, typer.Option("--format", help="File format: dicp-hdf5 (the official collect_data.py output).")] = "dicp-hdf5",
-    dataset_id: Annotated[Optional[str], typer.Option("--id", help="Id to publish under (default: <env>-dicp-import-v1).")] = None,
+    dataset_id: Annotated[str | None, typer.Option("--id", help="Id to publish under (default: <env>-dicp-import-v1).")] = None,
     root: RootOption = None,
 ) -> None:
     """Convert a file of another tool into an icrl-bench dataset."""
@@ -233,7 +233,7 @@ def datasets_export(
 def datasets_push(
     dataset_id: str,
     repo: Annotated[str, typer.Option("--repo", help="Hub dataset repo ORG/NAME (one per family), or a directory remote.")],
-    token: Annotated[Optional[str], typer.Option("--token", help="Hub token with write access (default: HF_TOKEN or `hf auth login`).")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Hub token with write access (default: HF_TOKEN or `hf auth login`).")] = None,
     license: Annotated[str, typer.Option(help="License named in the dataset card.")] = "cc-by-4.0",
     allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Publish a dataset built from uncommitted code (private experiments only: no commit rebuilds it).")] = False,
     root: RootOption = None,
@@ -252,9 +252,9 @@ def datasets_push(
 def datasets_download(
     spec: Annotated[str, typer.Argument(help="ORG/NAME@REVISION, hf://datasets/ORG/NAME@REVISION, a directory remote, or a catalog id.")],
     root: RootOption = None,
-    mirror: Annotated[Optional[Path], typer.Option("--mirror", help="Read Hub repos ORG/NAME from MIRROR/ORG/NAME (default: $ICRL_BENCH_MIRROR).")] = None,
-    token: Annotated[Optional[str], typer.Option("--token", help="Hub token for private repos (default: HF_TOKEN or `hf auth login`).")] = None,
-    content_hash: Annotated[Optional[str], typer.Option("--hash", help="Refuse the dataset unless it has this content hash.")] = None,
+    mirror: Annotated[Path | None, typer.Option("--mirror", help="Read Hub repos ORG/NAME from MIRROR/ORG/NAME (default: $ICRL_BENCH_MIRROR).")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Hub token for private repos (default: HF_TOKEN or `hf auth login`).")] = None,
+    content_hash: Annotated[str | None, typer.Option("--hash", help="Refuse the dataset unless it has this content hash.")] = None,
 ) -> None:
     """Fetch a published dataset, verify every hash, and publish it under the data root."""
     from icrl_bench.data.hub import download_dataset
@@ -266,7 +266,7 @@ def datasets_download(
         console.print(f"[green]downloaded[/] {result.dataset_id} from {result.source} to {result.path} (verified, hash {result.content_hash[:12]}).")
 
 
-def _print_catalog(root: Optional[Path]) -> None:
+def _print_catalog(root: Path | None) -> None:
     from icrl_bench.data.hub import catalog_path, catalog_status
 
     rows = catalog_status(root=root)
@@ -287,22 +287,22 @@ agents_app = typer.Typer(help="The agents the benchmark knows.", no_args_is_help
 app.add_typer(agents_app, name="agents")
 leaderboard_app = typer.Typer(help="Submit, show, render and verify leaderboard entries.", no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
-LeaderboardDirOption = Annotated[Optional[Path], typer.Option("--dir", help="Leaderboard directory (default: the repository's leaderboard/).")]
+LeaderboardDirOption = Annotated[Path | None, typer.Option("--dir", help="Leaderboard directory (default: the repository's leaderboard/).")]
 
 
 @app.command("train")
 def train_cmd(
-    agent: Annotated[Optional[str], typer.Option(help="Agent to train: ad, dicp-ad, dpt, dicp-dpt, idt, dicp-idt (no dpt on Meta-World).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset id, e.g. darkroom-small-v3.")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Named preset of the config (e.g. cpu); default: the paper's settings.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Agent to train: ad, dicp-ad, dpt, dicp-dpt, idt, dicp-idt (no dpt on Meta-World).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset id, e.g. darkroom-small-v3.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Named preset of the config (e.g. cpu); default: the paper's settings.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory exactly.")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Total steps (overrides the config; the schedule follows).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Config YAML (default: baselines/<env>/<agent>.yaml).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory exactly.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Total steps (overrides the config; the schedule follows).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Config YAML (default: baselines/<env>/<agent>.yaml).")] = None,
     out: Annotated[Path, typer.Option(help="Directory for run directories.")] = Path("runs"),
-    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: torch's; 1 is faster on a busy CPU).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override train.KEY=VALUE or model.KEY=VALUE (e.g. train.lr=3e-3), repeatable.")] = None,
-    time_budget: Annotated[Optional[float], typer.Option(help="Fit the run into this many seconds: the speed of the first steps sets the total steps (at most the config's).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's; 1 is faster on a busy CPU).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override train.KEY=VALUE or model.KEY=VALUE (e.g. train.lr=3e-3), repeatable.")] = None,
+    time_budget: Annotated[float | None, typer.Option(help="Fit the run into this many seconds: the speed of the first steps sets the total steps (at most the config's).")] = None,
     root: RootOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -321,14 +321,14 @@ def train_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     agent: Annotated[str, typer.Option(help="Agent: a name from `icrl-bench agents list`, or package.module:Class.")],
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Trained agent checkpoint (default: the shipped one, if any).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Trained agent checkpoint (default: the shipped one, if any).")] = None,
     env: Annotated[str, typer.Option(help="Environment or protocol (darkroom, darkroom-permuted, dark-key-to-door, metaworld-ml1-<task>, metaworld-ml10, or e.g. darkroom/v1).")] = "darkroom",
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds (default: the protocol's: 0,1,2,3,4 on the grid worlds, 0,1,2 on Meta-World).")] = None,
-    episodes: Annotated[Optional[int], typer.Option(help="In-context episodes (default: the protocol's: 50 on the grid worlds, the official 100-2,000 on Meta-World).")] = None,
-    tasks: Annotated[Optional[int], typer.Option(help="Only the first N test tasks (a smoke run; default: all of the protocol's).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Agent setting KEY=VALUE (JSON value), repeatable.")] = None,
-    beam: Annotated[Optional[int], typer.Option(help="DICP beam size beam_k (0 = no planning; default for dicp-* agents: the paper's 10).")] = None,
-    samples: Annotated[Optional[int], typer.Option(help="DICP candidate actions per step on continuous-action envs (0 or 1 = no planning; default for dicp-* agents: the paper's 10).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default: the protocol's: 0,1,2,3,4 on the grid worlds, 0,1,2 on Meta-World).")] = None,
+    episodes: Annotated[int | None, typer.Option(help="In-context episodes (default: the protocol's: 50 on the grid worlds, the official 100-2,000 on Meta-World).")] = None,
+    tasks: Annotated[int | None, typer.Option(help="Only the first N test tasks (a smoke run; default: all of the protocol's).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Agent setting KEY=VALUE (JSON value), repeatable.")] = None,
+    beam: Annotated[int | None, typer.Option(help="DICP beam size beam_k (0 = no planning; default for dicp-* agents: the paper's 10).")] = None,
+    samples: Annotated[int | None, typer.Option(help="DICP candidate actions per step on continuous-action envs (0 or 1 = no planning; default for dicp-* agents: the paper's 10).")] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads. 1 (the default) is 10-40x faster than 2 on a CPU busy with other jobs; the networks are small.")] = 1,
     out: Annotated[Path, typer.Option(help="Directory for the results JSON and plot.")] = Path("results"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -364,15 +364,15 @@ def evaluate_cmd(
 @app.command("reproduce")
 def reproduce_cmd(
     env: Annotated[str, typer.Argument(help="darkroom, darkroom-permuted or dark-key-to-door (its small preset).")],
-    agents: Annotated[Optional[str], typer.Option(help="Comma-separated subset (default: ad,dicp-ad,dpt,dicp-dpt,idt,dicp-idt).")] = None,
+    agents: Annotated[str | None, typer.Option(help="Comma-separated subset (default: ad,dicp-ad,dpt,dicp-dpt,idt,dicp-idt).")] = None,
     budget: Annotated[str, typer.Option(help="laptop (CPU; the cpu preset where no laptop budget is fixed yet), cpu, paper, or tiny (a smoke run).")] = "laptop",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N: building, training and evaluation.")] = "cpu",
     from_shipped: Annotated[bool, typer.Option("--from-shipped", help="Evaluate the shipped checkpoints of baselines/ only.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Redo finished stages.")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Report directory (default: reproduction/<env>/ in the repository).")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Evaluation seeds (default: the protocol's 0,1,2,3,4).")] = None,
-    episodes: Annotated[Optional[int], typer.Option(help="In-context episodes (default: the protocol's 50).")] = None,
-    tasks: Annotated[Optional[int], typer.Option(help="Only the first N test tasks (a smoke run).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report directory (default: reproduction/<env>/ in the repository).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Evaluation seeds (default: the protocol's 0,1,2,3,4).")] = None,
+    episodes: Annotated[int | None, typer.Option(help="In-context episodes (default: the protocol's 50).")] = None,
+    tasks: Annotated[int | None, typer.Option(help="Only the first N test tasks (a smoke run).")] = None,
     jobs: Annotated[int, typer.Option(help="Agents evaluated at once, one single-thread process each (e.g. 2 on a 2-core laptop).")] = 1,
     root: RootOption = None,
 ) -> None:
@@ -408,7 +408,7 @@ def leaderboard_submit(results: Annotated[Path, typer.Argument(help="Results JSO
 
 @leaderboard_app.command("show")
 def leaderboard_show(
-    env: Annotated[Optional[str], typer.Option(help="Only this environment or protocol.")] = None, dir: LeaderboardDirOption = None
+    env: Annotated[str | None, typer.Option(help="Only this environment or protocol.")] = None, dir: LeaderboardDirOption = None
 ) -> None:
     """Print the ranking per protocol."""
     from icrl_bench.leaderboard import ranking
@@ -444,7 +444,7 @@ def leaderboard_verify(entry: Annotated[Path, typer.Argument(help="An entry JSON
         raise IcrlBenchError(f"{entry} did not reproduce: final return {result.rerun_final:.3f} vs claimed {result.claimed_final:.3f} (outside its 95% CI).")
 
 
-def _parse_seeds(text: Optional[str]) -> Optional[list[int]]:
+def _parse_seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:

@@ -363,7 +363,7 @@ def reference_returns(env: str) -> tuple[np.ndarray, np.ndarray]:
     coords = np.stack(np.meshgrid(np.arange(GRID_SIZE), np.arange(GRID_SIZE), indexing="ij"), -1).reshape(-1, 2)
     moved = np.clip(coords[:, None, :] + MOVES[None], 0, GRID_SIZE - 1)  # [cell, action, 2]
     next_cell = moved[..., 0] * GRID_SIZE + moved[..., 1]  # [cell, action]
-    flat = lambda xy: xy[:, 0] * GRID_SIZE + xy[:, 1]  # noqa: E731
+    flat = lambda xy: xy[:, 0] * GRID_SIZE + xy[:, 1]
     rows = np.arange(len(params))
     # prob[task, phase, cell]; phase 0: no key (or no key in this env), 1: key held, 2: door reached.
     prob = np.zeros((len(params), 3, n_cells))

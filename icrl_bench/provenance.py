@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 
 from icrl_bench.paths import REPO_ROOT
@@ -27,7 +27,7 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 def code_commit() -> str | None:
     """The git commit of the icrl-bench checkout (with '-dirty' if it has changes), if any."""
     try:
-        run = lambda *args: subprocess.run(  # noqa: E731
+        run = lambda *args: subprocess.run(
             ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         commit = run("rev-parse", "HEAD")
@@ -43,7 +43,7 @@ def machine() -> dict[str, str]:
 def provenance() -> dict:
     """Everything above, plus the time, as plain JSON-ready data."""
     return {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "packages": package_versions(),
         "code_commit": code_commit(),
         "machine": machine(),

@@ -78,7 +78,7 @@ def dumps_results(data: dict) -> str:
     Dark Key-to-Door curves hold 82,000 numbers; one per line would make a 1.5 MB entry.
     """
     text = json.dumps(data, indent=1)
-    flat = lambda m: "[" + ",".join(v.strip() for v in m.group(1).split(",")) + "]"  # noqa: E731
+    flat = lambda m: "[" + ",".join(v.strip() for v in m.group(1).split(",")) + "]"
     return re.sub(r"\[([^\[\]{}\"]+)\]", flat, text) + "\n"
 
 
@@ -122,7 +122,9 @@ def results_table(results: dict) -> Table:
         rows = [SUCCESS_COLUMNS[0], *budgets, *SUCCESS_COLUMNS[2:]]
     for key, title, fmt in rows:
         est = metric(summary, key)
-        value = lambda v: f">{results['n_episodes']}" if key == "episodes_to_90" and v > results["n_episodes"] else format_value(v, fmt)  # noqa: E731
+        def value(v: float, key: str = key, fmt: str = fmt) -> str:
+            return f">{results['n_episodes']}" if key == "episodes_to_90" and v > results["n_episodes"] else format_value(v, fmt)
+
         table.add_row(title, value(est["mean"]), f"{value(est['ci_low'])} to {value(est['ci_high'])}", value(est["iqm"]))
     refs = protocol["references"]
     if refs:

@@ -32,26 +32,26 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
 import torch
-import torch.nn as nn
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import load_file
+from torch import nn
 
 from icrl_bench.agents.checkpoint import META_FILE, WEIGHTS_FILE, save_checkpoint, save_tensors_atomic
-from icrl_bench.devices import resolve_device
-from icrl_bench.fileio import file_sha256, write_json_atomic, write_text_atomic
 from icrl_bench.agents.models import build_model, model_config, model_spec
 from icrl_bench.agents.tokens import ModelConfig
 from icrl_bench.data.dataset import load_dataset
 from icrl_bench.data.sampler import SamplerConfig, WindowSampler, make_loader, validation_batches
+from icrl_bench.devices import resolve_device
 from icrl_bench.envs.metaworld import ML1_PREFIX
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.fileio import file_sha256, write_json_atomic, write_text_atomic
 from icrl_bench.paths import REPO_ROOT
 from icrl_bench.provenance import provenance
 
@@ -463,7 +463,7 @@ def train(
     optimizer = make_optimizer(model, tc)
     start = 0
     if resume is None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_dir = Path(out) / f"{config.agent}-{ds.dataset_id}-{preset or 'paper'}-{stamp}"
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=False)
@@ -499,7 +499,7 @@ def train(
     autocast = dev.type == "cuda"  # bf16 autocast on GPU; fp32 on CPU
     if resume is not None and rank == 0:
         _drop_metrics_after(run_dir / METRICS_FILE, start)  # lines written after the checkpoint we resume from
-    metrics_file = open(run_dir / METRICS_FILE, "a") if rank == 0 else None
+    metrics_file = open(run_dir / METRICS_FILE, "a") if rank == 0 else None  # noqa: SIM115 - closed by the loop's finally
 
     def checkpoint(step: int, metrics: dict[str, float]) -> None:
         """Write weights + trainer state to checkpoint.new/, then swap it in for checkpoint/."""

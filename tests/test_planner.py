@@ -23,6 +23,7 @@ from icrl_bench.harness import run_protocol
 from icrl_bench.protocols import get_protocol
 from icrl_bench.train import train
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Many tiny forwards: one thread is several times faster than two on a shared CPU."""

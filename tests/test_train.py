@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from icrl_bench.agents.models import MODEL_SPECS
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.train import BASELINES_DIR, load_run_config, lr_at, TrainConfig, train
+from icrl_bench.train import BASELINES_DIR, TrainConfig, load_run_config, lr_at, train
 
 ENVS = ("darkroom", "darkroom-permuted", "dark-key-to-door")
 

@@ -16,7 +16,7 @@ plans:
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from icrl_bench.agents.base import TaskInfo
 from icrl_bench.agents.planner import check_beam_k, count_forward_passes

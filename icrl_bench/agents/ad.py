@@ -16,9 +16,9 @@ that step's reward and next state (Meta-World: the reward, and the next state on
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
-from icrl_bench.agents.tokens import DynamicsHeads, ModelConfig, Transitions, TransitionEmbedding, add_dynamics_loss
+from icrl_bench.agents.tokens import DynamicsHeads, ModelConfig, TransitionEmbedding, Transitions, add_dynamics_loss
 from icrl_bench.agents.transformer import KVCache, Transformer
 
 

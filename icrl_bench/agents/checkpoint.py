@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from icrl_bench.agents.models import build_model, model_config, model_spec
 from icrl_bench.errors import IcrlBenchError

@@ -18,10 +18,10 @@ step (the cache still pays inside a planner, which branches many action queries 
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
-from icrl_bench.agents.tokens import DynamicsHeads, GridModelConfig, Transitions, TransitionEmbedding, add_dynamics_loss
+from icrl_bench.agents.tokens import DynamicsHeads, GridModelConfig, TransitionEmbedding, Transitions, add_dynamics_loss
 from icrl_bench.agents.transformer import KVCache, Transformer
 
 
@@ -72,7 +72,7 @@ class DPT(nn.Module):
 
     def prefill_context(self, context: Transitions, cache: KVCache | None = None) -> None:
         """Nothing to reuse: DPT's query precedes the context."""
-        return None
+        return
 
     def policy(
         self, query_obs: torch.Tensor, context: Transitions, context_cache: KVCache | None = None

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from icrl_bench.agents.acting import CheckpointAgent, rows_of
 from icrl_bench.agents.base import TaskInfo
@@ -337,7 +337,7 @@ class IDTAgent(CheckpointAgent):
     @torch.no_grad()
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray, done: np.ndarray) -> None:
         c, dev, space = self.model.config, self.device, self.space
-        tensor = lambda x: torch.as_tensor(np.asarray(x), device=dev)  # noqa: E731
+        tensor = lambda x: torch.as_tensor(np.asarray(x), device=dev)
         self.block.append((space.state(tensor(obs)), space.action(tensor(action)), space.reward(tensor(reward)), space.state(tensor(next_obs))))
         self.t_low += 1
         self.steps_seen += 1

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch.nn as nn
+from torch import nn
 
 from icrl_bench.agents.idt import ContinuousIDTConfig, IDTConfig
 from icrl_bench.agents.tokens import KINDS, ContinuousModelConfig, GridModelConfig, ModelConfig

@@ -112,7 +112,7 @@ def make_agent(name: str, checkpoint: str | Path | None = None, *, env: str | No
     if name in plugins:
         try:
             target = plugins[name].load()
-        except Exception as err:  # a plugin's import error, whatever it is, is the plugin's problem
+        except Exception as err:  # noqa: BLE001 - a plugin's import error, whatever it is, is the plugin's problem
             raise IcrlBenchError(f"agent plugin {name!r} ({plugins[name].value}) failed to import: {type(err).__name__}: {err}") from None
         return _instantiate(target, name, checkpoint, kwargs)
     if ":" in name:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from icrl_bench.agents.planner import forward_siblings
 from icrl_bench.agents.transformer import KVCache, Transformer

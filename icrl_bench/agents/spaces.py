@@ -22,8 +22,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 if TYPE_CHECKING:
     from icrl_bench.agents.tokens import ContinuousModelConfig, GridModelConfig

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from icrl_bench.agents.spaces import ContinuousSpace, GridSpace, Space
 from icrl_bench.agents.transformer import TransformerConfig

@@ -46,11 +46,12 @@ try:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    from datasets import Features, List, Value
     from datasets.info import DatasetInfo, DatasetInfosDict
     from datasets.splits import SplitDict, SplitInfo
     from datasets.utils.metadata import MetadataConfigs
     from huggingface_hub import DatasetCard, DatasetCardData
+
+    from datasets import Features, List, Value
 except ImportError as _err:  # the hub extra is optional
     raise missing_extra(_err, "hub", "sharing datasets") from None
 

@@ -71,7 +71,7 @@ def parse_remote(spec: str) -> RemoteSpec:
     A relative directory must start with `./` or `../`, so `a/b` is always a Hub repo id.
     """
     text = spec.strip()
-    if text.startswith("hf://") or text.startswith("https://"):
+    if text.startswith(("hf://", "https://")):
         return _parse_hf_uri(text)
     if text.startswith("file://"):
         parsed = urllib.parse.urlparse(text)
@@ -271,7 +271,7 @@ class HubRemote:
                 f"cannot reach the Hugging Face Hub for {self.describe(revision)} and it is not in the cache ({where}); "
                 "check the network (or HF_ENDPOINT), or use a mirror directory."
             ) from None
-        except Exception as err:  # HTTP, connection (httpx), Xet and disk errors: the transport failed
+        except Exception as err:  # noqa: BLE001 - HTTP, connection (httpx), Xet and disk errors: the transport failed
             raise IcrlBenchError(
                 f"downloading {self.describe(revision)} failed ({type(err).__name__}: {_first_line(err)}); "
                 "run the command again: finished files are kept in the Hugging Face cache."
@@ -290,7 +290,7 @@ class HubRemote:
             tags = [ref.name for ref in self._api().list_repo_refs(self.repo_id, repo_type=REPO_TYPE).tags]
         except hf_errors.RepositoryNotFoundError:
             return  # created by push
-        except Exception as err:  # HTTP and connection errors
+        except Exception as err:  # noqa: BLE001 - HTTP and connection errors
             raise IcrlBenchError(f"checking {self.repo_id} on the Hub failed ({type(err).__name__}: {_first_line(err)}).") from None
         if tag in tags:
             raise IcrlBenchError(_exists_message(f"{self.repo_id}@{tag}"))
@@ -309,7 +309,7 @@ class HubRemote:
             if getattr(err.response, "status_code", None) == 409:
                 raise IcrlBenchError(_exists_message(f"{self.repo_id}@{tag}")) from None
             raise IcrlBenchError(f"pushing to {self.repo_id} failed: {_first_line(err)}") from None
-        except Exception as err:  # connection (httpx) and Xet errors
+        except Exception as err:  # noqa: BLE001 - connection (httpx) and Xet errors
             raise IcrlBenchError(f"pushing to {self.repo_id} failed ({type(err).__name__}: {_first_line(err)}); run it again.") from None
         return f"{self.repo_id}@{tag}"
 

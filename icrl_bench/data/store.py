@@ -74,7 +74,7 @@ def digests(group: zarr.Group, names: list[str] | None = None) -> dict[str, str]
     for name in names or sorted(group.array_keys()):
         try:
             result[name] = array_digest(name, group[name])
-        except Exception as err:  # zstd checksum or codec failures surface as many types
+        except Exception as err:  # noqa: BLE001 - zstd checksum or codec failures surface as many types
             raise CorruptArrayError(name, f"cannot be read ({type(err).__name__}: {err})") from None
     return result
 

@@ -13,6 +13,7 @@ from icrl_bench.envs.darkroom import DarkroomEnv, DarkroomPermutedEnv
 from icrl_bench.envs.families import FAMILIES, GridWorldFamily, TaskSplit, get_family, paper_split
 from icrl_bench.envs.key_to_door import DarkKeyToDoorEnv
 
+
 def make_env(name: str, task: int) -> gym.Env:
     """The Gymnasium env of task `task` (canonical index) of grid world `name`."""
     return get_family(name).make_env(task)

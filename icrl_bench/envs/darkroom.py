@@ -8,7 +8,7 @@ and our histories learn the way the paper's did.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -26,7 +26,7 @@ class DarkroomEnv(gym.Env[np.ndarray, int]):
         grid_size: side of the square grid (9 in the paper).
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, goal: tuple[int, int] | np.ndarray, horizon: int = 20, grid_size: int = GRID_SIZE):
         self.grid_size = grid_size

@@ -7,7 +7,7 @@ held is not observed, so the task needs memory of the episode.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -25,7 +25,7 @@ class DarkKeyToDoorEnv(gym.Env[np.ndarray, int]):
         horizon: steps per episode (50 in the paper).
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(
         self,
