@@ -145,6 +145,28 @@ def test_cached_planning_chooses_exactly_what_full_recompute_chooses(agent: str,
     assert len(torch.unique(torch.cat([s.flatten() for _, s in cache]))) > 1  # it does predict different next states
 
 
+def test_imagined_transitions_slide_the_window_as_in_the_official_code(trained: dict[str, Path], monkeypatch) -> None:
+    """Every imagined sequence has the trained length n_transit + 1 (context, query, action) once the
+    window is full: each imagined transition pushes out the oldest real one, never grows the context."""
+    lengths, dropped = [], []
+    original = planner_module.query_tokens
+
+    def spy(model, context, state):
+        tokens = original(model, context, state)
+        lengths.append(tokens.shape[1] + 1)  # + the action query
+        real = agent.context.obs[0]  # the agent's real window [n_transit - 1, dim] while it plans
+        shift = [d for d in range(len(real)) if torch.equal(context.obs[0, : len(real) - d], real[d:])]
+        dropped.append(min(shift))  # how many real transitions this sequence left out
+        return tokens
+
+    monkeypatch.setattr(planner_module, "query_tokens", spy)
+    agent = from_checkpoint("dicp-ad", trained["dicp-ad"], beam_k=2, planner="recompute")
+    run_protocol(agent, get_protocol("darkroom"), seeds=[0], n_episodes=2)
+    n_transit = agent.model.config.n_transit
+    assert max(lengths) == min(lengths) == n_transit + 1  # planning starts with a full window, and it stays full
+    assert set(dropped) == set(range(8))  # depth d drops the d - 1 oldest real transitions (darkroom: up to 8 levels)
+
+
 def test_planning_never_looks_past_the_episode_end(trained: dict[str, Path], monkeypatch) -> None:
     seen = []
     original = planner_module.beam_search

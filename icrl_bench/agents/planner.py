@@ -24,24 +24,24 @@ current episode (`depth = min(planning horizon, horizon - t)` with t the step in
 Envs whose episode ends sooner than others' add no reward after their end, which leaves their
 choice exactly what a shorter search would give.
 
+The imagined context *slides*, as in the official code: a beam's context is the last
+n_transit - 1 transitions of (real context, its imagined transitions), so each imagined
+transition pushes the oldest real one out once the window is full, and every sequence the
+network sees has the length it was trained on. (Letting the context grow instead, by up to 16
+imagined transitions past the trained length, measurably hurt: see docs/agents.md.)
+
 Two ways to get the same numbers:
 
-  `CachedWorld`     the KV cache: the shared context is encoded once (the agent's own cache);
-                    each beam extends a copy (`KVCache.index_select` of its parent, then its
-                    imagined transition and query state, 2 tokens), and the A action queries
-                    branch off as siblings (`forward_siblings`: one copy of the cache, each
-                    action token attending to it and to itself only). DPT's query comes
-                    *first*, so a new imagined query state invalidates its prefix: DPT re-encodes
-                    [query, real context] once per level for each distinct (env, imagined cell),
-                    appends each beam's imagined tail, and shares that across its A
-                    action queries.
+  `CachedWorld`     the KV cache. The A action queries of a beam branch off its cache as
+                    siblings (`forward_siblings`: one copy of the cache, each action token
+                    attending to it and to itself only). While the window has room, an AD beam
+                    extends its parent's cache by its imagined transition and query state
+                    (2 tokens). Once a level drops real transitions, or for DPT (whose query
+                    comes *first*, so a new imagined query state invalidates its prefix), the
+                    prefix is re-encoded once per level: the window's real part once per env
+                    (AD) or per (env, imagined cell) (DPT), then each beam's short imagined tail
+                    on top of a copy of it.
   `RecomputeWorld`  the reference: every candidate's whole sequence encoded from scratch.
-
-One deliberate difference from the official code: there the imagined context *slides* (the
-oldest real transition is dropped for each imagined one, a full recompute per candidate); here
-it *grows* by the imagined transitions (at most the planning horizon, 8 or 16 tokens on top of
-n_transit - 1), which is what lets each beam extend the cache exactly. Both planners here follow
-this definition, so they choose the same actions.
 
 dicp-idt plans with `IDTWorld` / `IDTRecomputeWorld` in its Decisions-to-Go Transformer, whose
 sequence within a block is (z_t, s_t, a_t, r_t) per step: a beam appends (r_t, z_{t+1}, s_{t+1}) to
@@ -59,8 +59,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from icrl_bench.agents.spaces import state_from_index, state_index
 from icrl_bench.agents.tokens import Transitions
@@ -180,7 +180,8 @@ def forward_siblings(transformer: Transformer, x: torch.Tensor, cache: KVCache) 
 class Beams:
     """N imagined futures of AD / DPT.
 
-    context: the real context followed by the beam's imagined transitions [N, T + d].
+    context: the real context followed by the beam's imagined transitions [N, T + d] (the network
+    sees its last n_transit - 1, `window_start` on).
     state: the (imagined) query state each beam is in [N, dim_state].
     query_cache: [context, query] encoded (AD: context then query; DPT: query then context), or None.
     context_cache: AD only, the context without the query (what the next imagined transition extends).
@@ -202,6 +203,11 @@ class Beams:
 
 def _is_ad(model: nn.Module) -> bool:
     return hasattr(model, "embed_query_state")  # AD: the query follows the context; DPT: it precedes it
+
+
+def window_start(model: nn.Module, length: int) -> int:
+    """Where the sliding window of the last n_transit - 1 transitions starts in a context of `length`."""
+    return max(0, length - (model.config.n_transit - 1))
 
 
 def query_tokens(model: nn.Module, context: Transitions, state: torch.Tensor) -> torch.Tensor:
@@ -240,35 +246,39 @@ class CachedWorld(_World):
     """AD / DPT imagination on the KV cache (see the module docstring)."""
 
     def expand(self, beams: Beams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        N, A = actions.shape
-        if beams.query_cache is None:  # DPT below the root: its query state changed, so its prefix must be re-encoded
-            beams.query_cache = self._dpt_query_cache(beams)
+        if beams.query_cache is None:  # the window slid, or DPT's query state changed: re-encode the prefix
+            beams.query_cache = self._query_cache(beams)
         h = forward_siblings(self.model.transformer, self.model.dynamics.embed_query_action(actions.long()), beams.query_cache)  # [N, A, C]
         dyn = self.model.dynamics
         return dyn.pred_reward(h).argmax(-1), dyn.pred_next_state(h).argmax(-1)
 
-    def _dpt_query_cache(self, beams: Beams) -> KVCache:
-        """[query, real context, imagined transitions] of each beam, encoding [query, real context] once per (env, cell).
+    def _query_cache(self, beams: Beams) -> KVCache:
+        """Each beam's window up to its query token: AD [real, imagined, query], DPT [query, real, imagined].
 
-        Exact: the prefix depends only on the env's real context and the query cell, and beams of
-        one env often stand in the same imagined cell; only the short imagined tail is per beam.
+        The real part of the window is the same for every beam of an env (DPT: of an env and
+        imagined cell) at a level, so it is encoded once for each; only the short imagined tail
+        (AD: and the query) is encoded per beam. Exact: a causal prefix does not depend on what
+        follows it.
         """
-        N = len(beams.state)
-        key = beams.env * self.grid_size**2 + state_index(beams.state, self.grid_size)  # [N]
+        N, model = len(beams.state), self.model
+        ad = _is_ad(model)
+        key = beams.env if ad else beams.env * self.grid_size**2 + state_index(beams.state, self.grid_size)  # [N]
         unique, inverse = torch.unique(key, return_inverse=True)  # [U], [N]
         first = torch.full((len(unique),), N, device=key.device).scatter_reduce(0, inverse, torch.arange(N, device=key.device), "amin")  # [U]
-        real = beams.context.slice(None, beams.n_real)
-        real = Transitions(real.obs[first], real.action[first], real.reward[first], real.next_obs[first])  # [U, n_real]
-        _, prefix = self.model.transformer(query_tokens(self.model, real, beams.state[first]))  # [U, 1 + n_real]
-        cache = prefix.index_select(inverse)  # [N, 1 + n_real]
+        real = beams.context.slice(window_start(model, len(beams.context)), beams.n_real)
+        real = Transitions(real.obs[first], real.action[first], real.reward[first], real.next_obs[first])  # [U, T']
+        prefix = model.prefill_context(real) if ad else model.transformer(query_tokens(model, real, beams.state[first]))[1]
         imagined = beams.context.slice(beams.n_real, None)  # [N, d - 1]
-        if len(imagined):
-            _, cache = self.model.transformer(self.model.embed_context(imagined), cache)
-        return cache
+        tail = [model.embed_context(imagined)] if len(imagined) else []
+        if ad:
+            tail.append(model.query_state_token(beams.state))
+        cache = prefix.index_select(inverse)
+        return model.transformer(torch.cat(tail, dim=1), cache)[1] if tail else cache
 
     def advance(self, beams: Beams, parent, action, reward, next_cell) -> Beams:
         new, step, next_state = _imagined(beams, parent, action, reward, next_cell, self.grid_size)
-        if _is_ad(self.model):  # extend each parent's context by its imagined transition and the new query state
+        if _is_ad(self.model) and window_start(self.model, len(new.context)) == 0:
+            # The window still has room: extend each parent's context by its imagined transition and the new query state.
             tokens = torch.cat([self.model.embed_context(step), self.model.query_state_token(next_state)], dim=1)  # [N', 2, C]
             _, cache = self.model.transformer(tokens, beams.context_cache.index_select(parent))
             new.query_cache, new.context_cache = cache, cache.truncate(len(cache) - 1)
@@ -285,7 +295,8 @@ class RecomputeWorld(_World):
     def expand(self, beams: Beams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         N, A = actions.shape
         rep = beams.select(torch.arange(N, device=actions.device).repeat_interleave(A))  # [N*A] copies
-        tokens = torch.cat([query_tokens(self.model, rep.context, rep.state), self.model.dynamics.query_action_token(actions.reshape(-1))], dim=1)
+        window = rep.context.slice(window_start(self.model, len(rep.context)), None)  # the last n_transit - 1 transitions
+        tokens = torch.cat([query_tokens(self.model, window, rep.state), self.model.dynamics.query_action_token(actions.reshape(-1))], dim=1)
         h, _ = self.model.transformer(tokens)  # [N*A, T + 2, C]
         dyn = self.model.dynamics
         return dyn.pred_reward(h[:, -1]).argmax(-1).view(N, A), dyn.pred_next_state(h[:, -1]).argmax(-1).view(N, A)
@@ -389,5 +400,5 @@ def plan(model: nn.Module, context: Transitions, state: torch.Tensor, beam_k: in
 
 __all__ = ["PAPER_BEAM_K", "PLANNING_HORIZON", "Beams", "CachedWorld", "IDTBeams", "IDTWorld", "RecomputeWorld", "beam_search", "candidate_order",
            "check_beam_k", "count_forward_passes",
-           "plan", "planning_horizon", "query_tokens"]
+           "plan", "planning_horizon", "query_tokens", "window_start"]
 
