@@ -6,6 +6,7 @@ traceback; Ctrl-C on a long job exits 130 after saying how to resume.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.paths import check_writable
 
 
 class _OneLineErrors(typer.core.TyperGroup):
@@ -34,6 +36,22 @@ class _OneLineErrors(typer.core.TyperGroup):
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except OSError as err:  # a place the user chose that cannot be written (permissions, read-only, full)
+            if err.errno not in WRITE_ERRNOS:
+                raise
+            err_console.print(f"[red]error:[/] {escape(write_error(err))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
+WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def write_error(err: OSError, where: str | None = None) -> str:
+    """One line for an OSError of the user's file system: what could not be done, where, and the fix."""
+    where = where or err.filename or "a file"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left writing {where} ({err.strerror}); free some space or choose another --out / --root."
+    return f"cannot write {where} ({err.strerror}); choose a directory you can write to (--out / --root) or fix its permissions."
 
 
 app = typer.Typer(
@@ -309,6 +327,8 @@ def train_cmd(
     """Train an in-context agent on a learning-history dataset (checkpoints, metrics, resumable)."""
     from icrl_bench.train import train
 
+    if resume is None:
+        check_writable(out, f"--out {out}", "choose a directory you can write to")
     result = train(agent, dataset, preset, device, out, root, steps, resume, config, show_progress=not quiet, console=err_console,
                    threads=threads, overrides=set_, time_budget_s=time_budget)
     val = ", ".join(f"{k} {v:.3f}" for k, v in result.val_metrics.items() if k.startswith(("val_acc", "val_mse")))
@@ -341,6 +361,7 @@ def evaluate_cmd(
 
     if out.exists() and not out.is_dir():
         raise IcrlBenchError(f"--out {out} is a file; give a directory for the results JSON and plot.")
+    check_writable(out, f"--out {out}", "choose a directory you can write to")
     seed_list = _parse_seeds(seeds)
     settings = _parse_settings(set_ or [])
     if samples is not None:

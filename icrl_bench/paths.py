@@ -46,14 +46,32 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(user_cache_dir("icrl-bench"))
 
 
-def ensure_writable(directory: Path) -> Path:
-    """Create `directory` and check a file can be written there, or fail with the fix."""
+def check_writable(directory: Path, what: str, fix: str) -> None:
+    """Fail with one line naming `what` and the `fix` if `directory` cannot take a new file.
+
+    While `directory` does not exist, the nearest existing directory above it (where it would be
+    made) is checked instead; nothing is created.
+    """
+    probe = Path(directory).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise IcrlBenchError(f"{what} is not writable ({probe} is a file); {fix}.")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory):
+        with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as err:
-        raise IcrlBenchError(
-            f"data root {directory} is not writable ({err.strerror}); pass --root DIR or set {ROOT_ENV_VAR}."
-        ) from None
+        raise IcrlBenchError(f"{what} is not writable (cannot write in {probe}: {err.strerror}); {fix}.") from None
+
+
+def ensure_writable(directory: Path, *subdirs: str) -> Path:
+    """Create the data root `directory` and check that it and its `subdirs` can take new files, or fail with the fix."""
+    fix = f"pass --root DIR or set {ROOT_ENV_VAR}, or fix its permissions"
+    check_writable(directory, f"data root {directory}", fix)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise IcrlBenchError(f"data root {directory} cannot be made ({err.strerror}); {fix}.") from None
+    for sub in subdirs:
+        check_writable(directory / sub, f"data root {directory}", fix)
     return directory

@@ -104,7 +104,7 @@ def run_plan(
         raise IcrlBenchError(f"--workers must be at least 1, got {workers}.")
     device = resolve_device(device)
     n_workers = workers or os.cpu_count() or 1
-    root_dir = ensure_writable(data_root(root))
+    root_dir = ensure_writable(data_root(root), "datasets", "staging")
     final = datasets_dir(root_dir) / plan.dataset_id
     if final.exists():
         return _already_built(final, plan)

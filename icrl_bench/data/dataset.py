@@ -145,7 +145,7 @@ def dataset_path(dataset_id: str, root: str | os.PathLike | None = None) -> Path
 
 def local_ids(root: str | os.PathLike | None = None) -> list[str]:
     directory = data_root(root) / "datasets"
-    return sorted(p.name for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
+    return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")) if directory.is_dir() else []
 
 
 def load_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> LearningHistoryDataset:
@@ -171,7 +171,11 @@ def delete_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> Pa
     path = dataset_path(dataset_id, root)
     if not path.exists():
         raise missing_dataset_error(dataset_id, root)
-    shutil.rmtree(path)
+    # Renamed away first: the id is gone at once or, if the rename is refused, nothing changed
+    # (deleting in place could leave half a dataset under its id).
+    doomed = path.with_name(f".{path.name}.deleting-{os.getpid()}")
+    path.rename(doomed)
+    shutil.rmtree(doomed)
     return path
 
 

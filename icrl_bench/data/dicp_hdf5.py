@@ -43,7 +43,7 @@ def import_dicp_hdf5(
     path = Path(path)
     family = get_family(env)
     dataset_id = check_dataset_id(dataset_id or f"{env}-dicp-import-v1")
-    root_dir = ensure_writable(data_root(root))
+    root_dir = ensure_writable(data_root(root), "datasets", "staging")
     final = datasets_dir(root_dir) / dataset_id
     if final.exists():
         raise IcrlBenchError(f"dataset {dataset_id} already exists at {final}; pass another --id or delete it first.")

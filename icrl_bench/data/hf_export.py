@@ -480,7 +480,7 @@ def import_hf(
     if manifest["content_hash"] != export["content_hash"]:
         raise IcrlBenchError(f"{folder}: the manifest's content hash differs from {EXPORT_FILE}'s; the export is corrupt.")
     check_expected_hash(dataset_id, manifest["content_hash"], expected_hash)
-    root_dir = ensure_writable(data_root(root))
+    root_dir = ensure_writable(data_root(root), "datasets", "staging")
     existing = local_content_hash(dataset_id, root)
     if existing == manifest["content_hash"]:
         return ImportResult(dataset_id, dataset_path(dataset_id, root), existing, True)
