@@ -98,7 +98,7 @@ def test_a_corrupt_chunk_is_a_one_line_error_where_data_is_read(tiny_root, tmp_p
 
     shutil.copytree(tiny_root / "datasets", tmp_path / "datasets")
     chunks = [c for array in ("obs", "reward") for c in (tmp_path / "datasets" / "darkroom-tiny-v3" / array / "c").rglob("*")]
-    for chunk in chunks:  # every row has obs chunks; reward chunks exist where a reward was earned
+    for chunk in chunks:  # every row has obs and reward chunks
         if chunk.is_file():
             data = bytearray(chunk.read_bytes())
             data[len(data) // 2] ^= 0xFF
@@ -110,3 +110,18 @@ def test_a_corrupt_chunk_is_a_one_line_error_where_data_is_read(tiny_root, tmp_p
         WindowSampler("darkroom-tiny-v3", tmp_path, SamplerConfig(window=8, batch_size=4), ("obs", "action", "reward", "next_obs")).batch(0)
     result = CliRunner().invoke(app, ["datasets", "info", "darkroom-tiny-v3", "--root", str(tmp_path)])
     assert result.exit_code == 1 and "cannot be decoded" in result.output and "Traceback" not in result.output
+
+
+def test_a_deleted_chunk_file_is_refused_on_open_not_read_as_zeros(copy_root):
+    """Zarr reads a missing chunk as its fill value (0): a deleted file once made rewards silently vanish."""
+    from typer.testing import CliRunner
+
+    from icrl_bench.cli import app
+
+    rewards = _chunk_files(copy_root, "reward")
+    assert len(rewards) == 9  # every task's chunk is written, a task without rewards too
+    rewards[4].unlink()
+    with pytest.raises(IcrlBenchError, match="incomplete: 1 chunk file.*'reward'.*datasets delete darkroom-tiny-v3"):
+        load_dataset("darkroom-tiny-v3", root=copy_root)
+    result = CliRunner().invoke(app, ["datasets", "info", "darkroom-tiny-v3", "--root", str(copy_root)])
+    assert result.exit_code == 1 and "incomplete" in result.output and "Traceback" not in result.output

@@ -5,6 +5,11 @@ task's histories into memory, which is how windows are sampled for training, tou
 few chunks; zstd compresses grid-world histories about 5x. Each array's sha256 is taken
 over canonical bytes (little-endian, C order, prefixed by name, dtype and shape), so the
 hash depends on the content only, not on chunking, compression or the Zarr version.
+
+Every chunk is written, zeros included (`write_empty_chunks`), and each array says so in its
+attributes (`EVERY_CHUNK_WRITTEN`), so opening a dataset can tell a deleted chunk file (which
+Zarr would read as zeros) from data: `missing_chunks`. Stores made before that have no marker and
+are not checked.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ MANIFEST_KEY = "icrl_bench"
 FORMAT_NAME = "icrl-bench-dataset"
 FORMAT_VERSION = 1
 CHUNK_BYTES = 4 * 2**20
+EVERY_CHUNK_WRITTEN = "every_chunk_written"
+# Zarr reads this option when an array is opened, not from the store's metadata, so it is set for
+# the process: every writer (build, importers, download) then writes chunks of zeros too. Its only
+# effect elsewhere is that such chunks take a few bytes on disk.
+zarr.config.set({"array.write_empty_chunks": True})
 
 
 def chunk_shape(spec: ArraySpec, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -48,7 +58,7 @@ def create(path: Path, specs: list[ArraySpec], n_tasks: int, n_streams: int, n_s
             dtype=spec.dtype,
             compressors=ZstdCodec(level=3, checksum=True),
             fill_value=0,
-            attributes={"doc": spec.doc},
+            attributes={"doc": spec.doc, EVERY_CHUNK_WRITTEN: True},
         )
     return group
 
@@ -85,6 +95,24 @@ class CorruptArrayError(IcrlBenchError):
         super().__init__(f"array {array!r} {problem}")
 
 
+def missing_chunks(group: zarr.Group, path: Path) -> tuple[str, int] | None:
+    """The first array (name, number of missing chunk files) of a store that writes every chunk, or None.
+
+    Counts the files under each array's `c/` directory (the default v3 chunk key encoding): one
+    directory listing per array, no data read.
+    """
+    for name in sorted(group.array_keys()):
+        array = group[name]
+        if not array.attrs.get(EVERY_CHUNK_WRITTEN):
+            continue
+        expected = int(np.prod([-(-n // c) for n, c in zip(array.shape, array.chunks)]))
+        chunk_dir = path / name / "c"
+        found = sum(1 for f in chunk_dir.rglob("*") if f.is_file()) if chunk_dir.is_dir() else 0
+        if found < expected:
+            return name, expected - found
+    return None
+
+
 def consolidate(path: Path) -> None:
     """Consolidate metadata so opening a dataset reads one file (zarr warns it is not in the v3 spec)."""
     with warnings.catch_warnings():
@@ -109,4 +137,9 @@ def open_dataset_group(path: Path, dataset_id: str) -> zarr.Group:
         raise IcrlBenchError(
             f"{path} is a Zarr group but not an icrl-bench dataset (no manifest); delete it or choose another --root."
         )
+    missing = missing_chunks(group, path)
+    if missing is not None:
+        name, n = missing
+        raise IcrlBenchError(f"dataset {dataset_id!r} at {path} is incomplete: {n} chunk file(s) of array {name!r} are missing; "
+                             f"run `icrl-bench datasets delete {dataset_id}` and rebuild or download it.")
     return group
