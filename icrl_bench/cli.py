@@ -95,7 +95,10 @@ def build_dataset_cmd(
             f"[green]built[/] {result.dataset_id} at {result.path} in {result.wall_time_s:.1f} s "
             f"({result.tasks_run} tasks run this time; hash {result.content_hash[:12]})."
         )
-    check = published_hash_check(result.dataset_id, result.content_hash)
+    from icrl_bench.data.dataset import load_dataset
+
+    manifest = load_dataset(result.dataset_id, root).manifest
+    check = published_hash_check(result.dataset_id, result.content_hash, manifest_hash=manifest.get("manifest_hash"))
     if check is not None:
         console.print(f"[green]{check[1]}[/]" if check[0] else f"[yellow]{check[1]}[/]")
 

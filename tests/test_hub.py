@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from icrl_bench.cli import app
-from icrl_bench.data import hf_export, hub
+from icrl_bench.data import hf_export, hub, store
 from icrl_bench.data.dataset import load_dataset
 from icrl_bench.errors import IcrlBenchError
 
@@ -205,7 +205,8 @@ def test_download_by_catalog_id(tiny_root, remote, tmp_path, monkeypatch):
     assert result.content_hash == expected
     rows = hub.catalog_status(catalog, root=tmp_path / "root")
     assert rows == [
-        {"dataset_id": TINY, "repo": REPO, "revision": "tiny-v3", "build": None, "content_hash": expected, "description": "", "local": "present"}
+        {"dataset_id": TINY, "repo": REPO, "revision": "tiny-v3", "build": None, "content_hash": expected, "manifest_hash": None,
+         "description": "", "local": "present"}
     ]
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": REPO, "revision": "tiny-v3", "content_hash": "0" * 64}}}))
@@ -301,6 +302,59 @@ def test_altered_values_with_rewritten_file_hashes_are_caught_by_the_array_diges
     with pytest.raises(IcrlBenchError, match="arrays reward do not match the manifest's sha256"):
         hub.download_dataset(f"{tag_dir.parent}@tiny-v3", root=root)
     assert _published(root) == [] and _staging_leftovers(root) == []
+
+
+def _edit_manifest(tag_dir: Path, change, rehash: bool) -> None:
+    """Edit the exported manifest and resync its sha256 in export.json (and, with `rehash`, its own manifest_hash)."""
+    path = tag_dir / hf_export.MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    if rehash:
+        manifest["manifest_hash"] = store.manifest_hash(manifest)
+    path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    export = json.loads((tag_dir / hf_export.EXPORT_FILE).read_text())
+    export["files"][hf_export.MANIFEST_FILE] |= hf_export.file_record(path)
+    (tag_dir / hf_export.EXPORT_FILE).write_text(json.dumps(export))
+
+
+def _double_horizon(manifest: dict) -> None:
+    manifest["env_spec"]["horizon"] *= 2  # no array hash covers it
+
+
+def test_an_edited_manifest_with_its_file_hash_resynced_is_refused(tampered_remote, tmp_path):
+    tag_dir = _tag_dir(tampered_remote)
+    _edit_manifest(tag_dir, _double_horizon, rehash=False)
+    root = tmp_path / "root"
+    with pytest.raises(IcrlBenchError, match="manifest does not match its own manifest_hash"):
+        hub.download_dataset(f"{tag_dir.parent}@tiny-v3", root=root)
+    assert _published(root) == [] and _staging_leftovers(root) == []
+
+
+def test_a_catalog_pinned_manifest_hash_catches_an_edit_that_rewrote_every_hash(remote, tampered_remote, tmp_path):
+    pinned = store.manifest_hash(json.loads((_tag_dir(remote) / hf_export.MANIFEST_FILE).read_text()))
+    content = json.loads((_tag_dir(remote) / hf_export.EXPORT_FILE).read_text())["content_hash"]
+
+    def catalog(mirror: Path) -> Path:
+        path = tmp_path / f"catalog-{mirror.name}.yaml"
+        entry = {"repo": str(mirror / REPO), "revision": "tiny-v3", "content_hash": content, "manifest_hash": pinned}
+        path.write_text(yaml.safe_dump({"format_version": 1, "datasets": {TINY: entry}}))
+        return path
+
+    assert hub.download_dataset(TINY, root=tmp_path / "ok", catalog=catalog(remote)).content_hash == content  # the pin holds as published
+    _edit_manifest(_tag_dir(tampered_remote), _double_horizon, rehash=True)
+    root = tmp_path / "root"
+    with pytest.raises(IcrlBenchError, match="manifest does not match the catalog's pin"):
+        hub.download_dataset(TINY, root=root, catalog=catalog(tampered_remote))
+    assert _published(root) == [] and _staging_leftovers(root) == []
+
+
+def test_an_export_record_that_drops_the_manifest_is_refused(tampered_remote, tmp_path):
+    tag_dir = _tag_dir(tampered_remote)
+    export = json.loads((tag_dir / hf_export.EXPORT_FILE).read_text())
+    del export["files"][hf_export.MANIFEST_FILE]
+    (tag_dir / hf_export.EXPORT_FILE).write_text(json.dumps(export))
+    with pytest.raises(IcrlBenchError, match="does not list icrl_bench/manifest.json"):
+        hub.download_dataset(f"{tag_dir.parent}@tiny-v3", root=tmp_path / "root")
 
 
 def test_a_cut_or_missing_file_is_one_line(tampered_remote, tmp_path):

@@ -60,6 +60,29 @@ def test_an_edited_manifest_hash_is_caught(copy_root):
         load_dataset("darkroom-tiny-v3", root=copy_root).verify()
 
 
+def test_an_edited_manifest_field_is_caught_by_the_manifest_hash(copy_root):
+    """The horizon, split and env facts are in no array hash: an edit once passed `verify`."""
+    meta = copy_root / "datasets" / "darkroom-tiny-v3" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["icrl_bench"]["env_spec"]["horizon"] = 40
+    meta.write_text(json.dumps(doc))
+    with pytest.raises(IcrlBenchError, match="do not match its manifest_hash; the manifest was edited"):
+        load_dataset("darkroom-tiny-v3", root=copy_root).verify()
+
+
+def test_the_catalog_pins_the_manifest_of_the_shipped_dataset():
+    """The pin is the hash of what is shipped; a rebuild (whose build facts differ) has the same one."""
+    from icrl_bench.data.hub import load_catalog
+    from icrl_bench.data.store import manifest_hash
+    from icrl_bench.paths import REPO_ROOT
+
+    shipped = json.loads((REPO_ROOT / "datasets" / "hub" / "darkroom" / "small-v3" / "icrl_bench" / "manifest.json").read_text())
+    assert load_catalog().datasets["darkroom-small-v3"].manifest_hash == manifest_hash(shipped)
+    rebuilt = {**shipped, "build": {"wall_time_s": 1.0}, "provenance": {"code_commit": "other"}, "manifest_hash": "x"}
+    assert manifest_hash(rebuilt) == manifest_hash(shipped)
+    assert manifest_hash({**shipped, "description": "other"}) != manifest_hash(shipped)
+
+
 def test_corrupt_or_foreign_directories_are_named_not_crashed_on(tmp_path):
     (tmp_path / "datasets" / "empty-v1").mkdir(parents=True)
     broken = tmp_path / "datasets" / "broken-v1"

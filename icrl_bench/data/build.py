@@ -467,6 +467,7 @@ def finalize(staging: Path, final: Path, manifest: dict[str, Any]) -> str:
         "content_hash": content_hash,
         "provenance": provenance(),
     }
+    manifest["manifest_hash"] = store.manifest_hash(manifest)
     group.attrs[store.MANIFEST_KEY] = manifest
     store.consolidate(staging)
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,10 @@ class LearningHistoryDataset:
         content = store.content_hash(actual)
         if content != self.manifest["content_hash"]:
             raise IcrlBenchError(f"{self.dataset_id}: the manifest's content hash does not match its arrays; the manifest was edited.")
+        recorded_manifest = self.manifest.get("manifest_hash")  # absent in datasets made before 2026-11-30
+        if recorded_manifest is not None and recorded_manifest != store.manifest_hash(self.manifest):
+            raise IcrlBenchError(f"{self.dataset_id}: the manifest's fields do not match its manifest_hash; the manifest was edited: "
+                                 "delete and rebuild or re-download it.")
         return content
 
 

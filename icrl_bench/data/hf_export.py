@@ -464,14 +464,18 @@ def import_hf(
     root: str | os.PathLike | None = None,
     expected_hash: str | None = None,
     origin: dict[str, Any] | None = None,
+    expected_manifest_hash: str | None = None,
 ) -> ImportResult:
     """Rebuild the Zarr dataset of an export folder under `root`, verified, and publish it.
 
-    Nothing is published unless every file hash, every array digest and the content hash
-    (and `expected_hash`, if given) match; an existing local dataset is never replaced.
+    Nothing is published unless every file hash, every array digest and the content hash match,
+    the manifest matches its own `manifest_hash` (where it has one), and `expected_hash` and
+    `expected_manifest_hash` (a catalog's pins), if given; an existing local dataset is never replaced.
     """
     folder = Path(folder).expanduser()
     export = read_export(folder)
+    if MANIFEST_FILE not in export["files"]:
+        raise IcrlBenchError(f"{folder}: {EXPORT_FILE} does not list {MANIFEST_FILE}, so its hash cannot be checked; the export is corrupt.")
     verify_files(folder, export)
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     dataset_id = manifest.get("dataset_id")
@@ -480,6 +484,7 @@ def import_hf(
     if manifest["content_hash"] != export["content_hash"]:
         raise IcrlBenchError(f"{folder}: the manifest's content hash differs from {EXPORT_FILE}'s; the export is corrupt.")
     check_expected_hash(dataset_id, manifest["content_hash"], expected_hash)
+    check_manifest_hash(dataset_id, manifest, expected_manifest_hash)
     root_dir = ensure_writable(data_root(root), "datasets", "staging")
     existing = local_content_hash(dataset_id, root)
     if existing == manifest["content_hash"]:
@@ -514,6 +519,16 @@ def check_expected_hash(dataset_id: str, actual: str, expected: str | None) -> N
             f"{dataset_id} has content hash {actual[:12]}, but {expected[:12]} was expected (catalog or --hash); "
             "the remote holds another dataset than the one pinned: nothing was imported."
         )
+
+
+def check_manifest_hash(dataset_id: str, manifest: dict[str, Any], expected: str | None) -> None:
+    """The manifest must match its recorded hash, and the pinned one if given: its fields (horizon,
+    split, env facts) are covered by no array hash, so an edit with export.json resynced is caught here."""
+    actual = store.manifest_hash(manifest)
+    for what, wanted in (("its own manifest_hash", manifest.get("manifest_hash")), ("the catalog's pin", expected)):
+        if wanted is not None and actual != wanted:
+            raise IcrlBenchError(f"{dataset_id}: the manifest does not match {what} ({actual[:12]} vs {wanted[:12]}); "
+                                 "it was edited: nothing was imported.")
 
 
 def local_content_hash(dataset_id: str, root: str | os.PathLike | None) -> str | None:

@@ -143,6 +143,7 @@ class CatalogEntry(BaseModel):
     revision: str | None = Field(None, description="the tag (or commit) that pins this version")
     build: str | None = Field(None, description="the command that builds it, for entries not published to a remote")
     content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    manifest_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="store.manifest_hash of its manifest")
     description: str = ""
 
     @model_validator(mode="after")
@@ -179,6 +180,7 @@ class Target:
     remote: RemoteSpec
     dataset_id: str | None = None
     content_hash: str | None = None
+    manifest_hash: str | None = None
 
 
 def resolve_spec(spec: str, catalog: str | os.PathLike | None = None) -> Target:
@@ -203,7 +205,7 @@ def resolve_spec(spec: str, catalog: str | os.PathLike | None = None) -> Target:
             # A directory remote shipped beside the catalog (e.g. in the repository itself).
             repo = str(catalog_path(catalog).parent / repo)
         remote = parse_remote(repo)
-        return Target(RemoteSpec(remote.kind, remote.location, entry.revision), text, entry.content_hash)
+        return Target(RemoteSpec(remote.kind, remote.location, entry.revision), text, entry.content_hash, entry.manifest_hash)
     return Target(parse_remote(text))
 
 
@@ -486,18 +488,22 @@ def download_dataset(
     hf_export.refuse_to_replace(dataset_id, root, existing)
     folder = remote.fetch(revision, sorted(export["files"]) + [hf_export.EXPORT_FILE])
     origin = {"source": where, "spec": spec}
-    result = hf_export.import_hf(folder, root=root, expected_hash=expected, origin=origin)
+    result = hf_export.import_hf(folder, root=root, expected_hash=expected, origin=origin, expected_manifest_hash=target.manifest_hash)
     return DownloadResult(result.dataset_id, result.path, result.content_hash, where, result.already_present)
 
 
-def published_hash_check(dataset_id: str, content_hash: str, catalog: str | os.PathLike | None = None) -> tuple[bool, str] | None:
-    """Whether a local dataset has the content its catalog entry pins: (equal, message), or None if the catalog does not list it."""
+def published_hash_check(dataset_id: str, content_hash: str, catalog: str | os.PathLike | None = None,
+                         manifest_hash: str | None = None) -> tuple[bool, str] | None:
+    """Whether a local dataset has the content (and manifest) its catalog entry pins: (equal, message), or None if the catalog does not list it."""
     try:
         entry = load_catalog(catalog).datasets.get(dataset_id)
     except IcrlBenchError:
         return None
     if entry is None:
         return None
+    if entry.content_hash == content_hash and manifest_hash is not None and entry.manifest_hash not in (None, manifest_hash):
+        return False, (f"{dataset_id} has the published arrays but another manifest ({manifest_hash[:12]}, catalog "
+                       f"{entry.manifest_hash[:12]}): the recipe's description, split or env facts changed without a version bump.")
     if entry.content_hash == content_hash:
         return True, f"{dataset_id} has exactly the published content (catalog hash {content_hash[:12]})."
     get = (f"`icrl-bench datasets delete {dataset_id}` then `icrl-bench datasets download {dataset_id}`" if entry.repo

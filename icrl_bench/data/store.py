@@ -113,6 +113,18 @@ def missing_chunks(group: zarr.Group, path: Path) -> tuple[str, int] | None:
     return None
 
 
+MANIFEST_UNHASHED = ("manifest_hash", "build", "provenance")
+"""Manifest fields outside its hash: the hash itself, and how and where this copy was made."""
+
+
+def manifest_hash(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON, without `MANIFEST_UNHASHED`: what the data *is*
+    (recipe, source, shape, env facts, split, array hashes) and nothing about when it was made, so
+    a rebuild of the same recipe has the same manifest hash."""
+    fields = {k: v for k, v in manifest.items() if k not in MANIFEST_UNHASHED}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def consolidate(path: Path) -> None:
     """Consolidate metadata so opening a dataset reads one file (zarr warns it is not in the v3 spec)."""
     with warnings.catch_warnings():
