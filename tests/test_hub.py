@@ -357,6 +357,27 @@ def test_an_export_record_that_drops_the_manifest_is_refused(tampered_remote, tm
         hub.download_dataset(f"{tag_dir.parent}@tiny-v3", root=tmp_path / "root")
 
 
+@pytest.mark.parametrize("manifest_text", ["{not json", "[1, 2]", "{}"])
+def test_a_garbage_manifest_with_its_hash_resynced_is_one_line(tampered_remote, tmp_path, manifest_text):
+    tag_dir = _tag_dir(tampered_remote)
+    (tag_dir / hf_export.MANIFEST_FILE).write_text(manifest_text)
+    export = json.loads((tag_dir / hf_export.EXPORT_FILE).read_text())
+    export["files"][hf_export.MANIFEST_FILE] |= hf_export.file_record(tag_dir / hf_export.MANIFEST_FILE)
+    (tag_dir / hf_export.EXPORT_FILE).write_text(json.dumps(export))
+    with pytest.raises(IcrlBenchError, match="manifest.json (is not valid JSON|is not the manifest)"):
+        hub.download_dataset(f"{tag_dir.parent}@tiny-v3", root=tmp_path / "root")
+
+
+@pytest.mark.parametrize("files", [[1, 2], {"data/x.parquet": 3}, {"data/x.parquet": {"size": 1}}])
+def test_an_export_record_with_malformed_file_entries_is_one_line(tampered_remote, tmp_path, files):
+    tag_dir = _tag_dir(tampered_remote)
+    export = json.loads((tag_dir / hf_export.EXPORT_FILE).read_text())
+    export["files"] = files
+    (tag_dir / hf_export.EXPORT_FILE).write_text(json.dumps(export))
+    with pytest.raises(IcrlBenchError, match="does not list its files with their size and sha256"):
+        hub.download_dataset(f"{tag_dir.parent}@tiny-v3", root=tmp_path / "root")
+
+
 def test_a_cut_or_missing_file_is_one_line(tampered_remote, tmp_path):
     tag_dir = _tag_dir(tampered_remote)
     shards = sorted((tag_dir / "data").glob("*.parquet"))

@@ -437,6 +437,9 @@ def read_export(folder: Path) -> dict[str, Any]:
         raise IcrlBenchError(f"{path} is not valid JSON ({err}); the export is corrupt.") from None
     if not isinstance(export, dict) or export.get("format") != EXPORT_FORMAT:
         raise IcrlBenchError(f"{folder} is not an icrl-bench dataset export ({EXPORT_FILE} has another format).")
+    files = export.get("files")
+    if not isinstance(files, dict) or not all(isinstance(r, dict) and {"size", "sha256"} <= r.keys() for r in files.values()):
+        raise IcrlBenchError(f"{path} does not list its files with their size and sha256; the export is corrupt.")
     if export.get("format_version", 0) > EXPORT_FORMAT_VERSION:
         raise IcrlBenchError(
             f"{folder} was exported by a newer icrl-bench (format {export['format_version']}); upgrade: pip install -U icrl-bench"
@@ -477,9 +480,12 @@ def import_hf(
     if MANIFEST_FILE not in export["files"]:
         raise IcrlBenchError(f"{folder}: {EXPORT_FILE} does not list {MANIFEST_FILE}, so its hash cannot be checked; the export is corrupt.")
     verify_files(folder, export)
-    manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    dataset_id = manifest.get("dataset_id")
-    if manifest.get("format") != store.FORMAT_NAME or dataset_id != export["dataset_id"]:
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise IcrlBenchError(f"{folder}: {MANIFEST_FILE} is not valid JSON ({err}); the export is corrupt.") from None
+    dataset_id = manifest.get("dataset_id") if isinstance(manifest, dict) else None
+    if dataset_id is None or manifest.get("format") != store.FORMAT_NAME or dataset_id != export.get("dataset_id"):
         raise IcrlBenchError(f"{folder}: {MANIFEST_FILE} is not the manifest of {export['dataset_id']}.")
     if manifest["content_hash"] != export["content_hash"]:
         raise IcrlBenchError(f"{folder}: the manifest's content hash differs from {EXPORT_FILE}'s; the export is corrupt.")

@@ -474,10 +474,9 @@ def download_dataset(
     revision = target.remote.revision
     where = remote.describe(revision)
     head = remote.fetch(revision, HEAD_FILES)
-    try:
-        export = hf_export.read_export(head)
-    except IcrlBenchError:
-        raise IcrlBenchError(f"{where} is not an icrl-bench dataset (no {hf_export.EXPORT_FILE}); check the repo and revision.") from None
+    if not (head / hf_export.EXPORT_FILE).is_file():
+        raise IcrlBenchError(f"{where} is not an icrl-bench dataset (no {hf_export.EXPORT_FILE}); check the repo and revision.")
+    export = hf_export.read_export(head)
     dataset_id = export["dataset_id"]
     if target.dataset_id is not None and dataset_id != target.dataset_id:
         raise IcrlBenchError(f"{where} holds {dataset_id}, not {target.dataset_id} as the catalog says; nothing was downloaded.")
