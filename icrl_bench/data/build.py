@@ -280,6 +280,7 @@ def _run_tasks(plan, staging, state, pending, workers, device, show_progress, co
         # A fresh process per job: simulators (MuJoCo) hold memory past env.close(), and a crash stays contained.
         executor = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, max_tasks_per_child=1,
                                        initializer=_worker_start, initargs=(queue, os.getpid()))
+        finished_all = False
         with _sigterm_interrupts():
             try:
                 futures: dict[Future, tuple[list[int], int]] = {executor.submit(_worker_job, plan_dict, rows, device): (rows, 0) for rows in jobs}
@@ -299,16 +300,26 @@ def _run_tasks(plan, staging, state, pending, workers, device, show_progress, co
                         failures.pop(tuple(rows), None)
                         _write_rows(staging, rows, future.result(), state)
                         progress.update(tasks_bar, advance=len(rows))
+                finished_all = True
             finally:
-                running = list((getattr(executor, "_processes", None) or {}).values())  # the executor's own record
-                executor.shutdown(wait=False, cancel_futures=True)
-                for process in running:
-                    if process.is_alive():
-                        process.terminate()  # an interrupted build leaves no worker running
-                for process in running:
-                    process.join(timeout=10)  # before the queue closes: a worker writing to it would print a BrokenPipe traceback
-                queue.close()
+                if finished_all:  # every job is done: a plain shutdown (wait=False here races the executor's own thread)
+                    executor.shutdown(wait=True)
+                    queue.close()
+                else:
+                    _stop_workers(executor, queue)
         _report_failures(plan, failures, state)
+
+
+def _stop_workers(executor: ProcessPoolExecutor, queue: Any) -> None:
+    """An interrupted build leaves no worker running and no queue writer behind."""
+    running = list((getattr(executor, "_processes", None) or {}).values())  # the executor's own record
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in running:
+        if process.is_alive():
+            process.terminate()
+    for process in running:
+        process.join(timeout=10)  # before the queue closes: a worker writing to it would print a BrokenPipe traceback
+    queue.close()
 
 
 _WORKER_QUEUE: Any = None
