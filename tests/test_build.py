@@ -291,3 +291,19 @@ def test_a_killed_build_leaves_no_process_behind(signum, tmp_path):
     while time.time() < deadline and _alive(children):
         time.sleep(0.2)
     assert _alive(children) == []
+
+
+def test_sigterm_interrupts_a_build_in_the_main_process_too(tmp_path):
+    """With --workers 1 the jobs run in the builder itself, where SIGTERM once killed it with no word (exit 143)."""
+    args = [sys.executable, "-m", "icrl_bench", "build-dataset", "darkroom", "--preset", "small", "--workers", "1", "--quiet",
+            "--root", str(tmp_path)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = tmp_path / "staging" / "darkroom-small-v3.build-state.json"
+    deadline = time.time() + 60
+    while time.time() < deadline and not state.is_file():
+        time.sleep(0.2)
+    assert state.is_file(), "the build never started"
+    time.sleep(2.0)  # PPO is training
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in err and "run the same command again to resume" in err, err

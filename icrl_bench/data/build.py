@@ -115,7 +115,8 @@ def run_plan(
         started = time.perf_counter()
         pending = [row for row in range(len(plan.tasks)) if row not in set(state["done"])]
         try:
-            _run_tasks(plan, staging, state, pending, n_workers, device, show_progress, console)
+            with _sigterm_interrupts():  # in the main process too (--workers 1), not only with a pool
+                _run_tasks(plan, staging, state, pending, n_workers, device, show_progress, console)
         except KeyboardInterrupt:
             state["wall_time_s"] = state.get("wall_time_s", 0.0) + time.perf_counter() - started
             _save_state(staging, state)  # the time spent so far counts in the resumed build's manifest
@@ -281,32 +282,31 @@ def _run_tasks(plan, staging, state, pending, workers, device, show_progress, co
         executor = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, max_tasks_per_child=1,
                                        initializer=_worker_start, initargs=(queue, os.getpid()))
         finished_all = False
-        with _sigterm_interrupts():
-            try:
-                futures: dict[Future, tuple[list[int], int]] = {executor.submit(_worker_job, plan_dict, rows, device): (rows, 0) for rows in jobs}
-                while futures:
-                    finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
-                    _drain(queue, progress, steps_bar)
-                    for future in finished:
-                        rows, attempt = futures.pop(future)
-                        error = future.exception()
-                        if isinstance(error, IcrlBenchError):
-                            raise error
-                        if error is not None:
-                            failures[tuple(rows)] = _describe(error)
-                            if attempt < RETRIES:
-                                futures[executor.submit(_worker_job, plan_dict, rows, device)] = (rows, attempt + 1)
-                            continue
-                        failures.pop(tuple(rows), None)
-                        _write_rows(staging, rows, future.result(), state)
-                        progress.update(tasks_bar, advance=len(rows))
-                finished_all = True
-            finally:
-                if finished_all:  # every job is done: a plain shutdown (wait=False here races the executor's own thread)
-                    executor.shutdown(wait=True)
-                    queue.close()
-                else:
-                    _stop_workers(executor, queue)
+        try:
+            futures: dict[Future, tuple[list[int], int]] = {executor.submit(_worker_job, plan_dict, rows, device): (rows, 0) for rows in jobs}
+            while futures:
+                finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
+                _drain(queue, progress, steps_bar)
+                for future in finished:
+                    rows, attempt = futures.pop(future)
+                    error = future.exception()
+                    if isinstance(error, IcrlBenchError):
+                        raise error
+                    if error is not None:
+                        failures[tuple(rows)] = _describe(error)
+                        if attempt < RETRIES:
+                            futures[executor.submit(_worker_job, plan_dict, rows, device)] = (rows, attempt + 1)
+                        continue
+                    failures.pop(tuple(rows), None)
+                    _write_rows(staging, rows, future.result(), state)
+                    progress.update(tasks_bar, advance=len(rows))
+            finished_all = True
+        finally:
+            if finished_all:  # every job is done: a plain shutdown (wait=False here races the executor's own thread)
+                executor.shutdown(wait=True)
+                queue.close()
+            else:
+                _stop_workers(executor, queue)
         _report_failures(plan, failures, state)
 
 
