@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from icrl_bench.errors import IcrlBenchError
@@ -32,3 +34,23 @@ def resolve_device(name: str | torch.device) -> str:
             raise IcrlBenchError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible.")
         return name
     raise IcrlBenchError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N.")
+
+
+@contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run the block with `n` torch CPU threads (None: leave them), then restore the caller's.
+
+    Small networks and single-env PPO run fastest on one thread, above all on a CPU shared with
+    other jobs (two threads there can be 10-40x slower); the builder and evaluations use it.
+    """
+    import torch
+
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from icrl_bench import metrics
+from icrl_bench.devices import cpu_threads
 from icrl_bench.errors import IcrlBenchError, unknown
 from icrl_bench.fileio import write_json_atomic
 from icrl_bench.paths import REPO_ROOT
@@ -365,10 +366,7 @@ def _shipped_hardware(folder: Path) -> str | None:
 
 
 def _evaluate_in_worker(agent, checkpoint, *evaluation) -> dict:
-    import torch
-
-    torch.set_num_threads(1)  # one core per evaluation (the networks are small)
-    return _evaluate_stage(agent, checkpoint, *evaluation, print)
+    return _evaluate_stage(agent, checkpoint, *evaluation, print)  # one core per evaluation (the networks are small)
 
 
 def _evaluate_stage(agent, checkpoint, env, device, out_dir, seeds, n_episodes, n_tasks, force, log) -> dict:
@@ -386,7 +384,8 @@ def _evaluate_stage(agent, checkpoint, env, device, out_dir, seeds, n_episodes, 
             return existing
     log(f"[evaluate] {agent} on {env} ({device})")
     settings = {"device": device} if device != "cpu" else {}
-    results = evaluate(agent, checkpoint, env, seeds, n_episodes, settings, n_tasks=n_tasks)
+    with cpu_threads(1 if device == "cpu" else None):  # as `icrl-bench evaluate` does: on a busy CPU 2 threads were 3x slower
+        results = evaluate(agent, checkpoint, env, seeds, n_episodes, settings, n_tasks=n_tasks)
     json_path, _ = save_results(results, results_dir)
     os.replace(json_path, path)
     json_path.with_suffix(".png").replace(path.with_suffix(".png"))

@@ -35,17 +35,15 @@ is, and `benchmarks/bench_source_fidelity.py` shows it.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from icrl_bench.devices import resolve_device
+from icrl_bench.devices import cpu_threads, resolve_device
 from icrl_bench.envs import get_family
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.sources import ProgressFn
@@ -582,20 +580,6 @@ the same task trained with 2 threads and with 1 gives different float bits and, 
 later, different actions (measured: another content hash). One thread is also the fastest way
 to run these tiny matmuls (threads wait on each other), and the builder runs one job per core.
 """
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run the block with `n` torch CPU threads (None: leave them), then restore the caller's."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 SOURCE = BatchedPPOSource()
