@@ -5,8 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+FILE_MODE = 0o644  # mkstemp makes 0600 files; results, entries and checkpoints are meant to be shared
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -18,12 +23,37 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to a temporary file beside `path`, then rename: readers never see half a file."""
+@contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; put in place only if the block succeeds.
+
+    A reader (or a crash) never sees a half-written file, and a failed write leaves no temporary
+    file. `overwrite=False` links instead of renaming, so an existing `path` is never replaced
+    (FileExistsError).
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> None:
+    """Write `data` to `path` through `atomic_path`."""
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text atomically (`atomic_path`)."""
+    write_atomic(path, text.encode())
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = None, sort_keys: bool = False) -> None:

@@ -42,10 +42,11 @@ import torch
 
 from icrl_bench.agents.base import Agent
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.fileio import atomic_path, write_atomic
 from icrl_bench.harness_envs import make_eval_envs
 from icrl_bench.protocols import EvalProtocol, get_protocol
 from icrl_bench.provenance import provenance
-from icrl_bench.reporting import atomic_path, dumps_results, write_atomic
+from icrl_bench.reporting import dumps_results
 
 RESULTS_SCHEMA_VERSION = 1
 RETURN_DECIMALS = 4  # non-integer (Meta-World) returns are stored, and scored, to this precision

@@ -18,7 +18,6 @@ import html
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,17 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from icrl_bench import metrics
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.fileio import atomic_path, write_atomic
 from icrl_bench.paths import DATASET_ID_PATTERN, REPO_ROOT, catalog_path, data_root
 from icrl_bench.protocols import PROTOCOLS, EvalProtocol, get_protocol
 from icrl_bench.reporting import (
-    FILE_MODE,
     agent_label,
-    atomic_path,
     dumps_results,
     leaderboard_cells,
     metric_columns,
     plot_learning_curves,
-    write_atomic,
 )
 
 DEFAULT_DIR = REPO_ROOT / "leaderboard"
@@ -316,16 +313,10 @@ def submit(results_path: str | os.PathLike, leaderboard_dir: str | os.PathLike |
             )
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / entry_filename(data)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".incoming.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(dumps_results(data))
-        os.chmod(tmp, FILE_MODE)
-        os.link(tmp, final)  # fails if the name exists: never overwrite an entry
+        write_atomic(final, dumps_results(data).encode(), overwrite=False)  # never overwrite an entry
     except FileExistsError:
         raise IcrlBenchError(f"{results_path} duplicates the entry {final.name}.") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return final
 
 

@@ -1,4 +1,4 @@
-"""Presenting results: learning-curve plots, rich tables, atomic file writes.
+"""Presenting results: learning-curve plots and rich tables.
 
 Shared by the harness and the leaderboard, so it imports neither torch nor the envs: only
 numpy, matplotlib (lazily) and rich.
@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,6 @@ from rich.table import Table
 
 from icrl_bench import metrics
 
-FILE_MODE = 0o644  # mkstemp makes 0600 files; results and entries are meant to be shared
 PERCENT = "{:.1f}%"  # success rates are stored as fractions and shown as percentages
 # (summary key, column title, format); a dotted key reads a nested estimate.
 METRIC_COLUMNS = (
@@ -47,29 +44,6 @@ def metric(summary: dict, key: str) -> dict | None:
     for part in key.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside `path` to write to; renamed into place only if the block succeeds.
-
-    A reader (or a crash) never sees a half-written file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through `atomic_path`."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def dumps_results(data: dict) -> str:

@@ -28,7 +28,7 @@ from torch import nn
 
 from icrl_bench.agents.models import build_model, model_config, model_spec
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.fileio import file_sha256, write_json_atomic
+from icrl_bench.fileio import atomic_path, file_sha256, write_json_atomic
 from icrl_bench.provenance import provenance
 
 WEIGHTS_FILE = "model.safetensors"
@@ -47,11 +47,10 @@ def meta_binding(meta: dict[str, Any]) -> str:
 
 
 def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> str:
-    """Write tensors to `path` via a temporary file; returns the file's sha256."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    digest = file_sha256(tmp)
-    os.replace(tmp, path)
+    """Write tensors to `path` via a temporary file (`atomic_path`); returns the file's sha256."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        digest = file_sha256(tmp)
     return digest
 
 
