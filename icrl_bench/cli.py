@@ -46,9 +46,9 @@ class _OneLineErrors(typer.core.TyperGroup):
 WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
-def write_error(err: OSError, where: str | None = None) -> str:
+def write_error(err: OSError) -> str:
     """One line for an OSError of the user's file system: what could not be done, where, and the fix."""
-    where = where or err.filename or "a file"
+    where = err.filename or "a file"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left writing {where} ({err.strerror}); free some space or choose another --out / --root."
     return f"cannot write {where} ({err.strerror}); choose a directory you can write to (--out / --root) or fix its permissions."

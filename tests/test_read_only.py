@@ -37,7 +37,8 @@ def unwritable(directory: Path) -> Iterator[None]:
 
 def one_line_error(result, *words: str) -> None:
     assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert len(result.output.strip().splitlines()) <= 3, result.output  # one message (rich may wrap it)
     for word in words:
         assert word in result.output, result.output
