@@ -167,15 +167,25 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         parts = key.split(".")
         if not sep or len(parts) < 2 or parts[0] not in ("model", "train") or not all(parts):
             raise IcrlBenchError(f"--set takes model.KEY=VALUE or train.KEY=VALUE (e.g. train.lr=3e-3), got {pair!r}.")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            parsed = value
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = parsed
+        node[parts[-1]] = _override_value(value)
     return out
+
+
+def _override_value(text: str) -> Any:
+    """A `--set` value as YAML, except that `3e-3` is a number (YAML 1.1 wants `3.0e-3`, users don't)."""
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(parsed, str):
+        try:
+            return float(parsed) if parsed.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity") else parsed
+        except ValueError:
+            return parsed
+    return parsed
 
 
 def load_run_config(agent: str, env: str, preset: str | None = None, config_path: str | os.PathLike | None = None,

@@ -174,6 +174,14 @@ def test_set_overrides_apply_are_validated_and_recorded(tmp_path: Path, tiny_roo
         run(tmp_path, tiny_root, "ad", overrides=["train.batch_size=2.5"])
 
 
+def test_set_values_read_exponents_as_numbers_as_the_help_example_writes_them() -> None:
+    from icrl_bench.train import parse_overrides
+
+    parsed = parse_overrides(["train.lr=3e-3", "train.steps=12000", "model.layout=dense", "train.betas=[0.9, 0.95]", "train.note=nan"])
+    assert parsed == {"train": {"lr": 0.003, "steps": 12000, "betas": [0.9, 0.95], "note": "nan"}, "model": {"layout": "dense"}}
+    assert isinstance(parsed["train"]["steps"], int)
+
+
 def test_time_budget_fits_the_total_steps_and_the_schedule_follows(tmp_path: Path, tiny_root: Path, monkeypatch) -> None:
     import icrl_bench.train as train_module
 
