@@ -309,6 +309,8 @@ app.add_typer(agents_app, name="agents")
 leaderboard_app = typer.Typer(help="Submit, show, render and verify leaderboard entries.", no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
 LeaderboardDirOption = Annotated[Path | None, typer.Option("--dir", help="Leaderboard directory (default: the repository's leaderboard/).")]
+results_app = typer.Typer(help="Results files of `evaluate`: re-summarize them, export score matrices.", no_args_is_help=True)
+app.add_typer(results_app, name="results")
 
 
 @app.command("train")
@@ -466,6 +468,46 @@ def leaderboard_verify(entry: Annotated[Path, typer.Argument(help="An entry JSON
         console.print(f"[yellow]consistent[/] {entry}: not bit-identical (max diff {result.max_abs_diff:.3g}), final return {result.rerun_final:.3f} within the entry's 95% CI.")
     else:
         raise IcrlBenchError(f"{entry} did not reproduce: final return {result.rerun_final:.3f} vs claimed {result.claimed_final:.3f} (outside its 95% CI).")
+
+
+@results_app.command("upgrade")
+def results_upgrade(files: Annotated[list[Path], typer.Argument(help="Results JSON files (leaderboard entries too); rewritten in place.")]) -> None:
+    """Recompute each file's summary from its curves under the current metric definitions (results schema 1 -> 2)."""
+    from icrl_bench.results import upgrade
+
+    for path in files:
+        console.print(f"[green]upgraded[/] {path}" if upgrade(path) else f"{path} is up to date.")
+
+
+@results_app.command("export")
+def results_export(
+    files: Annotated[list[Path] | None, typer.Argument(help="Results JSON files of one protocol (or use --env).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="scores.npz (np.load) or scores.json: {agent: [runs, tasks]}.")] = Path("scores.npz"),
+    format: Annotated[str, typer.Option("--format", help="rliable: one score matrix [runs, tasks] per agent.")] = "rliable",
+    metric: Annotated[str | None, typer.Option(help="Summary key to export (default: the protocol's headline: normalized_score, or best_success_rate).")] = None,
+    env: Annotated[str | None, typer.Option(help="Export every leaderboard entry of this environment or protocol instead of files.")] = None,
+    dir: LeaderboardDirOption = None,
+) -> None:
+    """Write score matrices for rliable (performance profiles, probability of improvement, IQM CIs)."""
+    from icrl_bench.leaderboard import load_entry, ranking
+    from icrl_bench.results import EXPORT_FORMATS, export_rliable
+
+    if format not in EXPORT_FORMATS:
+        raise IcrlBenchError(f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}.")
+    if bool(files) == (env is not None):
+        raise IcrlBenchError("give results files or --env ENV (the leaderboard's entries), not both and not neither.")
+    if env is not None:
+        groups = ranking(env, dir)
+        if len(groups) != 1:
+            raise IcrlBenchError(f"no leaderboard entries for {env}; see `icrl-bench leaderboard show`." if not groups else
+                                 f"{env} has entries under several protocols ({', '.join(groups)}); pass one, e.g. --env {next(iter(groups))}.")
+        documents = [(f"{name} entry {i + 1}", entry) for name, entries in groups.items() for i, entry in enumerate(entries)]
+    else:
+        documents = [(str(path), load_entry(path)) for path in files or []]
+    check_writable(out.parent, f"--out {out}", "choose a directory you can write to")
+    export = export_rliable(documents, out, metric)
+    shapes = ", ".join(f"{label} {runs}x{tasks}" for label, (runs, tasks) in export.shapes.items())
+    console.print(f"[green]wrote[/] {export.path}: {export.metric} on {export.protocol}, [runs, tasks] per agent: {escape(shapes)}")
 
 
 def _parse_seeds(text: str | None) -> list[int] | None:

@@ -46,9 +46,8 @@ from icrl_bench.fileio import atomic_path, write_atomic
 from icrl_bench.harness_envs import make_eval_envs
 from icrl_bench.protocols import EvalProtocol, get_protocol
 from icrl_bench.provenance import provenance
-from icrl_bench.reporting import dumps_results
+from icrl_bench.reporting import RESULTS_SCHEMA_VERSION, dumps_results
 
-RESULTS_SCHEMA_VERSION = 1
 RETURN_DECIMALS = 4  # non-integer (Meta-World) returns are stored, and scored, to this precision
 ProgressFn = Callable[[int, int], None]
 """Called with (episodes done, episodes in all) after every episode."""

@@ -48,11 +48,13 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from icrl_bench import metrics
 from icrl_bench.errors import IcrlBenchError, unknown
+from icrl_bench.protocol_references import ORACLE_RETURNS, RANDOM_RETURNS
 
 PROTOCOL_PATTERN = re.compile(r"^(?P<env>[a-z0-9]+(?:-[a-z0-9]+)*)/v(?P<version>[0-9]+)$")
 
@@ -82,6 +84,8 @@ class EvalProtocol:
             test tasks (computed by dynamic programming over the grid; see `reference_returns`);
             None where no exact value exists (Meta-World).
         oracle_return: the optimal policy's episode return, mean over test tasks; None likewise.
+        random_returns, oracle_returns: the same per test task, in the protocol's order (pinned
+            in `icrl_bench.protocol_references`): normalized scores are per task.
         n_episodes: in-context episodes per run.
         seeds: default seeds, one replica of every test task each.
         sample_actions: agents sample from their policy instead of taking the argmax.
@@ -101,6 +105,8 @@ class EvalProtocol:
     horizon: int
     random_return: float | None = None
     oracle_return: float | None = None
+    random_returns: tuple[float, ...] | None = field(default=None, repr=False)
+    oracle_returns: tuple[float, ...] | None = field(default=None, repr=False)
     n_episodes: int = 50
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     sample_actions: bool = True
@@ -142,10 +148,27 @@ class EvalProtocol:
         """The hash this protocol pins its test tasks by."""
         return task_params_sha256(params, self.param_decimals)
 
+    def task_references(self, n_tasks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Random and oracle returns of the first `n_tasks` test tasks (default: all) [n_tasks] each.
+
+        A smoke run (`--tasks N`) runs the first N test tasks, so their references are the first N.
+        """
+        if self.random_returns is None or self.oracle_returns is None:
+            raise IcrlBenchError(f"{self.name} has no reference returns: it is scored by success, not by a normalized score.")
+        n_tasks = self.n_test_tasks if n_tasks is None else n_tasks
+        if not 1 <= n_tasks <= self.n_test_tasks:
+            raise IcrlBenchError(f"{self.name} has {self.n_test_tasks} test tasks; a run of {n_tasks} cannot be scored against it.")
+        return np.asarray(self.random_returns[:n_tasks]), np.asarray(self.oracle_returns[:n_tasks])
+
     def summarize(self, returns: np.ndarray, success: np.ndarray | None) -> dict:
-        """Every standard metric of a run under this protocol (`icrl_bench.metrics`)."""
+        """Every standard metric of a run under this protocol (`icrl_bench.metrics`).
+
+        Normalized scores use each test task's own references (the run's first tasks, for a
+        smoke run of fewer tasks).
+        """
         if self.headline == "normalized_score":
-            return metrics.summarize(returns, self.random_return, self.oracle_return, success, self.final_window)
+            random_returns, oracle_returns = self.task_references(np.shape(returns)[1])
+            return metrics.summarize(returns, random_returns, oracle_returns, success, self.final_window)
         if success is None:
             raise IcrlBenchError(f"{self.name} is scored by success, but the run recorded none.")
         return metrics.summarize_success(returns, success, self.horizon, self.final_window)
@@ -287,6 +310,8 @@ PROTOCOLS: dict[str, EvalProtocol] = {
             horizon=20,
             random_return=0.325436139258,
             oracle_return=17.25,
+            random_returns=RANDOM_RETURNS["darkroom/v1"],
+            oracle_returns=ORACLE_RETURNS["darkroom/v1"],
         ),
         EvalProtocol(
             env="darkroom-permuted",
@@ -296,6 +321,8 @@ PROTOCOLS: dict[str, EvalProtocol] = {
             horizon=50,
             random_return=0.024310383357,
             oracle_return=35.0,
+            random_returns=RANDOM_RETURNS["darkroom-permuted/v1"],
+            oracle_returns=ORACLE_RETURNS["darkroom-permuted/v1"],
         ),
         EvalProtocol(
             env="dark-key-to-door",
@@ -305,6 +332,8 @@ PROTOCOLS: dict[str, EvalProtocol] = {
             horizon=50,
             random_return=0.284343325583,
             oracle_return=2.0,
+            random_returns=RANDOM_RETURNS["dark-key-to-door/v1"],
+            oracle_returns=ORACLE_RETURNS["dark-key-to-door/v1"],
             has_success=True,
         ),
         *(_metaworld(env, sha256) for env, sha256 in METAWORLD_TEST_TASKS_SHA256.items()),
@@ -406,6 +435,8 @@ def pinned_facts(env: str) -> dict:
         random_return, oracle_return = reference_returns(env)
         facts["random_return"] = round(float(random_return.mean()), 12)
         facts["oracle_return"] = round(float(oracle_return.mean()), 12)
+        facts["random_returns"] = tuple(round(float(v), 12) for v in random_return)
+        facts["oracle_returns"] = tuple(round(float(v), 12) for v in oracle_return)
     return facts
 
 
@@ -420,10 +451,56 @@ def differing_pins(env: str) -> list[str]:
 
 
 def _same_pin(pinned: object, value: object) -> bool:
-    """Pins are exact, except the float reference returns (equal to 1e-9)."""
+    """Pins are exact, except the float reference returns (equal to 1e-9, per task too)."""
+    if isinstance(value, tuple) and isinstance(pinned, tuple):
+        return len(pinned) == len(value) and all(_same_pin(float(p), float(v)) for p, v in zip(pinned, value))
     return pinned == value or (isinstance(value, float) and isinstance(pinned, float) and abs(pinned - value) <= 1e-9)
 
 
+REFERENCES_MODULE = Path(__file__).with_name("protocol_references.py")
+
+
+def references_source() -> str:
+    """The source of `icrl_bench.protocol_references`, recomputed from the env families."""
+    lines = [
+        '"""Per-task reference returns of the grid-world protocols (pinned; do not edit by hand).',
+        "",
+        "Written by `python -m icrl_bench.protocols --write-references`: per test task, in each protocol's",
+        "order, `random` is the exact expected episode return of uniform random actions (dynamic",
+        "programming over the grid, `protocols.reference_returns`) and `oracle` the optimal policy's",
+        "return (`family.max_return`, what the `oracle` agent earns every episode). tests/test_harness.py",
+        "recomputes them and checks them against the committed random and oracle leaderboard entries.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+    ]
+    tables: dict[str, dict[str, tuple[float, ...]]] = {"RANDOM_RETURNS": {}, "ORACLE_RETURNS": {}}
+    for protocol in PROTOCOLS.values():
+        if protocol.random_return is None:
+            continue
+        facts = pinned_facts(protocol.env)
+        tables["RANDOM_RETURNS"][protocol.name] = facts["random_returns"]
+        tables["ORACLE_RETURNS"][protocol.name] = facts["oracle_returns"]
+    for table, values in tables.items():
+        lines.append(f"{table}: dict[str, tuple[float, ...]] = {{")
+        for name, row in values.items():
+            lines.append(f"    \"{name}\": (")
+            for start in range(0, len(row), 6):
+                lines.append("        " + " ".join(f"{v!r}," for v in row[start : start + 6]))
+            lines.append("    ),")
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    for _env in dict.fromkeys(p.env for p in PROTOCOLS.values()):
-        print(_env, "; ".join(differing_pins(_env)) or "ok")
+    import sys
+
+    if "--write-references" in sys.argv[1:]:
+        from icrl_bench.fileio import write_text_atomic
+
+        write_text_atomic(REFERENCES_MODULE, references_source())
+        print(f"wrote {REFERENCES_MODULE}")
+    else:
+        for _env in dict.fromkeys(p.env for p in PROTOCOLS.values()):
+            print(_env, "; ".join(differing_pins(_env)) or "ok")

@@ -17,11 +17,17 @@ from rich.table import Table
 
 from icrl_bench import metrics
 
+# Results documents: 2 since the summary follows rliable (IQM over all seed x task scores, stratified
+# bootstrap CIs, per-task normalization); 1 took the IQM of per-seed means (`icrl-bench results upgrade`).
+RESULTS_SCHEMA_VERSION = 2
 PERCENT = "{:.1f}%"  # success rates are stored as fractions and shown as percentages
-# (summary key, column title, format); a dotted key reads a nested estimate.
+# (summary key, column title, format); a dotted key reads a nested estimate, and a key ending in
+# IQM_SUFFIX shows the estimate's IQM (with its CI) instead of its mean.
+IQM_SUFFIX = ":iqm"
 METRIC_COLUMNS = (
     ("final_return", "final return", "{:.2f}"),
     ("normalized_score", "normalized", "{:.1f}"),
+    ("normalized_score" + IQM_SUFFIX, "normalized IQM", "{:.1f}"),
     ("auc", "AUC", "{:.1f}"),
     ("episodes_to_90", "episodes to 90%", "{:.1f}"),
 )
@@ -33,6 +39,12 @@ SUCCESS_COLUMNS = (  # protocols without exact references (Meta-World): success 
 )
 
 
+CI_NOTE = (
+    "IQM: interquartile mean of all seed x task scores; 95% CIs: stratified bootstrap over seeds within each task "
+    "(rliable), n/a with fewer than 3 seeds"
+)
+
+
 def metric_columns(summary: dict) -> tuple[tuple[str, str, str], ...]:
     """The columns that rank a results document: by success where it has no normalized score."""
     return METRIC_COLUMNS if "normalized_score" in summary else SUCCESS_COLUMNS
@@ -41,7 +53,7 @@ def metric_columns(summary: dict) -> tuple[tuple[str, str, str], ...]:
 def metric(summary: dict, key: str) -> dict | None:
     """The estimate at `key` ("best_success_at_steps.10000" reads a nested one); None if absent."""
     node = summary
-    for part in key.split("."):
+    for part in key.removesuffix(IQM_SUFFIX).split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
 
@@ -70,13 +82,19 @@ def format_value(value: float, fmt: str) -> str:
     return fmt.format(100.0 * value if fmt == PERCENT else value)
 
 
-def format_estimate(estimate: dict | None, fmt: str = "{:.2f}", censored_above: float | None = None) -> str:
-    """`mean [low, high]`, with `>n` where a censored metric was never reached (`-` if absent)."""
+def format_interval(low: float | None, high: float | None, fmt: str, sep: str = ", ") -> str:
+    """`low, high`, or n/a where no interval was given (fewer than 3 seeds)."""
+    return "n/a" if low is None or high is None else f"{format_value(low, fmt)}{sep}{format_value(high, fmt)}"
+
+
+def format_estimate(estimate: dict | None, fmt: str = "{:.2f}", censored_above: float | None = None, stat: str = "mean") -> str:
+    """`mean [low, high]` (or the IQM's, `stat="iqm"`), `>n` where a censored metric was never reached, `-` if absent."""
     if estimate is None:
         return "-"
-    if censored_above is not None and estimate["mean"] > censored_above:
+    if censored_above is not None and estimate[stat] > censored_above:
         return f">{censored_above:g}"
-    return f"{format_value(estimate['mean'], fmt)} [{format_value(estimate['ci_low'], fmt)}, {format_value(estimate['ci_high'], fmt)}]"
+    prefix = "" if stat == "mean" else f"{stat}_"
+    return f"{format_value(estimate[stat], fmt)} [{format_interval(estimate[prefix + 'ci_low'], estimate[prefix + 'ci_high'], fmt)}]"
 
 
 def results_table(results: dict) -> Table:
@@ -87,10 +105,11 @@ def results_table(results: dict) -> Table:
         title=f"{agent_label(results)} on {protocol['name']}: {len(results['test_tasks']['params'])} test tasks x "
         f"{len(results['seeds'])} seeds, {results['n_episodes']} episodes"
     )
-    for column in ("metric", "mean", "95% CI", "IQM"):
+    for column in ("metric", "mean", "95% CI", "IQM", "IQM 95% CI"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     if "normalized_score" in summary:
-        rows = list(METRIC_COLUMNS) + ([("success_rate", "success rate", "{:.2f}")] if "success_rate" in summary else [])
+        rows = [c for c in METRIC_COLUMNS if not c[0].endswith(IQM_SUFFIX)]
+        rows += [("success_rate", "success rate", "{:.2f}")] if "success_rate" in summary else []
     else:
         budgets = [(f"best_success_at_steps.{b}", f"success at {int(b):,} env steps", PERCENT) for b in summary["best_success_at_steps"]]
         rows = [SUCCESS_COLUMNS[0], *budgets, *SUCCESS_COLUMNS[2:]]
@@ -99,18 +118,22 @@ def results_table(results: dict) -> Table:
         def value(v: float, key: str = key, fmt: str = fmt) -> str:
             return f">{results['n_episodes']}" if key == "episodes_to_90" and v > results["n_episodes"] else format_value(v, fmt)
 
-        table.add_row(title, value(est["mean"]), f"{value(est['ci_low'])} to {value(est['ci_high'])}", value(est["iqm"]))
+        def interval(low: float | None, high: float | None) -> str:
+            return "n/a" if low is None or high is None else f"{value(low)} to {value(high)}"
+
+        table.add_row(title, value(est["mean"]), interval(est["ci_low"], est["ci_high"]), value(est["iqm"]),
+                      interval(est["iqm_ci_low"], est["iqm_ci_high"]))
     refs = protocol["references"]
     if refs:
         table.caption = (
-            f"final return: mean of the last {protocol['final_window']} episodes; normalized: 0 = random "
-            f"({refs['random']:.3f}), 100 = oracle ({refs['oracle']:.3f}); CI: bootstrap over seeds"
+            f"final return: mean of the last {protocol['final_window']} episodes; normalized per test task: 0 = random, "
+            f"100 = oracle (means over tasks {refs['random']:.3f} and {refs['oracle']:.3f}); {CI_NOTE}"
         )
     else:
         table.caption = (
             "success (best so far): test tasks solved in at least one episode so far (DICP's Meta-World measure); "
             f"last {protocol['final_window']}: successful episodes among the last {protocol['final_window']}; "
-            "returns raw (no exact references); CI: bootstrap over seeds"
+            f"returns raw (no exact references); {CI_NOTE}"
         )
     cost = results["cost"]
     passes = cost.get("forward_passes_per_action")
@@ -138,7 +161,8 @@ def leaderboard_cells(entry: dict) -> list[str]:
     cells = []
     for key, _, fmt in metric_columns(entry["summary"]):
         censored = float(entry["n_episodes"]) if key == "episodes_to_90" else None
-        cells.append(format_estimate(metric(entry["summary"], key), fmt, censored))
+        stat = "iqm" if key.endswith(IQM_SUFFIX) else "mean"
+        cells.append(format_estimate(metric(entry["summary"], key), fmt, censored, stat))
     return cells
 
 

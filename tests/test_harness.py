@@ -69,6 +69,33 @@ def test_pinned_protocol_facts_match_the_env_family(env):
     assert facts["random_return"] == pytest.approx(protocol.random_return, abs=1e-9)
     assert facts["oracle_return"] == pytest.approx(protocol.oracle_return, abs=1e-12)
     np.testing.assert_array_equal(get_family(env).split().test, protocol.test_tasks())
+    # Per task too (the normalized score is per task), and the means are the pinned means.
+    np.testing.assert_allclose(protocol.random_returns, facts["random_returns"], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(protocol.oracle_returns, facts["oracle_returns"])
+    assert len(protocol.random_returns) == len(protocol.oracle_returns) == protocol.n_test_tasks
+    assert np.mean(protocol.random_returns) == pytest.approx(protocol.random_return, abs=1e-9)
+    assert np.mean(protocol.oracle_returns) == pytest.approx(protocol.oracle_return, abs=1e-12)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_per_task_references_agree_with_the_reference_agents_runs(env):
+    """The committed leaderboard runs of the `oracle` and `random` agents (5 seeds x 50 episodes)
+    earn, task by task, the pinned oracle return exactly and the random expectation within noise."""
+    import json
+
+    from icrl_bench.paths import REPO_ROOT
+
+    protocol = get_protocol(env)
+    random_returns, oracle_returns = np.asarray(protocol.random_returns), np.asarray(protocol.oracle_returns)
+    runs = {}
+    for path in (REPO_ROOT / "leaderboard" / "entries").glob(f"{protocol.name.replace('/', '-')}--*.json"):
+        data = json.loads(path.read_text())
+        runs[data["agent"]["name"]] = np.asarray(data["curves"]["return"], dtype=np.float64)  # [seed, task, episode]
+    assert (runs["oracle"] == oracle_returns[None, :, None]).all()
+    sampled = runs["random"].mean(axis=(0, 2))  # [task]
+    n = runs["random"].shape[0] * runs["random"].shape[2]
+    # A return in [0, oracle] with mean r has variance <= r * oracle: a bound on each task's standard error.
+    assert (np.abs(sampled - random_returns) <= 5 * np.sqrt(random_returns * oracle_returns / n)).all()
 
 
 def test_protocol_names_and_their_errors():

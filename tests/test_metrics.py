@@ -60,7 +60,9 @@ def test_summarize_and_success_rate():
     summary = metrics.summarize(RETURNS, 0.0, 10.0, success=success)
     assert summary["final_return"]["per_seed"] == [7.0, 5.0]
     assert summary["final_return"]["mean"] == 6.0
-    assert (summary["final_return"]["ci_low"], summary["final_return"]["ci_high"]) == (5.0, 7.0)
+    # Two seeds: no interval is given (a table shows n/a), for the mean nor for the IQM.
+    assert [summary["final_return"][k] for k in ("ci_low", "ci_high", "iqm_ci_low", "iqm_ci_high")] == [None] * 4
+    assert summary["final_return"]["iqm"] == 7.0  # pooled scores 7, 7, 10, 0: the middle two
     assert summary["normalized_score"]["mean"] == 60.0
     assert summary["auc"]["mean"] == 47.5
     assert summary["episodes_to_90"]["per_seed"] == [10.0, 11.0]
@@ -110,6 +112,77 @@ def test_summarize_success():
         metrics.summarize_success(returns, SUCCESS[:, :1], 100)
 
 
+# Five seeds x four tasks with per-task references: task t has random t / 2 and oracle 10 + t.
+RANDOM_PER_TASK = np.array([0.0, 0.5, 1.0, 1.5])
+ORACLE_PER_TASK = np.array([10.0, 11.0, 12.0, 13.0])
+
+
+def five_seed_returns(seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 14, size=(5, 4, 12)).astype(np.float64)  # [seed, task, episode]
+
+
+def test_iqm_pools_every_seed_and_task_like_rliable():
+    """rliable's IQM is scipy's 25% trimmed mean over all (run x task) normalized scores at once."""
+    from scipy.stats import trim_mean
+
+    returns = five_seed_returns()
+    summary = metrics.summarize(returns, RANDOM_PER_TASK, ORACLE_PER_TASK)
+    final = returns[:, :, -5:].mean(axis=2)  # [seed, task]
+    pooled = 100 * (final - RANDOM_PER_TASK) / (ORACLE_PER_TASK - RANDOM_PER_TASK)  # per-task normalization
+    assert summary["normalized_score"]["iqm"] == pytest.approx(trim_mean(pooled, 0.25, axis=None), abs=1e-12)
+    assert summary["normalized_score"]["mean"] == pytest.approx(pooled.mean(), abs=1e-12)
+    assert summary["final_return"]["iqm"] == pytest.approx(trim_mean(final.ravel(), 0.25), abs=1e-12)
+    # Not the IQM of the five per-seed means (the old definition), nor normalized by the mean references.
+    assert summary["normalized_score"]["iqm"] != pytest.approx(trim_mean(pooled.mean(axis=1), 0.25))
+    by_means = 100 * (final.mean() - RANDOM_PER_TASK.mean()) / (ORACLE_PER_TASK.mean() - RANDOM_PER_TASK.mean())
+    assert summary["normalized_score"]["mean"] != pytest.approx(by_means)
+    auc = (100 * (returns - RANDOM_PER_TASK[:, None]) / (ORACLE_PER_TASK - RANDOM_PER_TASK)[:, None]).mean(axis=2)
+    assert summary["auc"]["iqm"] == pytest.approx(trim_mean(auc, 0.25, axis=None), abs=1e-12)
+    for n in range(1, 30):
+        values = np.random.default_rng(n).normal(size=n)
+        assert metrics.iqm(values) == pytest.approx(trim_mean(values, 0.25), abs=1e-12)
+
+
+def test_the_bootstrap_is_stratified_by_task():
+    """Seeds are resampled within each task, independently per task (rliable's StratifiedBootstrap).
+
+    Each task's column holds the same five values in a rotated order, so every seed's mean over
+    tasks is the same: resampling whole seeds would give a zero-width interval; resampling each
+    task's seeds on their own does not.
+    """
+    values = np.array([0.0, 10.0, 20.0, 30.0, 40.0])
+    scores = np.stack([np.roll(values, t) for t in range(5)], axis=1)  # [seed, task]
+    assert np.ptp(scores.mean(axis=1)) == 0
+    assert metrics.bootstrap_ci(scores.mean(axis=1)) == (20.0, 20.0)
+    ci = metrics.stratified_bootstrap(scores)
+    assert ci["mean"][0] < 20.0 < ci["mean"][1] and ci["iqm"][0] < 20.0 < ci["iqm"][1]
+    # Half-width near 1.96 * sd / sqrt(n_seeds * n_tasks) for independent strata of equal spread.
+    assert ci["mean"][1] - ci["mean"][0] == pytest.approx(2 * 1.96 * values.std() / np.sqrt(25), rel=0.1)
+    assert metrics.stratified_bootstrap(scores) == ci  # deterministic: a fixed seed
+    # A task whose seeds all agree adds no spread: constant columns give a point.
+    assert metrics.stratified_bootstrap(np.tile([1.0, 2.0, 3.0], (4, 1))) == {"mean": (2.0, 2.0), "iqm": (2.0, 2.0)}
+    estimate = metrics.estimate(scores)
+    assert (estimate.ci_low, estimate.ci_high) == ci["mean"] and (estimate.iqm_ci_low, estimate.iqm_ci_high) == ci["iqm"]
+    assert estimate.per_seed == [20.0] * 5
+
+
+def test_intervals_need_three_seeds():
+    assert metrics.MIN_SEEDS_FOR_CI == 3
+    two = metrics.estimate(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    assert (two.ci_low, two.ci_high, two.iqm_ci_low, two.iqm_ci_high) == (None, None, None, None)
+    three = metrics.estimate(np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 9.0]]))
+    assert None not in (three.ci_low, three.ci_high, three.iqm_ci_low, three.iqm_ci_high)
+    assert three.ci_low <= three.mean <= three.ci_high
+
+
+def test_per_task_references_must_fit():
+    with pytest.raises(ValueError, match="one value per test task"):
+        metrics.summarize(five_seed_returns(), RANDOM_PER_TASK[:3], ORACLE_PER_TASK[:3])
+    with pytest.raises(ValueError, match="must exceed"):
+        metrics.summarize(five_seed_returns(), ORACLE_PER_TASK, ORACLE_PER_TASK)
+
+
 def test_compare_summaries_names_the_tampered_number():
     summary = metrics.summarize(RETURNS, 0.0, 10.0)
     assert metrics.compare_summaries(summary, metrics.summarize(RETURNS.copy(), 0.0, 10.0)) == []
@@ -119,6 +192,8 @@ def test_compare_summaries_names_the_tampered_number():
     assert metrics.compare_summaries(missing, summary)[0] == "final_return: missing"
     extra = {**summary, "best_success_rate": summary["auc"], "auc": {**summary["auc"], "median": 1.0}}
     assert metrics.compare_summaries(extra, summary) == ["auc.median: unexpected", "best_success_rate: unexpected"]
+    invented = {**summary, "auc": {**summary["auc"], "ci_low": 1.0}}  # an interval where two seeds give none
+    assert metrics.compare_summaries(invented, summary) == ["auc.ci_low: 1.0 != None"]
 
 
 def test_bad_shapes_are_refused():

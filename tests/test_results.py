@@ -1,0 +1,133 @@
+"""Results files after the evaluation: `results upgrade` and `results export --format rliable`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from icrl_bench import leaderboard, results
+from icrl_bench.cli import app
+from icrl_bench.errors import IcrlBenchError
+from icrl_bench.paths import REPO_ROOT
+from icrl_bench.protocols import get_protocol
+
+ENTRIES = REPO_ROOT / "leaderboard" / "entries"
+runner = CliRunner()
+
+
+def committed(pattern: str) -> list[Path]:
+    return sorted(ENTRIES.glob(pattern))
+
+
+def as_schema_1(data: dict) -> dict:
+    """A document as schema 1 wrote it: no IQM intervals, a summary of other numbers."""
+    old = copy.deepcopy(data)
+    old["schema_version"] = 1
+    for estimate in old["summary"].values():
+        if isinstance(estimate, dict) and "iqm_ci_low" in estimate:
+            del estimate["iqm_ci_low"], estimate["iqm_ci_high"]
+            estimate["iqm"] += 1.0
+    return old
+
+
+def test_upgrade_recomputes_the_summary_from_the_curves(tmp_path):
+    entry = committed("darkroom-v1--dpt--*.json")[0]
+    current = json.loads(entry.read_text())
+    path = tmp_path / "dpt.json"
+    path.write_text(json.dumps(as_schema_1(current)))
+    with pytest.raises(IcrlBenchError, match=r"results schema 1.*`icrl-bench results upgrade .*dpt.json`"):
+        leaderboard.validate(json.loads(path.read_text()), where=str(path))
+    assert results.upgrade(path) is True
+    upgraded = json.loads(path.read_text())
+    assert upgraded == current  # only schema_version and summary changed, back to what the evaluation would write now
+    leaderboard.validate(upgraded, where=str(path))
+    assert results.upgrade(path) is False  # already current: left as it is
+
+
+def test_upgrade_refuses_what_it_cannot_read(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema_version": 1, "protocol": {"name": "darkroom/v1"}}))
+    with pytest.raises(IcrlBenchError, match="is not a results document"):
+        results.upgrade(bad)
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({"schema_version": 7}))
+    with pytest.raises(IcrlBenchError, match="results schema 7"):
+        results.upgrade(future)
+
+
+def test_export_rliable_writes_score_matrices_npz_and_json(tmp_path):
+    paths = committed("darkroom-v1--*.json")
+    documents = [(str(p), json.loads(p.read_text())) for p in paths]
+    export = results.export_rliable(documents, tmp_path / "scores.npz")
+    scores = dict(np.load(export.path))
+    assert export.metric == "normalized_score" and export.protocol == "darkroom/v1"
+    assert len(scores) == len(paths)  # two dicp-ad entries share a checkpoint: told apart by their settings
+    assert "dicp-ad @784b3227 beam_k=0" in scores and "dicp-ad @784b3227 beam_k=10" in scores
+    assert all(matrix.shape == (5, 8) for matrix in scores.values())  # [runs (seeds), tasks]
+    np.testing.assert_allclose(scores["oracle"], 100.0)
+    # Each entry's matrix is what its summary was made from: its mean and IQM are the entry's.
+    for label, (_, data) in zip(results.unique_labels([d for _, d in documents]), documents):
+        assert scores[label].mean() == pytest.approx(data["summary"]["normalized_score"]["mean"], abs=1e-9)
+    protocol = get_protocol("darkroom")
+    returns = np.asarray(documents[0][1]["curves"]["return"], dtype=np.float64)
+    by_hand = 100 * (returns[:, :, -5:].mean(axis=2) - protocol.random_returns) / (np.subtract(protocol.oracle_returns, protocol.random_returns))
+    np.testing.assert_allclose(scores[results.unique_labels([d for _, d in documents])[0]], by_hand)
+    as_json = results.export_rliable(documents, tmp_path / "scores.json", metric="final_return")
+    loaded = json.loads(as_json.path.read_text())
+    assert set(loaded) == set(scores) and np.asarray(loaded["oracle"]).shape == (5, 8)
+    np.testing.assert_array_equal(loaded["oracle"], np.tile(get_protocol("darkroom").oracle_returns, (5, 1)))
+
+
+def test_export_refuses_mixed_protocols_other_tasks_and_unknown_metrics(tmp_path):
+    darkroom = json.loads(committed("darkroom-v1--oracle--*.json")[0].read_text())
+    permuted = json.loads(committed("darkroom-permuted-v1--oracle--*.json")[0].read_text())
+    with pytest.raises(IcrlBenchError, match="several protocols"):
+        results.export_rliable([("a", darkroom), ("b", permuted)], tmp_path / "s.npz")
+    fewer = copy.deepcopy(darkroom)
+    fewer["test_tasks"]["indices"] = fewer["test_tasks"]["indices"][:3]
+    fewer["curves"]["return"] = [seed[:3] for seed in fewer["curves"]["return"]]
+    with pytest.raises(IcrlBenchError, match="ran other test tasks"):
+        results.export_rliable([("a", darkroom), ("b", fewer)], tmp_path / "s.npz")
+    with pytest.raises(IcrlBenchError, match="no metric 'best_success_rate' under darkroom/v1"):
+        results.export_rliable([("a", darkroom)], tmp_path / "s.npz", metric="best_success_rate")
+    with pytest.raises(IcrlBenchError, match="must end in .npz or .json"):
+        results.export_rliable([("a", darkroom)], tmp_path / "s.csv")
+    assert not list(tmp_path.iterdir())
+
+
+def test_metaworld_exports_success_per_task():
+    data = json.loads(committed("metaworld-ml1-reach-v1--idt--*.json")[0].read_text())
+    solved = results.score_matrix(data)
+    assert solved.shape == (3, 50) and set(np.unique(solved)) <= {0.0, 1.0}
+    assert solved.mean() == pytest.approx(data["summary"]["best_success_rate"]["mean"])
+
+
+def test_results_cli(tmp_path, monkeypatch):
+    from icrl_bench import cli
+
+    monkeypatch.setattr(cli.console, "size", (200, 50))
+    board = tmp_path / "board"
+    (board / "entries").mkdir(parents=True)
+    for path in committed("darkroom-permuted-v1--*.json"):
+        shutil.copy(path, board / "entries" / path.name)
+    out = tmp_path / "scores.npz"
+    result = runner.invoke(app, ["results", "export", "--format", "rliable", "--env", "darkroom-permuted", "--dir", str(board), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "normalized_score on darkroom-permuted/v1" in result.output and "oracle 5x12" in result.output
+    assert sorted(np.load(out)) == ["oracle", "random"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(as_schema_1(json.loads(committed("darkroom-permuted-v1--random--*.json")[0].read_text()))))
+    upgraded = runner.invoke(app, ["results", "upgrade", str(old)])
+    assert upgraded.exit_code == 0 and "upgraded" in upgraded.output, upgraded.output
+    again = runner.invoke(app, ["results", "upgrade", str(old)])
+    assert again.exit_code == 0 and "is up to date" in again.output
+    both = runner.invoke(app, ["results", "export", str(old), "--env", "darkroom"])
+    assert both.exit_code == 1 and "not both" in both.output
+    unknown = runner.invoke(app, ["results", "export", str(old), "--format", "csv"])
+    assert unknown.exit_code == 1 and "unknown export format 'csv'" in unknown.output
