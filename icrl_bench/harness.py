@@ -42,6 +42,7 @@ import torch
 
 from icrl_bench.agents.base import Agent
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.executors import ExecutorConfig
 from icrl_bench.fileio import atomic_path, write_atomic
 from icrl_bench.harness_envs import make_eval_envs
 from icrl_bench.protocols import EvalProtocol, get_protocol
@@ -75,16 +76,22 @@ def run_protocol(
     n_episodes: int | None = None,
     progress: ProgressFn | None = None,
     n_tasks: int | None = None,
+    task_positions: list[int] | None = None,
+    seed_key: int | None = None,
 ) -> Rollout:
     """Run `agent` from an empty context on every test task x seed for `n_episodes` episodes.
 
     `n_tasks` keeps only the first test tasks (a smoke run; it cannot be submitted).
+    `task_positions` (positions in that task list) and `seed_key` (instead of the seed list's)
+    make the run one shard of a sharded evaluation (`icrl_bench.harness_sharded`).
     """
     seeds = list(protocol.seeds if seeds is None else seeds)
     n_episodes = protocol.n_episodes if n_episodes is None else n_episodes
     if not seeds or n_episodes <= 0:
         raise IcrlBenchError(f"need at least one seed and one episode; got seeds {seeds} and {n_episodes} episodes.")
     tasks, params = _test_tasks(protocol, n_tasks)
+    if task_positions is not None:
+        tasks, params = tasks[list(task_positions)], params[list(task_positions)]
     rows = np.tile(params, (len(seeds), 1))  # [seed * task, k], row s * n_tasks + t
     envs = make_eval_envs(protocol.env, np.tile(tasks, len(seeds)), rows, protocol.horizon)
     num_envs = envs.num_envs
@@ -94,7 +101,7 @@ def run_protocol(
     start = time.perf_counter()
     try:
         with torch.random.fork_rng(devices=[]):
-            key = _seed_key(seeds)
+            key = _seed_key(seeds) if seed_key is None else seed_key
             torch.manual_seed(key)
             if callable(getattr(agent, "set_seed", None)):
                 agent.set_seed(key)
@@ -164,6 +171,8 @@ def evaluate(
     progress: ProgressFn | None = None,
     beam_k: int | None = None,
     n_tasks: int | None = None,
+    executor: ExecutorConfig | None = None,
+    task_groups: int = 1,
 ) -> dict:
     """Make agent `agent` (by registry name or `module:Class`), run the protocol, return results.
 
@@ -174,6 +183,8 @@ def evaluate(
         agent_settings: keyword settings for the agent's constructor.
         beam_k: DICP's beam size (0 = no planning; default: the agent's, the paper's 10 for dicp-*).
             Planning needs a world model, so a positive beam for any other agent is refused.
+        executor, task_groups: run sharded, one job per seed x group of test tasks, on that
+            executor (`icrl_bench.harness_sharded`); None: one batch in this process.
     """
     from icrl_bench.agents.registry import make_agent
 
@@ -192,6 +203,10 @@ def evaluate(
     for knob in ("beam_k", "samples"):
         if agent.startswith("dicp-") and getattr(instance, knob, None):
             settings[knob] = getattr(instance, knob)
+    if executor is not None:
+        from icrl_bench.harness_sharded import evaluate_sharded
+
+        return evaluate_sharded(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, progress, n_tasks, executor, task_groups)
     return evaluate_agent(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, progress, n_tasks)
 
 
@@ -205,20 +220,16 @@ def evaluate_agent(
     settings: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
     n_tasks: int | None = None,
+    rollout: Rollout | None = None,
 ) -> dict:
-    """Run an already-made agent under `protocol` and build its results document."""
-    record = agent_record(agent)
-    trained_on = record["env"]
-    if trained_on is not None and trained_on != protocol.env:
-        raise IcrlBenchError(
-            f"agent {name!r} was trained on {trained_on} but is evaluated on {protocol.env}; use --env {trained_on} or a {protocol.env} checkpoint."
-        )
-    seeds = list(protocol.seeds if seeds is None else seeds)
-    if len(set(seeds)) != len(seeds):
-        raise IcrlBenchError(f"seeds must be distinct, got {seeds}.")
+    """Run an already-made agent under `protocol` and build its results document.
+
+    A `rollout` already run (the merged shards of a sharded evaluation) is documented as is.
+    """
+    record, seeds = check_evaluation(agent, protocol, name, seeds)
     n_episodes = protocol.n_episodes if n_episodes is None else n_episodes
     tasks, params = _test_tasks(protocol, n_tasks)
-    rollout = run_protocol(agent, protocol, seeds, n_episodes, progress, n_tasks)
+    rollout = run_protocol(agent, protocol, seeds, n_episodes, progress, n_tasks) if rollout is None else rollout
     # Grid-world returns are whole numbers, stored as integers (half the size); Meta-World's are
     # stored to 1e-4, and every metric is computed from exactly what is stored.
     integral = (rollout.returns % 1 == 0).all()
@@ -235,6 +246,7 @@ def evaluate_agent(
             "dataset_id": record["dataset_id"],
             "dataset_hash": record["dataset_hash"],
             "settings": dict(settings or {}),
+            **({"planner_revision": revision} if (revision := getattr(agent, "planner_revision", None)) is not None else {}),
         },
         "standard": seeds == list(protocol.seeds) and n_episodes == protocol.n_episodes and len(tasks) == protocol.n_test_tasks,
         "test_tasks": {"indices": [int(i) for i in tasks], "params": params.tolist()},
@@ -260,6 +272,20 @@ def evaluate_agent(
         "command": reproduce_command(name, checkpoint, protocol, seeds, n_episodes, settings or {}, n_tasks),
         "provenance": provenance(),
     }
+
+
+def check_evaluation(agent: Agent, protocol: EvalProtocol, name: str, seeds: list[int] | None) -> tuple[dict, list[int]]:
+    """The agent's record and the run's seeds, once the agent is known to fit the protocol's env."""
+    record = agent_record(agent)
+    trained_on = record["env"]
+    if trained_on is not None and trained_on != protocol.env:
+        raise IcrlBenchError(
+            f"agent {name!r} was trained on {trained_on} but is evaluated on {protocol.env}; use --env {trained_on} or a {protocol.env} checkpoint."
+        )
+    seeds = list(protocol.seeds if seeds is None else seeds)
+    if len(set(seeds)) != len(seeds):
+        raise IcrlBenchError(f"seeds must be distinct, got {seeds}.")
+    return record, seeds
 
 
 def reproduce_command(

@@ -87,6 +87,7 @@ class AgentModel(_Closed):
     dataset_id: str | None = None
     dataset_hash: str | None = None
     settings: dict[str, Any] = {}
+    planner_revision: int | None = None  # absent from results made before revisions were recorded
 
 
 class ProtocolModel(_Open):

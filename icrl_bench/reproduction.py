@@ -365,12 +365,21 @@ def _shipped_hardware(folder: Path) -> str | None:
     return None
 
 
+def _planned_by_another_revision(agent: dict) -> bool:
+    """Results whose planning code has changed since (results from before revisions were recorded count as current)."""
+    from icrl_bench.agents.planner import PLANNER_REVISION
+
+    recorded = agent.get("planner_revision")
+    return recorded is not None and recorded != PLANNER_REVISION
+
+
 def _evaluate_in_worker(agent, checkpoint, *evaluation) -> dict:
     return _evaluate_stage(agent, checkpoint, *evaluation, print)  # one core per evaluation (the networks are small)
 
 
 def _evaluate_stage(agent, checkpoint, env, device, out_dir, seeds, n_episodes, n_tasks, force, log) -> dict:
     from icrl_bench.agents.checkpoint import load_checkpoint
+    from icrl_bench.agents.planner import PLANNER_REVISION
     from icrl_bench.harness import evaluate, save_results
 
     results_dir = out_dir / "results"
@@ -379,7 +388,10 @@ def _evaluate_stage(agent, checkpoint, env, device, out_dir, seeds, n_episodes, 
     if path.is_file() and not force:
         existing = json.loads(path.read_text())
         same = existing["agent"].get("checkpoint_hash") == weights and (seeds is None or existing["seeds"] == seeds)
-        if same and (n_episodes is None or existing["n_episodes"] == n_episodes):
+        stale = _planned_by_another_revision(existing["agent"])
+        if stale:
+            log(f"[evaluate] {agent}: results were planned by planner revision {existing['agent']['planner_revision']}, now {PLANNER_REVISION}: re-evaluating")
+        elif same and (n_episodes is None or existing["n_episodes"] == n_episodes):
             log(f"[evaluate] {agent}: results for this checkpoint exist, skipped")
             return existing
     log(f"[evaluate] {agent} on {env} ({device})")

@@ -38,7 +38,7 @@ def test_cells_and_verdicts():
     assert Cell(1.0, 1.0, 1.0, 2).text() == "1.00 [n/a]"
 
 
-def test_tiny_run_writes_the_report_and_a_rerun_skips_finished_stages(tmp_path):
+def test_tiny_run_writes_the_report_and_a_rerun_skips_finished_stages(tmp_path, monkeypatch):
     out, root, logs = tmp_path / "rep", tmp_path / "root", []
     report = reproduce("darkroom", "ad,dicp-ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
     text = report.read_text()
@@ -49,6 +49,13 @@ def test_tiny_run_writes_the_report_and_a_rerun_skips_finished_stages(tmp_path):
     reproduce("darkroom", "ad,dicp-ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
     assert sum("finished" in line and "skipped" in line for line in logs) == 2
     assert sum("results for this checkpoint exist, skipped" in line for line in logs) == 2
+    planned = json.loads((out / "results" / "dicp-ad.json").read_text())["agent"]
+    assert planned["planner_revision"] == 2 and "planner_revision" not in results["agent"]  # only planning agents carry it
+    logs.clear()
+    monkeypatch.setattr("icrl_bench.agents.planner.PLANNER_REVISION", 3)  # the planning code changed since
+    reproduce("darkroom", "ad,dicp-ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
+    assert any("dicp-ad: results were planned by planner revision 2, now 3: re-evaluating" in line for line in logs)
+    assert sum("results for this checkpoint exist, skipped" in line for line in logs) == 1  # ad does not plan
 
 
 def test_a_kill_in_training_and_one_between_stages_resume(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from icrl_bench.agents.base import TaskInfo
-from icrl_bench.agents.planner import check_beam_k, count_forward_passes
+from icrl_bench.agents.planner import PLANNER_REVISION, check_beam_k, count_forward_passes
 from icrl_bench.agents.sampling import BEAM_START, PAPER_SAMPLES, best_candidate, candidate_actions
 from icrl_bench.agents.transformer import KVCache
 from icrl_bench.errors import IcrlBenchError
@@ -92,6 +92,12 @@ class CheckpointAgent:
                 raise IcrlBenchError(f"{name} has discrete actions: it plans by beam search (--beam K); samples and beam_start are for continuous actions.")
             self.beam_k = check_beam_k(name, model, beam_k)
         count_forward_passes(model)
+
+    @property
+    def planner_revision(self) -> int | None:
+        """The planner code's revision when this agent plans (results record it), else None."""
+        plans = getattr(self, "beam_k", 0) or getattr(self, "samples", 1) > 1
+        return PLANNER_REVISION if plans else None
 
     @property
     def forward_passes(self) -> int:

@@ -69,6 +69,10 @@ from icrl_bench.errors import IcrlBenchError
 
 # Official evaluate.py `--beam-k` default.
 PAPER_BEAM_K = 10
+# Which planning code made a result: results record it, and `reproduce` re-evaluates results
+# made by another revision. Bump it whenever planning acts differently for the same checkpoint
+# and settings. 1: the imagined context grew past n_transit; 2: it slides, as the official code.
+PLANNER_REVISION = 2
 # Official model/{ad,dpt}.py `max_beam_steps`: grid_size - 1 on darkroom, 2 (grid_size - 1) on the others (grid_size 9).
 PLANNING_HORIZON = {"darkroom": 8, "darkroom-permuted": 16, "dark-key-to-door": 16}
 
