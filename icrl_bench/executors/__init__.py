@@ -1,0 +1,121 @@
+"""Where a long computation's jobs run: processes on this machine (default) or a Ray cluster.
+
+A job is a module-level function and its plain-data arguments, called in a worker as
+`fn(*args, progress=report)`, where `report(n)` counts units of work done (env steps, episodes).
+The same function runs whatever the executor, so a job's result never depends on where it ran;
+that is what lets a dataset built on Ray carry the content hash of a local build.
+
+An executor only starts jobs, says which ended and how, and forwards progress. Everything
+else (how many jobs are in flight, retries with the same arguments, progress bookkeeping)
+is the driver's, one loop for every executor: `icrl_bench.executors.driver.run_jobs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from icrl_bench.errors import IcrlBenchError, unknown
+
+EXECUTORS = {
+    "local": "processes on this machine, one job per process (the default)",
+    "ray": "a Ray cluster (pip install 'icrl-bench[ray]'); --address auto or HOST:PORT",
+}
+
+ProgressSink = Callable[[int, int], None]
+"""Called by an executor with (job key, units done since the last report)."""
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """How to run a computation's jobs.
+
+    Attributes:
+        name: `local` or `ray`.
+        workers: jobs running at once. Local: processes (default: all cores; 1 runs the jobs in
+            this process). Ray: default, the cluster's CPUs (its GPUs when jobs ask for one).
+        address: Ray only. None: $RAY_ADDRESS, else a cluster started on this machine, else a
+            new Ray instance here; `auto`: a running cluster that this machine is part of;
+            `HOST:PORT`: the head node's GCS address (`ray start --head` prints it).
+        gpus_per_job: Ray only: GPUs each job asks the cluster for (builds with --device cuda).
+    """
+
+    name: str = "local"
+    workers: int | None = None
+    address: str | None = None
+    gpus_per_job: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in EXECUTORS:
+            raise unknown("executor", self.name, EXECUTORS)
+        if self.workers is not None and self.workers < 1:
+            raise IcrlBenchError(f"--workers must be at least 1, got {self.workers}.")
+        if self.address is not None and self.name != "ray":
+            raise IcrlBenchError(f"--address {self.address} is for --executor ray; drop it or add --executor ray.")
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How one submitted job ended: a value, an exception it raised, or its worker's death."""
+
+    key: int
+    value: Any = None
+    error: BaseException | None = None  # what the job raised (retried: a simulator's crash may not recur)
+    lost: str | None = None  # the worker died under the job (killed, out of memory, node lost): not the job's fault
+
+
+class Executor(Protocol):
+    """What the driver needs of a place to run jobs."""
+
+    name: str
+    slots: int  # jobs that run at once
+
+    def submit(self, key: int, fn: Callable[..., Any], args: tuple) -> None:
+        """Start `fn(*args, progress=...)`; `key` names this attempt in `poll`'s answers."""
+        ...
+
+    def poll(self, timeout: float, progress: ProgressSink) -> list[Finished]:
+        """Wait up to `timeout` s for jobs to end; forward the progress reported meanwhile."""
+        ...
+
+    def close(self, cancel: bool) -> None:
+        """Release the workers; with `cancel`, stop the jobs still running (an interrupted driver)."""
+        ...
+
+
+def require(config: ExecutorConfig) -> None:
+    """Fail now, in one line, before any work is written: a missing extra, an address where no one answers."""
+    if config.name == "ray":
+        from icrl_bench.executors.ray_cluster import check_reachable, import_ray
+
+        import_ray()
+        check_reachable(config.address)
+
+
+def make_executor(config: ExecutorConfig, n_jobs: int) -> Executor:
+    """The executor `config` names, sized for `n_jobs` jobs."""
+    if config.name == "ray":
+        from icrl_bench.executors.ray_cluster import RayExecutor
+
+        return RayExecutor(config.address, config.workers, config.gpus_per_job)
+    from icrl_bench.executors.local import InProcess, ProcessPool, default_workers
+
+    workers = min(config.workers or default_workers(), max(n_jobs, 1))
+    return InProcess() if workers == 1 else ProcessPool(workers)
+
+
+@contextmanager
+def open_executor(config: ExecutorConfig, n_jobs: int) -> Iterator[Executor]:
+    """An executor for the block; on an exception (Ctrl-C included) its running jobs are stopped."""
+    executor = make_executor(config, n_jobs)
+    try:
+        yield executor
+    except BaseException:
+        executor.close(cancel=True)
+        raise
+    executor.close(cancel=False)
+
+
+__all__ = ["EXECUTORS", "Executor", "ExecutorConfig", "Finished", "ProgressSink", "make_executor", "open_executor", "require"]
