@@ -6,22 +6,24 @@ after Ctrl-C or a kill skips those tasks; tasks are seeded by index, so the resu
 dataset has exactly the content hash of an uninterrupted one. Only a complete, hashed
 store is renamed to `<root>/datasets/<id>/`, so no half-written dataset ever carries
 its final id.
+
+Jobs run on an executor (`icrl_bench.executors`): local processes by default, or a Ray
+cluster. Either way each job's arrays come back to this process, which alone writes the
+store and the build state, one job at a time (docs/scale.md says why).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
-import multiprocessing
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +40,12 @@ from icrl_bench.data.schema import ArraySpec, family_arrays
 from icrl_bench.devices import resolve_device
 from icrl_bench.envs import get_family
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.executors import ExecutorConfig, open_executor, require
+from icrl_bench.executors.driver import Job, JobsReport, RetryPolicy, run_jobs
 from icrl_bench.fileio import write_json_atomic
 from icrl_bench.paths import data_root, ensure_writable
 from icrl_bench.provenance import provenance
-from icrl_bench.sources import get_source, make_config
+from icrl_bench.sources import ProgressFn, get_source, make_config
 
 
 class BuildInterrupted(IcrlBenchError):
@@ -56,6 +60,7 @@ class BuildResult:
     already_built: bool
     tasks_run: int
     wall_time_s: float
+    retried_jobs: int = 0  # jobs run again after they raised or their worker died (same seed, same bytes)
 
 
 def datasets_dir(root: Path) -> Path:
@@ -82,14 +87,19 @@ def build_dataset(
     show_progress: bool = True,
     console: Console | None = None,
     task: str | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> BuildResult:
     """Build (or resume, or find already built) the dataset of `family` with a preset.
 
     With more than one worker, tasks run in spawned processes: a script that calls this
-    must guard its entry point with `if __name__ == "__main__":`.
+    must guard its entry point with `if __name__ == "__main__":`. `executor="ray"` runs the
+    jobs on the Ray cluster at `address` instead (see `icrl_bench.executors.ExecutorConfig`);
+    the dataset is the same, byte for byte.
     """
     plan = resolve(family, preset, source, seed, task)
-    return run_plan(plan, workers=workers, root=root, device=device, show_progress=show_progress, console=console)
+    return run_plan(plan, workers=workers, root=root, device=device, show_progress=show_progress, console=console,
+                    executor=executor, address=address)
 
 
 def run_plan(
@@ -99,11 +109,14 @@ def run_plan(
     device: str = "cpu",
     show_progress: bool = True,
     console: Console | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> BuildResult:
-    if workers is not None and workers < 1:
-        raise IcrlBenchError(f"--workers must be at least 1, got {workers}.")
+    config = ExecutorConfig(executor, workers, address)
     device = resolve_device(device)
-    n_workers = workers or os.cpu_count() or 1
+    if device.startswith("cuda"):
+        config = dataclasses.replace(config, gpus_per_job=1.0)
+    require(config)  # a missing extra is said before anything is written
     root_dir = ensure_writable(data_root(root), "datasets", "staging")
     final = datasets_dir(root_dir) / plan.dataset_id
     if final.exists():
@@ -115,8 +128,7 @@ def run_plan(
         started = time.perf_counter()
         pending = [row for row in range(len(plan.tasks)) if row not in set(state["done"])]
         try:
-            with _sigterm_interrupts():  # in the main process too (--workers 1), not only with a pool
-                _run_tasks(plan, staging, state, pending, n_workers, device, show_progress, console)
+            slots, report = _run_tasks(plan, staging, state, pending, config, device, show_progress, console)
         except KeyboardInterrupt:
             state["wall_time_s"] = state.get("wall_time_s", 0.0) + time.perf_counter() - started
             _save_state(staging, state)  # the time spent so far counts in the resumed build's manifest
@@ -125,12 +137,13 @@ def run_plan(
                 "run the same command again to resume."
             ) from None
         state["wall_time_s"] = state.get("wall_time_s", 0.0) + time.perf_counter() - started
-        content_hash = _publish(staging, final, plan, state, n_workers, device)
+        execution = {"executor": config.name, "workers": slots, "retried_jobs": report.retried}
+        content_hash = _publish(staging, final, plan, state, execution, device)
         state_path(staging).unlink()
         staging.with_suffix(".lock").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             staging.parent.rmdir()  # staging/ itself, once no other build uses it
-    return BuildResult(plan.dataset_id, final, content_hash, False, len(pending), state["wall_time_s"])
+    return BuildResult(plan.dataset_id, final, content_hash, False, len(pending), state["wall_time_s"], report.retried)
 
 
 def _already_built(final: Path, plan: BuildPlan) -> BuildResult:
@@ -201,10 +214,11 @@ def _save_state(staging: Path, state: dict[str, Any]) -> None:
     write_json_atomic(state_path(staging), state)
 
 
-def run_job(plan_dict: dict[str, Any], rows: list[int], device: str, progress_queue: Any = None) -> list[dict[str, np.ndarray]]:
+def run_job(plan_dict: dict[str, Any], rows: list[int], device: str, progress: ProgressFn | None = None) -> list[dict[str, np.ndarray]]:
     """Learn the tasks at `rows` of the plan and return their complete histories.
 
-    Runs in a worker process: only plain data crosses the process boundary.
+    The one job function of every executor (this process, a local worker, a Ray node): only
+    plain data crosses to and from it, and its bytes depend on the plan and rows alone.
     """
     plan = BuildPlan(**plan_dict)
     source = get_source(plan.source)
@@ -212,7 +226,6 @@ def run_job(plan_dict: dict[str, Any], rows: list[int], device: str, progress_qu
     env = get_family(plan.env)
     tasks = [plan.tasks[r] for r in rows]
     params = env.task_params()[tasks]
-    progress = progress_queue.put if progress_queue is not None else None
     histories = source.run(plan.env, tasks, [plan.task_seed(t) for t in tasks], config, device, progress)
     return [complete_history(plan.env, p, h) for p, h in zip(params, histories)]
 
@@ -236,15 +249,27 @@ def _write_rows(staging: Path, rows: list[int], histories: list[dict[str, np.nda
     _save_state(staging, state)
 
 
-def _run_tasks(plan, staging, state, pending, workers, device, show_progress, console) -> None:
+def _run_tasks(
+    plan: BuildPlan,
+    staging: Path,
+    state: dict[str, Any],
+    pending: list[int],
+    config: ExecutorConfig,
+    device: str,
+    show_progress: bool,
+    console: Console | None,
+) -> tuple[int, JobsReport]:
+    """Run the pending rows' jobs on the executor, writing each job's rows as it finishes."""
     source = get_source(plan.source)
     # Jobs are aligned blocks of rows (row // tasks_per_job), so a resumed build regroups the
     # unfinished rows exactly as the first run did: batched sources then see the same batches.
     blocks: dict[int, list[int]] = {}
     for row in pending:
         blocks.setdefault(row // source.tasks_per_job, []).append(row)
-    jobs = list(blocks.values())
+    rows_of = list(blocks.values())
     steps_per_task = plan.source_settings["total_timesteps"]
+    plan_dict = plan.to_dict()
+    jobs = [Job((plan_dict, rows, device), units=len(rows) * steps_per_task) for rows in rows_of]
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -255,91 +280,22 @@ def _run_tasks(plan, staging, state, pending, workers, device, show_progress, co
         disable=not show_progress,
         transient=False,
     )
-    plan_dict = plan.to_dict()
     with progress:
         tasks_bar = progress.add_task(f"{plan.dataset_id}: tasks", total=len(plan.tasks), completed=len(state["done"]))
         steps_bar = progress.add_task("env steps", total=len(plan.tasks) * steps_per_task, completed=len(state["done"]) * steps_per_task)
-        failures: dict[tuple[int, ...], str] = {}
-        if workers == 1 or len(jobs) <= 1:
-            for rows in jobs:
-                for _ in range(1 + RETRIES):
-                    try:
-                        histories = run_job(plan_dict, rows, device, _Direct(progress, steps_bar))
-                    except (KeyboardInterrupt, IcrlBenchError):
-                        raise
-                    except Exception as err:  # noqa: BLE001 - a simulator crash: retry, then report
-                        failures[tuple(rows)] = _describe(err)
-                        continue
-                    failures.pop(tuple(rows), None)
-                    _write_rows(staging, rows, histories, state)
-                    progress.update(tasks_bar, advance=len(rows))
-                    break
-            _report_failures(plan, failures, state)
-            return
-        context = multiprocessing.get_context("spawn")
-        queue = context.Queue()  # handed to each worker at its start (no manager process to outlive the build)
-        # A fresh process per job: simulators (MuJoCo) hold memory past env.close(), and a crash stays contained.
-        executor = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, max_tasks_per_child=1,
-                                       initializer=_worker_start, initargs=(queue, os.getpid()))
-        finished_all = False
-        try:
-            futures: dict[Future, tuple[list[int], int]] = {executor.submit(_worker_job, plan_dict, rows, device): (rows, 0) for rows in jobs}
-            while futures:
-                finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
-                _drain(queue, progress, steps_bar)
-                for future in finished:
-                    rows, attempt = futures.pop(future)
-                    error = future.exception()
-                    if isinstance(error, IcrlBenchError):
-                        raise error
-                    if error is not None:
-                        failures[tuple(rows)] = _describe(error)
-                        if attempt < RETRIES:
-                            futures[executor.submit(_worker_job, plan_dict, rows, device)] = (rows, attempt + 1)
-                        continue
-                    failures.pop(tuple(rows), None)
-                    _write_rows(staging, rows, future.result(), state)
-                    progress.update(tasks_bar, advance=len(rows))
-            finished_all = True
-        finally:
-            if finished_all:  # every job is done: a plain shutdown (wait=False here races the executor's own thread)
-                executor.shutdown(wait=True)
-                queue.close()
-            else:
-                _stop_workers(executor, queue)
-        _report_failures(plan, failures, state)
 
+        def write(index: int, histories: list[dict[str, np.ndarray]]) -> None:
+            _write_rows(staging, rows_of[index], histories, state)
+            progress.update(tasks_bar, advance=len(rows_of[index]))
 
-def _stop_workers(executor: ProcessPoolExecutor, queue: Any) -> None:
-    """An interrupted build leaves no worker running and no queue writer behind."""
-    running = list((getattr(executor, "_processes", None) or {}).values())  # the executor's own record
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in running:
-        if process.is_alive():
-            process.terminate()
-    for process in running:
-        process.join(timeout=10)  # before the queue closes: a worker writing to it would print a BrokenPipe traceback
-    queue.close()
-
-
-_WORKER_QUEUE: Any = None
-
-
-def _worker_start(queue: Any, builder_pid: int) -> None:
-    """A builder worker's start: keep the progress queue, and die with the builder (Linux), even after a SIGKILL of it."""
-    global _WORKER_QUEUE
-    _WORKER_QUEUE = queue
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != builder_pid:  # the builder died before prctl took effect
-            os._exit(1)
-
-
-def _worker_job(plan_dict: dict[str, Any], rows: list[int], device: str) -> list[dict[str, np.ndarray]]:
-    return run_job(plan_dict, rows, device, _WORKER_QUEUE)
+        if not jobs:  # killed between the last task and publishing: nothing to run, no cluster to join
+            return 0, JobsReport()
+        # The executor first: Ray's init installs its own SIGTERM handler, which ours replaces for the run.
+        with open_executor(config, len(jobs)) as executor, _sigterm_interrupts():  # in this process too (--workers 1)
+            report = run_jobs(executor, run_job, jobs, write, lambda n: progress.update(steps_bar, advance=n),
+                              RetryPolicy(errors=RETRIES, lost=LOST_WORKER_RETRIES))
+    _report_failures(plan, report, rows_of, state)
+    return executor.slots, report
 
 
 @contextmanager
@@ -360,36 +316,24 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 RETRIES = 1  # a job that raises (e.g. a MuJoCo instability) runs once more with the same seed
+LOST_WORKER_RETRIES = 3  # a job whose worker died (SIGKILL, OOM, a lost node) runs up to 3 more times
 
 
-def _describe(err: BaseException) -> str:
-    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-
-
-def _report_failures(plan: BuildPlan, failures: dict[tuple[int, ...], str], state: dict[str, Any]) -> None:
-    """Fail the build, naming the tasks that failed twice; every finished task stays saved."""
-    if not failures:
+def _report_failures(plan: BuildPlan, report: JobsReport, rows_of: list[list[int]], state: dict[str, Any]) -> None:
+    """Fail the build, naming the tasks that failed on every try; every finished task stays saved."""
+    if not report.failures:
         return
-    lines = "; ".join(f"task(s) {[plan.tasks[r] for r in rows]}: {error}" for rows, error in failures.items())
+    lines = "; ".join(
+        f"task(s) {[plan.tasks[r] for r in rows_of[index]]}: {failure.error} (failed {failure.tries} times)"
+        for index, failure in report.failures.items()
+    )
     raise IcrlBenchError(
-        f"build of {plan.dataset_id}: {lines} (failed {1 + RETRIES} times); the {len(state['done'])} finished "
+        f"build of {plan.dataset_id}: {lines}; the {len(state['done'])} finished "
         "tasks are saved: run the same command again to retry the failed ones."
     )
 
 
-class _Direct:
-    """The progress sink of an in-process job (a queue's `put`, without the queue)."""
-
-    def __init__(self, progress: Progress, bar: Any):
-        self.put = lambda n: progress.update(bar, advance=n)
-
-
-def _drain(queue: Any, progress: Progress, bar: Any) -> None:
-    while not queue.empty():
-        progress.update(bar, advance=queue.get_nowait())
-
-
-def _publish(staging: Path, final: Path, plan: BuildPlan, state: dict[str, Any], workers: int, device: str) -> str:
+def _publish(staging: Path, final: Path, plan: BuildPlan, state: dict[str, Any], execution: dict[str, Any], device: str) -> str:
     manifest = {
         "dataset_id": plan.dataset_id,
         "family": plan.family,
@@ -400,7 +344,7 @@ def _publish(staging: Path, final: Path, plan: BuildPlan, state: dict[str, Any],
         "recipe": plan.to_dict(),
         "source": {"name": plan.source, "hyperparameters": plan.source_settings},
         "seeds": {"base": plan.seed, "rule": "the learner on canonical task i is seeded with base + i"},
-        "build": {"wall_time_s": round(state["wall_time_s"], 3), "workers": workers, "device": device, **numerics(device)},
+        "build": {"wall_time_s": round(state["wall_time_s"], 3), **execution, "device": device, **numerics(device)},
     }
     return finalize(staging, final, manifest)
 
