@@ -69,6 +69,10 @@ err_console = Console(stderr=True)
 RootOption = Annotated[
     Path | None, typer.Option("--root", help="Data root (default: $ICRL_BENCH_ROOT or the user cache dir).")
 ]
+ExecutorOption = Annotated[str, typer.Option(help="Where jobs run: local (processes on this machine) or ray (a Ray cluster; docs/scale.md).")]
+AddressOption = Annotated[
+    str | None, typer.Option(help="With --executor ray: auto (the cluster this machine is in) or HOST:PORT of its head (default: $RAY_ADDRESS, else a Ray here).")
+]
 
 
 @app.command("build-dataset")
@@ -78,8 +82,10 @@ def build_dataset_cmd(
     preset: Annotated[str | None, typer.Option(help="A smaller named preset of the recipe (e.g. small).")] = None,
     source: Annotated[str | None, typer.Option(help="Source algorithm (default: the recipe's).")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed (default: the recipe's; another seed is another dataset id).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Jobs at once (default: all cores; with --executor ray, the cluster's CPUs).")] = None,
     device: Annotated[str, typer.Option(help="Torch device for the source's learners.")] = "cpu",
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
     root: RootOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -87,7 +93,8 @@ def build_dataset_cmd(
     from icrl_bench.data.build import build_dataset
     from icrl_bench.data.hub import published_hash_check
 
-    result = build_dataset(family, preset, source, seed, workers, root, device, show_progress=not quiet, console=err_console, task=task)
+    result = build_dataset(family, preset, source, seed, workers, root, device, show_progress=not quiet, console=err_console, task=task,
+                           executor=executor, address=address)
     if result.already_built:
         console.print(f"{result.dataset_id} is already built at {result.path} (hash {result.content_hash[:12]}).")
     else:
@@ -355,6 +362,10 @@ def evaluate_cmd(
     beam: Annotated[int | None, typer.Option(help="DICP beam size beam_k (0 = no planning; default for dicp-* agents: the paper's 10).")] = None,
     samples: Annotated[int | None, typer.Option(help="DICP candidate actions per step on continuous-action envs (0 or 1 = no planning; default for dicp-* agents: the paper's 10).")] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads. 1 (the default) is 10-40x faster than 2 on a CPU busy with other jobs; the networks are small.")] = 1,
+    executor: Annotated[str | None, typer.Option(help="Run sharded, one job per seed x task group: local (processes here) or ray (default: one batch in this process).")] = None,
+    address: AddressOption = None,
+    task_groups: Annotated[int, typer.Option(help="With --executor: test tasks split into this many groups per seed (more shards, smaller batches).")] = 1,
+    workers: Annotated[int | None, typer.Option(help="With --executor: shards at once (default: all cores, or the Ray cluster's CPUs).")] = None,
     out: Annotated[Path, typer.Option(help="Directory for the results JSON and plot.")] = Path("results"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -373,13 +384,18 @@ def evaluate_cmd(
         settings["samples"] = samples
     if threads < 1:
         raise IcrlBenchError(f"--threads must be >= 1, got {threads}.")
+    from icrl_bench.executors import ExecutorConfig
+
+    if executor is None and (address is not None or workers is not None or task_groups != 1):
+        raise IcrlBenchError("--address, --workers and --task-groups shard an evaluation: add --executor local or --executor ray.")
+    config = None if executor is None else ExecutorConfig(executor, workers, address)
     import torch
 
     torch.set_num_threads(threads)
     with Progress(console=err_console, disable=quiet, transient=True) as bar:
         task = bar.add_task(f"evaluating {agent} on {env}", total=None)
         results = evaluate(agent, checkpoint, env, seed_list, episodes, settings, progress=lambda done, total: bar.update(task, completed=done, total=total),
-                           beam_k=beam, n_tasks=tasks)
+                           beam_k=beam, n_tasks=tasks, executor=config, task_groups=task_groups)
     json_path, png_path = save_results(results, out)
     console.print(results_table(results))
     console.print(f"[green]wrote[/] {json_path} and {png_path}")
