@@ -7,6 +7,7 @@ traceback; Ctrl-C on a long job exits 130 after saying how to resume.
 from __future__ import annotations
 
 import errno
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -23,14 +24,13 @@ class _OneLineErrors(typer.core.TyperGroup):
     """Turns user-fixable errors into one red line and an exit code, for every command."""
 
     def invoke(self, ctx):
-        from icrl_bench.data.build import BuildInterrupted
-
         try:
             return super().invoke(ctx)
-        except BuildInterrupted as err:
-            err_console.print(f"[yellow]interrupted:[/] {err}", highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
         except IcrlBenchError as err:
+            build = sys.modules.get("icrl_bench.data.build")  # only a build raises BuildInterrupted: never import it (torch) to ask
+            if build is not None and isinstance(err, build.BuildInterrupted):
+                err_console.print(f"[yellow]interrupted:[/] {err}", highlight=False, soft_wrap=True)
+                raise typer.Exit(130) from None
             err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
@@ -60,8 +60,27 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-datasets_app = typer.Typer(help="Inspect, verify, import and delete datasets.", no_args_is_help=True)
+datasets_app = typer.Typer(
+    help="Datasets: list (--remote: the catalog), show, info, download, verify, import, export, push, delete.", no_args_is_help=True
+)
 app.add_typer(datasets_app, name="datasets")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from icrl_bench import __version__
+        from icrl_bench.provenance import code_commit
+
+        commit = code_commit()
+        typer.echo(f"icrl-bench {__version__}" + (f" (code {commit[:12]}{'-dirty' if commit.endswith('-dirty') else ''})" if commit else ""))
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Learning-history datasets, in-context RL agents and a benchmark."""
 
 console = Console()
 err_console = Console(stderr=True)
@@ -126,20 +145,31 @@ def datasets_list(
     if not entries:
         console.print(f"No datasets under {data_root(root)}. Build one: icrl-bench build-dataset darkroom --preset small")
         return
-    table = Table(title=f"Datasets under {data_root(root)}")
-    for column in ("id", "env", "source", "tasks", "streams", "steps", "size", "hash"):
-        table.add_column(column, justify="right" if column in ("tasks", "streams", "steps", "size") else "left", no_wrap=column == "id")
+    table = Table(title=f"Datasets under {data_root(root)}", caption="shape: tasks x streams x steps; `icrl-bench datasets show ID` for more")
+    for column in ("id", "source", "shape", "size", "hash"):
+        table.add_column(column, justify="right" if column == "size" else "left", no_wrap=column in ("id", "shape", "size"))
     for entry in entries:
         m = entry.manifest
         if m is None:
-            table.add_row(entry.dataset_id, "[red]unreadable[/]", "", "", "", "", _size(entry.size_bytes), "")
+            table.add_row(entry.dataset_id, "[red]unreadable[/]", "", _size(entry.size_bytes), "")
             continue
         shape = m["shape"]
-        table.add_row(
-            entry.dataset_id, m["env"], m["source"]["name"], str(shape["n_tasks"]), str(shape["n_streams"]),
-            str(shape["n_steps"]), _size(entry.size_bytes), m["content_hash"][:12],
-        )
+        table.add_row(entry.dataset_id, m["source"]["name"], f"{shape['n_tasks']}x{shape['n_streams']}x{shape['n_steps']}",
+                      _size(entry.size_bytes), m["content_hash"][:8])
     console.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(dataset_id: str, root: RootOption = None) -> None:
+    """What a dataset is (size, shapes, source, hash, description): a local one, or one the catalog lists."""
+    from icrl_bench.data.describe import describe, fact_rows
+
+    facts = describe(dataset_id, root)
+    console.print(f"[bold]{facts.dataset_id}[/]  {escape(facts.description)}")
+    grid = Table.grid(padding=(0, 2))
+    for label, text in fact_rows(facts, root):
+        grid.add_row(f"[bold]{label}[/]", escape(text))
+    console.print(grid)
 
 
 @datasets_app.command("info")
@@ -221,17 +251,31 @@ def datasets_delete(dataset_id: str, root: RootOption = None, yes: Annotated[boo
 
 @datasets_app.command("import")
 def datasets_import(
-    path: Annotated[Path, typer.Argument(help="File to import.")],
-    env: Annotated[str, typer.Option(help="Grid world the file was collected on.")],
-    format: Annotated[str, typer.Option("--format", help="File format: dicp-hdf5 (the official collect_data.py output).")] = "dicp-hdf5",
-    dataset_id: Annotated[str | None, typer.Option("--id", help="Id to publish under (default: <env>-dicp-import-v1).")] = None,
+    path: Annotated[Path, typer.Argument(help="A folder written by `datasets export --format hf`, or an official DICP HDF5 file.")],
+    env: Annotated[str | None, typer.Option(help="Grid world an HDF5 file was collected on (dicp-hdf5 only: an export names its env).")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="hf or dicp-hdf5 (default: detected: a folder with icrl_bench/export.json is hf).")] = None,
+    dataset_id: Annotated[str | None, typer.Option("--id", help="Id to publish a dicp-hdf5 import under (default: <env>-dicp-import-v1).")] = None,
     root: RootOption = None,
 ) -> None:
-    """Convert a file of another tool into an icrl-bench dataset."""
+    """Import the mirror of `datasets export` (verified by hash), or a file of another tool, as a local dataset."""
+    format = format or ("hf" if path.is_dir() else "dicp-hdf5")
+    if format == "hf":
+        if dataset_id is not None:
+            raise IcrlBenchError("an hf export keeps the id it was exported with; drop --id (the content hash pins what it is).")
+        from icrl_bench.data.hf_export import import_hf
+
+        result = import_hf(path, root=root, origin={"source": str(path.resolve()), "spec": "datasets import"})
+        if result.already_present:
+            console.print(f"{result.dataset_id} is already at {result.path} with the same content hash {result.content_hash[:12]}.")
+        else:
+            console.print(f"[green]imported[/] {path} as {result.dataset_id} at {result.path} (verified, hash {result.content_hash[:12]}).")
+        return
+    if format != "dicp-hdf5":
+        raise IcrlBenchError(f"unknown import format {format!r}; known: hf (an export folder), dicp-hdf5.")
+    if env is None:
+        raise IcrlBenchError(f"--env is needed for a dicp-hdf5 file (the grid world {path.name} was collected on, e.g. --env darkroom).")
     from icrl_bench.data.dicp_hdf5 import import_dicp_hdf5
 
-    if format != "dicp-hdf5":
-        raise IcrlBenchError(f"unknown import format {format!r}; known: dicp-hdf5.")
     result = import_dicp_hdf5(path, env, dataset_id=dataset_id, root=root)
     console.print(f"[green]imported[/] {path} as {result.dataset_id} at {result.path} (hash {result.content_hash[:12]}).")
 
@@ -295,19 +339,37 @@ def datasets_download(
 
 
 def _print_catalog(root: Path | None) -> None:
-    from icrl_bench.data.hub import catalog_path, catalog_status
+    from icrl_bench.data.catalog import catalog_path, catalog_status
 
     rows = catalog_status(root=root)
     if not rows:
         console.print(f"The catalog {catalog_path()} lists no published datasets yet; download by ORG/NAME@REVISION.")
         return
-    table = Table(title=f"Published datasets ({catalog_path()})")
-    for column in ("id", "repo", "revision", "hash", "local"):
-        table.add_column(column)
+    table = Table(title=f"Published datasets ({catalog_path()})",
+                  caption="steps: transitions (tasks x streams x steps); size: the download; where: shipped in the repository, "
+                          "on the Hub, or build-only (not published); `icrl-bench datasets show ID` for all of it")
+    cells = []
     for row in rows:
-        where = (row["repo"], row["revision"]) if row["repo"] else (f"not published: {row['build']}", "")
-        table.add_row(row["dataset_id"], *where, row["content_hash"][:12], row["local"])
+        shape = row["shape"]
+        steps = f"{shape['n_tasks'] * shape['n_streams'] * shape['n_steps'] / 1e6:.2f}M" if shape else "-"
+        size = _size(row["download_bytes"]) if row["download_bytes"] is not None else "-"
+        where = "build-only" if not row["repo"] else "shipped" if row["repo"].startswith(("./", "../")) else "hub"
+        cells.append([row["dataset_id"], steps, size, where, row["local"]])
+    columns = ("id", "steps", "size", "where", "local")
+    widths = [max(len(column), *(len(c[i]) for c in cells)) for i, column in enumerate(columns)]
+    for column, width in zip(columns, widths):
+        table.add_column(column, justify="right" if column in ("steps", "size") else "left", no_wrap=True, min_width=width)
+    # One line per dataset: the description takes what the terminal has left (3 characters of border per column);
+    # a narrow terminal gets the descriptions below the table instead.
+    room = console.width - sum(widths) - 3 * (len(columns) + 1) - 1
+    if room >= 30:
+        table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=room)
+    for row, cell in zip(rows, cells):
+        table.add_row(*cell, *([escape(" ".join(row["description"].split()))] if room >= 30 else []))
     console.print(table)
+    if room < 30:
+        for row in rows:
+            console.print(f"[bold]{row['dataset_id']}[/]: {escape(' '.join(row['description'].split()))}")
 
 # --- benchmark: evaluate, agents, leaderboard (icrl_bench.harness / .leaderboard) -------------
 

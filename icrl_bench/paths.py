@@ -19,6 +19,16 @@ DATASET_ID_PATTERN = re.compile(r"^(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)-v(?P<versi
 """The dataset id grammar, here (torch-free) so that the leaderboard checks ids as the data half does."""
 
 
+def check_dataset_id(dataset_id: str) -> str:
+    """`dataset_id` if it follows the id grammar; a path-like id (`../x`, `/abs`) never reaches the file system."""
+    if not isinstance(dataset_id, str) or not DATASET_ID_PATTERN.match(dataset_id):
+        raise IcrlBenchError(
+            f"{dataset_id!r} is not a dataset id: ids are lowercase words joined by '-' ending in -v<N> "
+            "(e.g. darkroom-small-v3); see `icrl-bench datasets list`."
+        )
+    return dataset_id
+
+
 def _recipe_dir() -> Path:
     """datasets/ of a source checkout, else the copy a wheel installs under sys.prefix."""
     checkout = REPO_ROOT / "datasets"

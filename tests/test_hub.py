@@ -206,7 +206,7 @@ def test_download_by_catalog_id(tiny_root, remote, tmp_path, monkeypatch):
     rows = hub.catalog_status(catalog, root=tmp_path / "root")
     assert rows == [
         {"dataset_id": TINY, "repo": REPO, "revision": "tiny-v3", "build": None, "content_hash": expected, "manifest_hash": None,
-         "description": "", "local": "present"}
+         "shape": None, "download_bytes": None, "description": "", "local": "present"}
     ]
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": REPO, "revision": "tiny-v3", "content_hash": "0" * 64}}}))
@@ -439,7 +439,7 @@ def test_push_refuses_an_existing_version_a_revision_and_a_missing_token(tiny_ro
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))  # not the user's login
     with pytest.raises(IcrlBenchError, match="needs a token"):
         hub.push_dataset(TINY, REPO, root=tiny_root, allow_dirty=True)
-    with pytest.raises(IcrlBenchError, match="is not built"):
+    with pytest.raises(IcrlBenchError, match="is not under .*download it with"):
         hub.push_dataset("darkroom-small-v3", str(tmp_path / "r"), root=tiny_root)
 
 

@@ -104,8 +104,14 @@ def test_corrupt_or_foreign_directories_are_named_not_crashed_on(tmp_path):
 def test_unknown_ids_suggest_close_local_ones_or_the_build_command(tiny_root):
     with pytest.raises(IcrlBenchError, match="Did you mean 'darkroom-tiny-v3'"):
         load_dataset("darkroom-tiny-v1", root=tiny_root)
-    with pytest.raises(IcrlBenchError, match="build it with `icrl-bench build-dataset darkroom --preset small`"):
+    # Published in the catalog: a download comes first, the rebuild second.
+    with pytest.raises(IcrlBenchError, match="download it with `icrl-bench datasets download darkroom-small-v3` "
+                                             r"\(or build it with `icrl-bench build-dataset darkroom --preset small`\)"):
         load_dataset("darkroom-small-v3", root=tiny_root)
+    with pytest.raises(IcrlBenchError, match="download it with `icrl-bench datasets download darkroom-small-v2`.$"):
+        load_dataset("darkroom-small-v2", root=tiny_root)  # superseded: no recipe rebuilds it
+    with pytest.raises(IcrlBenchError, match="not built under .*; build it with `icrl-bench build-dataset darkroom`.$"):
+        load_dataset("darkroom-v3", root=tiny_root)  # listed, but not published: build only
     with pytest.raises(IcrlBenchError, match="--preset small --seed 3"):
         load_dataset("darkroom-small-seed3-v3", root=tiny_root)
 

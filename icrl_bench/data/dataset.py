@@ -1,10 +1,14 @@
-"""Reading a built dataset: lazy arrays, the manifest, the split, learning curves."""
+"""Reading a built dataset: lazy arrays, the manifest, the split, learning curves, episodes.
+
+Needs numpy and Zarr only (no torch, no recipes): listing and inspecting datasets stays light.
+"""
 
 from __future__ import annotations
 
 import difflib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,9 +18,10 @@ import numpy as np
 import zarr
 
 from icrl_bench.data import store
-from icrl_bench.data.recipes import ID_PATTERN, build_command, check_dataset_id, parse_dataset_id
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.paths import data_root
+from icrl_bench.paths import DATASET_ID_PATTERN, check_dataset_id, data_root
+
+SPLITS = {"train": 0, "test": 1}  # the store's `split` labels
 
 
 class LearningHistoryDataset:
@@ -78,6 +83,35 @@ class LearningHistoryDataset:
     def test_rows(self) -> np.ndarray:
         return np.flatnonzero(self.split == 1)
 
+    def episodes(self, split: str | None = "train", arrays: tuple[str, ...] | None = None) -> Iterator[Episode]:
+        """Every complete episode of every learning history, in order (task row, stream, episode).
+
+        One task row is read at a time, so memory stays at one row whatever the dataset's size.
+        `split`: "train", "test" or None (all tasks). `arrays`: the per-step arrays to return
+        (default: all). An episode ends at a `done` step of its stream; steps after a stream's
+        last `done` (an unfinished episode) are left out.
+
+        Example:
+            >>> for ep in ds.episodes("train", arrays=("obs", "action", "reward")):
+            ...     ep.arrays["reward"].sum()   # the episode's return
+        """
+        if split is not None and split not in SPLITS:
+            raise IcrlBenchError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} or None (all tasks).")
+        per_step = [name for name in self.array_names if self.manifest["arrays"][name]["shape"][:3] == [self.n_tasks, self.n_streams, self.n_steps]]
+        names = per_step if arrays is None else list(arrays)
+        unknown = sorted(set(names) - set(per_step))
+        if unknown:
+            raise IcrlBenchError(f"{self.dataset_id} has no per-step array {', '.join(unknown)}; it has {', '.join(per_step)}.")
+        rows = np.arange(self.n_tasks) if split is None else np.flatnonzero(self.split == SPLITS[split])
+        for row in rows:
+            done = np.asarray(self["done"][row])  # [stream, step]
+            data = {name: np.asarray(self[name][row]) for name in names}  # [stream, step, ...]
+            for stream in range(self.n_streams):
+                ends = np.flatnonzero(done[stream])
+                starts = np.concatenate([[0], ends[:-1] + 1])
+                for index, (start, end) in enumerate(zip(starts, ends + 1)):
+                    yield Episode(int(row), int(self.task_index[row]), stream, index, {name: a[stream, start:end] for name, a in data.items()})
+
     def episode_returns(self, row: int) -> np.ndarray:
         """Return of every complete episode of task row `row`, [stream, episode]."""
         return episode_returns(np.asarray(self["reward"][row]), np.asarray(self["done"][row]))
@@ -97,6 +131,17 @@ class LearningHistoryDataset:
             raise IcrlBenchError(f"{self.dataset_id}: the manifest's fields do not match its manifest_hash; the manifest was edited: "
                                  "delete and rebuild or re-download it.")
         return content
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One episode of one learning history: its place in the dataset and its per-step arrays [length, ...]."""
+
+    task_row: int  # row of the dataset's arrays
+    task_index: int  # canonical task index in the env's task list
+    stream: int
+    index: int  # the episode's number within its stream (0 = the source algorithm's first)
+    arrays: dict[str, np.ndarray]
 
 
 class CheckedArray:
@@ -161,8 +206,17 @@ def load_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> Lear
 
 
 def missing_dataset_error(dataset_id: str, root: str | os.PathLike | None) -> IcrlBenchError:
+    """Not here: download it where the catalog publishes it, else build it with its recipe's command."""
+    from icrl_bench.data.catalog import catalog_entry
+    from icrl_bench.data.recipes import build_command, parse_dataset_id  # the recipes load the envs (torch): only here
+
     where = data_root(root)
-    plan = parse_dataset_id(dataset_id) if ID_PATTERN.match(dataset_id) else None
+    published = catalog_entry(dataset_id) if DATASET_ID_PATTERN.match(dataset_id) else None
+    plan = parse_dataset_id(dataset_id) if DATASET_ID_PATTERN.match(dataset_id) else None
+    if published is not None and published.repo is not None:
+        rebuild = f" (or build it with `{build_command(plan)}`)" if plan is not None else ""
+        return IcrlBenchError(f"dataset {dataset_id!r} is not under {where}; the catalog publishes it: "
+                              f"download it with `icrl-bench datasets download {dataset_id}`{rebuild}.")
     if plan is not None:
         command = build_command(plan)
         return IcrlBenchError(f"dataset {dataset_id!r} is not built under {where}; build it with `{command}`.")
@@ -181,6 +235,16 @@ def delete_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> Pa
     path.rename(doomed)
     shutil.rmtree(doomed)
     return path
+
+
+def local_content_hash(dataset_id: str, root: str | os.PathLike | None) -> str | None:
+    """The content hash of the local dataset `dataset_id`, '' if unreadable, None if absent."""
+    if not dataset_path(dataset_id, root).exists():
+        return None
+    try:
+        return load_dataset(dataset_id, root).manifest.get("content_hash", "")
+    except IcrlBenchError:
+        return ""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ import numpy as np
 import zarr
 
 from icrl_bench.data import store
-from icrl_bench.data.dataset import LearningHistoryDataset, dataset_path, load_dataset
+from icrl_bench.data.dataset import LearningHistoryDataset, dataset_path, load_dataset, local_content_hash
 from icrl_bench.data.schema import ArraySpec
 from icrl_bench.errors import IcrlBenchError, missing_extra
 from icrl_bench.fileio import file_sha256
@@ -535,16 +535,6 @@ def check_manifest_hash(dataset_id: str, manifest: dict[str, Any], expected: str
         if wanted is not None and actual != wanted:
             raise IcrlBenchError(f"{dataset_id}: the manifest does not match {what} ({actual[:12]} vs {wanted[:12]}); "
                                  "it was edited: nothing was imported.")
-
-
-def local_content_hash(dataset_id: str, root: str | os.PathLike | None) -> str | None:
-    """The content hash of the local dataset `dataset_id`, '' if unreadable, None if absent."""
-    if not dataset_path(dataset_id, root).exists():
-        return None
-    try:
-        return load_dataset(dataset_id, root).manifest.get("content_hash", "")
-    except IcrlBenchError:
-        return ""
 
 
 def refuse_to_replace(dataset_id: str, root: str | os.PathLike | None, existing: str | None) -> None:

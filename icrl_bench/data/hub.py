@@ -21,13 +21,10 @@ import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
+from icrl_bench.data.catalog import Catalog, CatalogEntry, catalog_status, load_catalog  # noqa: F401 (re-exported)
 from icrl_bench.data.dataset import dataset_path, load_dataset
-from icrl_bench.data.recipes import ID_PATTERN
 from icrl_bench.errors import IcrlBenchError, missing_extra
 from icrl_bench.paths import CATALOG_ENV_VAR, DEFAULT_CATALOG, catalog_path  # noqa: F401 (re-exported)
 
@@ -129,48 +126,6 @@ def _parse_hf_uri(text: str) -> RemoteSpec:
 
 
 # --------------------------------------------------------------------------- catalog
-
-
-class CatalogEntry(BaseModel):
-    """One known dataset: where it is published (or how to build it) and the content hash that pins it.
-
-    An entry without a remote pins a dataset too large to ship and not yet pushed: its hash is
-    what the project's own build made, so leaderboard entries trained on it can be checked.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    repo: str | None = Field(None, description="ORG/NAME on the Hub, an hf:// URL, or a directory remote (./path: beside the catalog)")
-    revision: str | None = Field(None, description="the tag (or commit) that pins this version")
-    build: str | None = Field(None, description="the command that builds it, for entries not published to a remote")
-    content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    manifest_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="store.manifest_hash of its manifest")
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _published_or_buildable(self) -> CatalogEntry:
-        if (self.repo is None) != (self.revision is None) or (self.repo is None and self.build is None):
-            raise ValueError("an entry needs repo and revision, or (not published yet) build")
-        return self
-
-
-class Catalog(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    format_version: int = 1
-    datasets: dict[str, CatalogEntry] = {}
-
-
-def load_catalog(path: str | os.PathLike | None = None) -> Catalog:
-    where = catalog_path(path)
-    if not where.is_file():
-        raise IcrlBenchError(f"no dataset catalog at {where}; set {CATALOG_ENV_VAR} or download by ORG/NAME@REVISION.")
-    try:
-        catalog = Catalog.model_validate(yaml.safe_load(where.read_text()) or {})
-    except (yaml.YAMLError, ValidationError) as err:
-        raise IcrlBenchError(f"catalog {where} is invalid: {' '.join(str(err).splitlines()[:3])}") from None
-    for dataset_id in catalog.datasets:
-        if not ID_PATTERN.match(dataset_id):
-            raise IcrlBenchError(f"catalog {where}: {dataset_id!r} is not a dataset id (<family>[-<preset>]...-v<N>).")
-    return catalog
 
 
 @dataclass(frozen=True)
@@ -512,13 +467,3 @@ def published_hash_check(dataset_id: str, content_hash: str, catalog: str | os.P
         f"(another CPU instruction set, torch version or device gives other float bits; see docs/datasets.md). "
         f"For the published bytes: {get}."
     )
-
-
-def catalog_status(catalog: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """The catalog's entries, each with whether it is present locally (and with the pinned hash)."""
-    rows = []
-    for dataset_id, entry in sorted(load_catalog(catalog).datasets.items()):
-        local = hf_export.local_content_hash(dataset_id, root)
-        state = "absent" if local is None else "present" if local == entry.content_hash else "differs"
-        rows.append({"dataset_id": dataset_id, **entry.model_dump(), "local": state})
-    return rows

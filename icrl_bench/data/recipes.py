@@ -29,16 +29,7 @@ from icrl_bench.sources import SOURCES, get_source, make_config
 
 RECIPE_DIR = paths.RECIPE_DIR  # a module attribute, so tests can point it elsewhere
 ID_PATTERN = paths.DATASET_ID_PATTERN
-
-
-def check_dataset_id(dataset_id: str) -> str:
-    """`dataset_id` if it follows the id grammar; a path-like id (`../x`, `/abs`) never reaches the file system."""
-    if not isinstance(dataset_id, str) or not ID_PATTERN.match(dataset_id):
-        raise IcrlBenchError(
-            f"{dataset_id!r} is not a dataset id: ids are lowercase words joined by '-' ending in -v<N> "
-            "(e.g. darkroom-small-v3); see `icrl-bench datasets list`."
-        )
-    return dataset_id
+check_dataset_id = paths.check_dataset_id  # in paths: reading a dataset needs no recipe (nor torch)
 
 
 class TaskStride(BaseModel):

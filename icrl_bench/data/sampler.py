@@ -84,8 +84,16 @@ def check_fits(ds: LearningHistoryDataset, config: SamplerConfig, arrays: tuple[
 class WindowSampler(IterableDataset):
     """Endless batches {array: [B, window, ...], 'row': [B]} of train-split windows, as torch tensors.
 
-    Picklable (holds only the dataset's id and root), so it works in DataLoader workers; each
-    worker opens the dataset itself.
+    A PyTorch `IterableDataset`, the trainer's own and meant for users' training loops too:
+    already batched (give DataLoader `batch_size=None`, or use `make_loader`). Picklable (holds
+    only the dataset's id and root), so it works in DataLoader workers; each worker opens the
+    dataset itself and the batches stay a pure function of (seed, step).
+
+    Example:
+        >>> from icrl_bench import SamplerConfig, WindowSampler, make_loader
+        >>> sampler = WindowSampler("darkroom-small-v3", root=None, config=SamplerConfig(window=80, batch_size=64))
+        >>> for step, batch in zip(range(1_000), make_loader(sampler, num_workers=2)):
+        ...     batch["obs"], batch["action"], batch["reward"]   # [64, 80, 2], [64, 80], [64, 80] uint8
     """
 
     def __init__(

@@ -1,0 +1,122 @@
+"""The dataset catalog (`datasets/catalog.yaml`): which dataset ids are published where, pinned by hash.
+
+Read without the Hub libraries or torch, so that `datasets list --remote`, `datasets show` and the
+"not built" error can name what the catalog offers on a machine with only the core install.
+`hub.download_dataset` resolves ids through it; this module never touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from icrl_bench.errors import IcrlBenchError
+from icrl_bench.paths import CATALOG_ENV_VAR, DATASET_ID_PATTERN, catalog_path
+
+
+class Shape(BaseModel):
+    """A dataset's extent: learning histories of n_steps transitions, n_streams per task."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_tasks: int = Field(gt=0)
+    n_streams: int = Field(gt=0)
+    n_steps: int = Field(gt=0)
+
+    @property
+    def transitions(self) -> int:
+        return self.n_tasks * self.n_streams * self.n_steps
+
+
+class CatalogEntry(BaseModel):
+    """One known dataset: where it is published (or how to build it) and the content hash that pins it.
+
+    An entry without a remote pins a dataset too large to ship and not yet pushed: its hash is
+    what the project's own build made, so leaderboard entries trained on it can be checked.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    repo: str | None = Field(None, description="ORG/NAME on the Hub, an hf:// URL, or a directory remote (./path: beside the catalog)")
+    revision: str | None = Field(None, description="the tag (or commit) that pins this version")
+    build: str | None = Field(None, description="the command that builds it, for entries not published to a remote")
+    content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    manifest_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="store.manifest_hash of its manifest")
+    shape: Shape | None = Field(None, description="tasks x streams x steps (the manifest's shape)")
+    download_bytes: int | None = Field(None, ge=0, description="bytes a download moves (the export's files); published entries only")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _published_or_buildable(self) -> CatalogEntry:
+        if (self.repo is None) != (self.revision is None) or (self.repo is None and self.build is None):
+            raise ValueError("an entry needs repo and revision, or (not published yet) build")
+        return self
+
+    @property
+    def where(self) -> str:
+        """`repo@revision`, or `not published (build: ...)`."""
+        return f"{self.repo}@{self.revision}" if self.repo else f"not published (build: {self.build})"
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format_version: int = 1
+    datasets: dict[str, CatalogEntry] = {}
+
+
+def load_catalog(path: str | os.PathLike | None = None) -> Catalog:
+    where = catalog_path(path)
+    if not where.is_file():
+        raise IcrlBenchError(f"no dataset catalog at {where}; set {CATALOG_ENV_VAR} or download by ORG/NAME@REVISION.")
+    try:
+        catalog = Catalog.model_validate(yaml.safe_load(where.read_text()) or {})
+    except (yaml.YAMLError, ValidationError) as err:
+        raise IcrlBenchError(f"catalog {where} is invalid: {' '.join(str(err).splitlines()[:3])}") from None
+    for dataset_id in catalog.datasets:
+        if not DATASET_ID_PATTERN.match(dataset_id):
+            raise IcrlBenchError(f"catalog {where}: {dataset_id!r} is not a dataset id (<family>[-<preset>]...-v<N>).")
+    return catalog
+
+
+def catalog_entry(dataset_id: str, catalog: str | os.PathLike | None = None) -> CatalogEntry | None:
+    """The catalog's entry for `dataset_id`, or None where it lists none (or there is no readable catalog).
+
+    For hints ("download it instead"): a broken catalog must not hide the error it would add to.
+    """
+    try:
+        return load_catalog(catalog).datasets.get(dataset_id)
+    except IcrlBenchError:
+        return None
+
+
+def entry_directory(entry: CatalogEntry, catalog: str | os.PathLike | None = None) -> Path | None:
+    """The local folder of a published revision when its remote is a directory beside the catalog (else None)."""
+    if entry.repo is None or not entry.repo.startswith(("./", "../")):
+        return None
+    folder = catalog_path(catalog).parent / entry.repo / str(entry.revision)
+    return folder if folder.is_dir() else None
+
+
+def remote_manifest(entry: CatalogEntry, catalog: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The manifest of a published revision, where it can be read without the network (a directory remote)."""
+    folder = entry_directory(entry, catalog)
+    try:
+        manifest = json.loads((folder / "icrl_bench" / "manifest.json").read_text()) if folder else None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def catalog_status(catalog: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """The catalog's entries, each with whether it is present locally (and with the pinned hash)."""
+    from icrl_bench.data.dataset import local_content_hash
+
+    rows = []
+    for dataset_id, entry in sorted(load_catalog(catalog).datasets.items()):
+        local = local_content_hash(dataset_id, root)
+        state = "absent" if local is None else "present" if local == entry.content_hash else "differs"
+        rows.append({"dataset_id": dataset_id, **entry.model_dump(), "local": state})
+    return rows

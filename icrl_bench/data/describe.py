@@ -1,0 +1,145 @@
+"""What a dataset is, for `icrl-bench datasets show`: from its local manifest, else from the catalog.
+
+Minari's `show` habit: one command answers "what is this id, how big, what shapes, where from,
+which hash" whether or not the data is on this machine. Reads manifests and the catalog only
+(no arrays, no torch, no network).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from icrl_bench.data.catalog import CatalogEntry, catalog_entry, remote_manifest
+from icrl_bench.data.dataset import dataset_path, load_dataset, missing_dataset_error
+from icrl_bench.paths import check_dataset_id, data_root
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """Everything `datasets show` prints about one id; None where it is not known here."""
+
+    dataset_id: str
+    description: str
+    local_path: Path | None  # None: not on this machine
+    size_bytes: int | None  # on disk, where local
+    download_bytes: int | None  # what a download moves, where the catalog says
+    shape: dict[str, int] | None  # n_tasks, n_streams, n_steps
+    arrays: list[tuple[str, str, list[int]]] = field(default_factory=list)  # name, dtype, shape
+    env: str | None = None
+    source: str | None = None
+    content_hash: str | None = None
+    made: str | None = None  # code commit and time of the build
+    published: str | None = None  # repo@revision, or the build command of an unpublished entry
+    catalog_match: str | None = None  # how the local copy compares with the catalog's pin
+    get: str | None = None  # the command that brings it here, where absent
+
+
+def describe(dataset_id: str, root: str | os.PathLike | None = None, catalog: str | os.PathLike | None = None) -> DatasetFacts:
+    """The facts of a local dataset, or of a catalog entry not on this machine; else the not-found error."""
+    check_dataset_id(dataset_id)
+    entry = catalog_entry(dataset_id, catalog)
+    if dataset_path(dataset_id, root).exists():
+        return _local(dataset_id, root, entry)
+    if entry is None:
+        raise missing_dataset_error(dataset_id, root)
+    manifest = remote_manifest(entry, catalog) or {}
+    shape = entry.shape.model_dump() if entry.shape else manifest.get("shape")
+    return DatasetFacts(
+        dataset_id=dataset_id,
+        description=" ".join((entry.description or manifest.get("description", "")).split()),
+        local_path=None,
+        size_bytes=None,
+        download_bytes=entry.download_bytes,
+        shape=shape,
+        arrays=_arrays(manifest),
+        env=manifest.get("env"),
+        source=_source(manifest),
+        content_hash=entry.content_hash,
+        made=_made(manifest),
+        published=entry.where,
+        get=f"icrl-bench datasets download {dataset_id}" if entry.repo else entry.build,
+    )
+
+
+def _local(dataset_id: str, root: str | os.PathLike | None, entry: CatalogEntry | None) -> DatasetFacts:
+    ds = load_dataset(dataset_id, root)
+    manifest = ds.manifest
+    if entry is None:
+        match = "not in the catalog"
+    elif entry.content_hash == manifest["content_hash"]:
+        match = "the catalog's content exactly"
+    else:
+        match = f"differs from the catalog's {entry.content_hash[:12]} (`icrl-bench build-dataset` prints why)"
+    origin = ds.group.attrs.get("icrl_bench_origin")
+    made = _made(manifest)
+    if isinstance(origin, dict) and origin.get("source"):
+        made = f"downloaded from {origin['source']}; " + (made or "")
+    return DatasetFacts(
+        dataset_id=dataset_id,
+        description=" ".join(str(manifest.get("description", "")).split()),
+        local_path=ds.path,
+        size_bytes=sum(f.stat().st_size for f in ds.path.rglob("*") if f.is_file()),
+        download_bytes=entry.download_bytes if entry else None,
+        shape=manifest.get("shape"),
+        arrays=_arrays(manifest),
+        env=manifest.get("env"),
+        source=_source(manifest),
+        content_hash=manifest.get("content_hash"),
+        made=made,
+        published=entry.where if entry else None,
+        catalog_match=match,
+    )
+
+
+def _arrays(manifest: dict[str, Any]) -> list[tuple[str, str, list[int]]]:
+    return [(name, meta["dtype"], list(meta["shape"])) for name, meta in sorted((manifest.get("arrays") or {}).items())]
+
+
+def _source(manifest: dict[str, Any]) -> str | None:
+    source = manifest.get("source")
+    if not isinstance(source, dict):
+        return None
+    settings = ", ".join(f"{k}={v}" for k, v in sorted((source.get("hyperparameters") or {}).items()))
+    return f"{source.get('name')} ({settings})" if settings else str(source.get("name"))
+
+
+def _made(manifest: dict[str, Any]) -> str | None:
+    made = manifest.get("provenance")
+    if not isinstance(made, dict):
+        return None
+    return f"code {made.get('code_commit') or 'unknown'}, {made.get('created_at', 'time unknown')}"
+
+
+def fact_rows(facts: DatasetFacts, root: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """The facts as (label, text) rows, in the order `datasets show` prints them."""
+    shape = facts.shape
+    rows = [
+        ("where", str(facts.local_path) if facts.local_path else f"not under {data_root(root)}"),
+        ("shape", f"{shape['n_tasks']:,} tasks x {shape['n_streams']:,} streams x {shape['n_steps']:,} steps "
+                  f"({shape['n_tasks'] * shape['n_streams'] * shape['n_steps']:,} transitions)" if shape else "unknown"),
+        ("size", "; ".join(part for part in (
+            f"{human_bytes(facts.size_bytes)} on disk" if facts.size_bytes is not None else "",
+            f"{human_bytes(facts.download_bytes)} to download" if facts.download_bytes is not None else "",
+        ) if part) or "unknown until built"),
+        ("arrays", "; ".join(f"{name} {dtype} {shape_}" for name, dtype, shape_ in facts.arrays) or "unknown until built"),
+        ("env", facts.env or "unknown"),
+        ("source", facts.source or "unknown"),
+        ("content hash", facts.content_hash or "unknown"),
+    ]
+    rows += [("made by", facts.made)] if facts.made else []
+    rows += [("catalog", facts.published + (f"; the local copy has {facts.catalog_match}" if facts.catalog_match else ""))] if facts.published else []
+    rows += [("catalog", facts.catalog_match)] if facts.catalog_match and not facts.published else []
+    rows += [("get it", facts.get)] if facts.get else []
+    return rows
+
+
+def human_bytes(n_bytes: float) -> str:
+    """1.2 MB, 13.5 GB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n_bytes < 1024 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return f"{n_bytes:.1f} TB"
