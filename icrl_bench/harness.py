@@ -186,14 +186,14 @@ def evaluate(
         executor, task_groups: run sharded, one job per seed x group of test tasks, on that
             executor (`icrl_bench.harness_sharded`); None: one batch in this process.
     """
-    from icrl_bench.agents.registry import make_agent
+    from icrl_bench.agents.registry import make_agent, plans
 
     protocol = get_protocol(env)
     settings = dict(agent_settings or {})
     if beam_k is not None:
         if beam_k < 0:
             raise IcrlBenchError(f"--beam must be >= 0 (0 = no planning), got {beam_k}.")
-        if agent.startswith("dicp-"):
+        if plans(agent):
             settings["beam_k"] = beam_k
         elif beam_k > 0:
             raise IcrlBenchError(f"--beam {beam_k}: only the DICP agents (dicp-ad, dicp-dpt, dicp-idt) plan; {agent!r} has no world model (use --beam 0 or a dicp-* agent).")
@@ -201,7 +201,7 @@ def evaluate(
     # Record how DICP planned, defaults included, so results are explicit: the beam on the grid
     # worlds, the number of sampled candidates on continuous-action envs.
     for knob in ("beam_k", "samples"):
-        if agent.startswith("dicp-") and getattr(instance, knob, None):
+        if plans(agent) and getattr(instance, knob, None):
             settings[knob] = getattr(instance, knob)
     if executor is not None:
         from icrl_bench.harness_sharded import evaluate_sharded

@@ -282,3 +282,15 @@ def test_an_edited_checkpoint_json_is_refused(tmp_path: Path) -> None:
         (tmp_path / "edited" / "checkpoint.json").write_text(json.dumps(meta))
         with pytest.raises(IcrlBenchError, match="was changed after its weights were saved"):
             load_checkpoint(tmp_path / "edited")
+
+
+def test_the_registry_declares_every_trainable_agent_and_what_it_can_do() -> None:
+    from icrl_bench.agents.registry import BUILTINS, plans
+
+    trainable = {a.name for a in BUILTINS.values() if a.needs_checkpoint}
+    assert set(MODEL_SPECS) == trainable == {"ad", "dpt", "idt", "dicp-ad", "dicp-dpt", "dicp-idt"}
+    assert {n for n in MODEL_SPECS if MODEL_SPECS[n].dynamics} == {n for n in BUILTINS if plans(n)} == {"dicp-ad", "dicp-dpt", "dicp-idt"}
+    assert not plans("random") and not plans("no-such-agent")
+    for name in FLAT:  # the network a name builds answers the planner's question itself
+        assert small_model(name).query_after_context == (MODEL_SPECS[name].family == "ad")
+    assert not small_model("ad", layout="dense").query_after_context

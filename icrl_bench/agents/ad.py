@@ -25,6 +25,8 @@ from icrl_bench.agents.transformer import KVCache, Transformer
 class AD(nn.Module):
     """The AD network; `config.dynamics` makes it DICP-AD's world model as well."""
 
+    query_after_context = True  # a separate query-state token follows the context: the context's KV cache is reusable
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -114,6 +116,8 @@ class DenseAD(nn.Module):
     token per step exactly as it does for AD; when the window slides it is re-encoded from the
     window, whose first token gets "none", as in training.
     """
+
+    query_after_context = False  # the query is the last step's own token, not a separate one: `policy` handles it
 
     def __init__(self, config: ModelConfig):
         super().__init__()

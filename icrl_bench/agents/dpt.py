@@ -28,6 +28,8 @@ from icrl_bench.agents.transformer import KVCache, Transformer
 class DPT(nn.Module):
     """The DPT network; `config.dynamics` makes it DICP-DPT's world model as well."""
 
+    query_after_context = False  # the query state comes first: a new query invalidates the context's cache
+
     def __init__(self, config: GridModelConfig):
         super().__init__()
         self.config = config

@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from icrl_bench.agents.idt import ContinuousIDTConfig, IDTConfig
+from icrl_bench.agents.registry import BUILTINS
 from icrl_bench.agents.tokens import KINDS, ContinuousModelConfig, GridModelConfig, ModelConfig
 from icrl_bench.errors import IcrlBenchError, unknown
 
@@ -62,13 +63,18 @@ _AD_CONFIGS = {"discrete": GridModelConfig, "continuous": ContinuousModelConfig}
 _DPT_CONFIGS = {"discrete": GridModelConfig}  # DPT needs the oracle's actions: grid worlds only
 _IDT_CONFIGS = {"discrete": IDTConfig, "continuous": ContinuousIDTConfig}
 
+_FAMILIES = {  # family -> (arrays a window needs, builder, config classes, chunk transform)
+    "ad": (_TRANSITIONS, _ad, _AD_CONFIGS, None),
+    "dpt": (_TRANSITIONS + ("optimal_action",), _dpt, _DPT_CONFIGS, None),
+    "idt": (_TRANSITIONS, _idt, _IDT_CONFIGS, _idt_transform),
+}
+
+# Every trainable built-in of the registry (the agents that need a checkpoint), its DICP heads
+# where the registry says it plans: names and capabilities are declared once, in registry.py.
 MODEL_SPECS: dict[str, ModelSpec] = {
-    "ad": ModelSpec("ad", "ad", False, _TRANSITIONS, _ad, _AD_CONFIGS),
-    "dicp-ad": ModelSpec("dicp-ad", "ad", True, _TRANSITIONS, _ad, _AD_CONFIGS),
-    "dpt": ModelSpec("dpt", "dpt", False, _TRANSITIONS + ("optimal_action",), _dpt, _DPT_CONFIGS),
-    "dicp-dpt": ModelSpec("dicp-dpt", "dpt", True, _TRANSITIONS + ("optimal_action",), _dpt, _DPT_CONFIGS),
-    "idt": ModelSpec("idt", "idt", False, _TRANSITIONS, _idt, _IDT_CONFIGS, _idt_transform),
-    "dicp-idt": ModelSpec("dicp-idt", "idt", True, _TRANSITIONS, _idt, _IDT_CONFIGS, _idt_transform),
+    info.name: ModelSpec(info.name, info.family, info.plans, *_FAMILIES[info.family])
+    for info in BUILTINS.values()
+    if info.family is not None
 }
 
 

@@ -206,7 +206,7 @@ class Beams:
 
 
 def _is_ad(model: nn.Module) -> bool:
-    return hasattr(model, "embed_query_state")  # AD: the query follows the context; DPT: it precedes it
+    return model.query_after_context  # AD: the query follows the context; DPT: it precedes it
 
 
 def window_start(model: nn.Module, length: int) -> int:

@@ -41,6 +41,8 @@ class AgentInfo:
     description: str
     needs_checkpoint: bool = False
     origin: str = "built-in"
+    family: str | None = None  # trainable: the network it is ("ad", "dpt", "idt"; agents/models.py)
+    plans: bool = False  # DICP: a world model it plans with (--beam / --samples apply); the trainer gives it dynamics heads
 
 
 BUILTINS: dict[str, AgentInfo] = {
@@ -49,14 +51,19 @@ BUILTINS: dict[str, AgentInfo] = {
         AgentInfo("random", "icrl_bench.agents.reference:RandomAgent", "uniform random actions (normalized score 0)"),
         AgentInfo("oracle", "icrl_bench.agents.reference:OracleAgent", "optimal policy from the hidden task (score 100)"),
         AgentInfo("source", "icrl_bench.agents.reference:SourceAgent", "SB3 PPO learning online from scratch per task"),
-        AgentInfo("ad", "", "Algorithm Distillation (Laskin et al. 2022)", True),
-        AgentInfo("dpt", "", "Decision-Pretrained Transformer (Lee et al. 2023)", True),
-        AgentInfo("idt", "", "In-context Decision Transformer (Huang et al. 2024)", True),
-        AgentInfo("dicp-ad", "", "AD with in-context model-based planning (Son et al. 2025)", True),
-        AgentInfo("dicp-dpt", "", "DPT with in-context model-based planning (Son et al. 2025)", True),
-        AgentInfo("dicp-idt", "", "IDT with in-context model-based planning (Son et al. 2025)", True),
+        AgentInfo("ad", "", "Algorithm Distillation (Laskin et al. 2022)", True, family="ad"),
+        AgentInfo("dpt", "", "Decision-Pretrained Transformer (Lee et al. 2023)", True, family="dpt"),
+        AgentInfo("idt", "", "In-context Decision Transformer (Huang et al. 2024)", True, family="idt"),
+        AgentInfo("dicp-ad", "", "AD with in-context model-based planning (Son et al. 2025)", True, family="ad", plans=True),
+        AgentInfo("dicp-dpt", "", "DPT with in-context model-based planning (Son et al. 2025)", True, family="dpt", plans=True),
+        AgentInfo("dicp-idt", "", "IDT with in-context model-based planning (Son et al. 2025)", True, family="idt", plans=True),
     )
 }
+
+
+def plans(name: str) -> bool:
+    """Whether agent `name` plans with a world model (a built-in DICP agent; plugins say so by their own settings)."""
+    return name in BUILTINS and BUILTINS[name].plans
 
 
 def list_agents() -> list[AgentInfo]:

@@ -126,7 +126,7 @@ class TransformerAgent(CheckpointAgent):
             raise IcrlBenchError(f"{self.name}: call reset(num_envs, task_info) before act().")
         query = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)  # [E, dim]
         self.query_obs = query
-        if self._context_cache is None and len(self.context) and hasattr(self.model, "embed_query_state"):
+        if self._context_cache is None and len(self.context) and self.model.query_after_context:
             # AD after the window slid: [context, query] in one forward; the context's cache is its prefix (exact: causal).
             h, self.query_cache = self.model.transformer(query_tokens(self.model, self.context, query))  # [E, T + 1, C]
             self._context_cache = self.query_cache.truncate(len(self.context))
