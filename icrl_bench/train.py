@@ -13,7 +13,8 @@ gradient clipping at 1, 50K steps. A named preset (`cpu`) overrides some of them
 2-core CPU. The dataset decides the network's kind: discrete actions (grid worlds) or continuous
 ones (its manifest's `env_spec.kind`, or its env family's `kind`), and its shapes.
 
-A run directory holds run.json (configs, dataset, provenance), metrics.jsonl and checkpoint/:
+A run directory holds run.json (configs, dataset, provenance), metrics.jsonl (mirrored to
+TensorBoard or W&B with `--log`, see tracking.py) and checkpoint/:
 the agent (model.safetensors + checkpoint.json) and the trainer state (optimizer moments, RNG
 states, step; trainer_state.safetensors + .json), written as a new directory and swapped in. Batches are a pure function of (seed, step)
 (see data/sampler.py) and the schedule a pure function of the step, so `--resume` continues
@@ -54,6 +55,7 @@ from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import file_sha256, write_json_atomic, write_text_atomic
 from icrl_bench.paths import REPO_ROOT
 from icrl_bench.provenance import provenance
+from icrl_bench.tracking import close_trackers, open_trackers, parse_log
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,18 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
+def _check_override_kinds(config: dict, overrides: dict, path: str = "") -> None:
+    """Refuse a `--set` that replaces a group of settings with one value (`model.transformer=3`): it would fail mid-run."""
+    for key, value in overrides.items():
+        where = f"{path}.{key}" if path else key
+        current = config.get(key) if isinstance(config, dict) else None
+        if isinstance(current, dict) and not isinstance(value, dict):
+            raise IcrlBenchError(f"--set {where}={value!r} replaces a group of settings; set one of its keys instead, "
+                                 f"e.g. {where}.{next(iter(current), 'KEY')}=VALUE.")
+        if isinstance(value, dict) and isinstance(current, dict):
+            _check_override_kinds(current, value, where)
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """`["train.lr=3e-3", "model.transformer.n_layer=6"]` -> a nested dict (values parsed as YAML)."""
     out: dict[str, Any] = {}
@@ -223,6 +237,7 @@ def load_run_config(agent: str, env: str, preset: str | None = None, config_path
             raise IcrlBenchError(f"{path} has no preset {preset!r}; presets: {', '.join(sorted(presets)) or 'none'}.")
         raw = _merge(raw, presets[preset])
     if overrides:
+        _check_override_kinds(raw, overrides)
         raw = _merge(raw, overrides)
     unknown_top = sorted(set(raw) - {"agent", "env", "model", "train", "presets", "description"})
     if unknown_top:
@@ -395,6 +410,7 @@ def train(
     overrides: list[str] | None = None,
     time_budget_s: float | None = None,
     on_run_dir: Callable[[Path], None] | None = None,
+    log_to: list[str] | None = None,
 ) -> TrainResult:
     """Train `agent` on `dataset` (or continue the run in `resume`); returns where it went.
 
@@ -408,12 +424,15 @@ def train(
             like the YAML and recorded in run.json.
         on_run_dir: called with a new run's directory as soon as it exists (so a caller can resume it
             after a kill).
+        log_to: trackers that mirror metrics.jsonl: "tensorboard", "wandb" (optional extras; W&B
+            offline unless WANDB_MODE says otherwise). A resumed run keeps its own unless given.
         time_budget_s: fit the run into this many seconds of training: after BUDGET_PROBE_STEPS
             steps the measured speed sets the total steps (at most the config's), and the cosine
             schedule follows the fitted total. run.json records both totals.
     """
     if time_budget_s is not None and time_budget_s <= 0:
         raise IcrlBenchError(f"--time-budget must be > 0 seconds, got {time_budget_s}.")
+    trackers_wanted = parse_log(log_to)  # an unknown or uninstalled tracker fails before any work
     if threads is not None:
         if threads < 1:
             raise IcrlBenchError(f"--threads must be >= 1, got {threads}.")
@@ -436,6 +455,7 @@ def train(
                                model=model_config(run_meta["agent"], recorded["model"]), train=TrainConfig(**recorded["train"]),
                                source=recorded.get("source", ""))
             dataset, root = run_meta["dataset"]["id"], run_meta["dataset"].get("root") if root is None else root
+            trackers_wanted = trackers_wanted or parse_log(run_meta.get("log"))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
             raise IcrlBenchError(f"{run_dir / RUN_FILE} is not a readable run record ({type(err).__name__}: {err}); "
                                  "start a new run instead of resuming this one.") from None
@@ -479,6 +499,7 @@ def train(
             run_dir.mkdir(parents=True, exist_ok=False)
             write_json_atomic(run_dir / RUN_FILE, {"agent": config.agent, "env": config.env, "preset": preset, "dataset": dataset_info,
                                                    "config": config.to_dict(), "overrides": list(overrides or []), "device": str(dev),
+                                                   "log": trackers_wanted,
                                                    "world_size": world, "provenance": made_by}, indent=2, sort_keys=True)
             if on_run_dir is not None:
                 on_run_dir(run_dir)
@@ -510,6 +531,13 @@ def train(
     if resume is not None and rank == 0:
         _drop_metrics_after(run_dir / METRICS_FILE, start)  # lines written after the checkpoint we resume from
     metrics_file = open(run_dir / METRICS_FILE, "a") if rank == 0 else None  # noqa: SIM115 - closed by the loop's finally
+    try:
+        tracked_config = {"agent": config.agent, "env": config.env, "preset": config.preset, "dataset": dataset_info, **config.to_dict()}
+        trackers = open_trackers(trackers_wanted, run_dir, tracked_config, start) if rank == 0 else []
+    except BaseException:
+        if metrics_file is not None:
+            metrics_file.close()
+        raise
 
     def checkpoint(step: int, metrics: dict[str, float]) -> None:
         """Write weights + trainer state to checkpoint.new/, then swap it in for checkpoint/."""
@@ -535,6 +563,8 @@ def train(
         if metrics_file is not None:
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
+        for tracker in trackers:  # the same record, the same step
+            tracker.log(record)
 
     step, last = start, {}
     val_metrics: dict[str, float] = {}
@@ -597,6 +627,7 @@ def train(
     finally:
         if metrics_file is not None:
             metrics_file.close()
+        close_trackers(trackers)
     wall = time.perf_counter() - t_start
     done_steps = step - start
     return TrainResult(run_dir, step, wall, done_steps * tc.batch_size * world / max(wall, 1e-9), last, val_metrics)
@@ -674,10 +705,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--set", action="append", dest="overrides")
     parser.add_argument("--time-budget", type=float)
+    parser.add_argument("--log", action="append")
     args = parser.parse_args()
     try:
         result = train(args.agent, args.dataset, args.preset, args.device, args.out, args.root, args.steps, args.resume, args.config,
-                       threads=args.threads, overrides=args.overrides, time_budget_s=args.time_budget)
+                       threads=args.threads, overrides=args.overrides, time_budget_s=args.time_budget, log_to=args.log)
     except IcrlBenchError as err:
         raise SystemExit(f"error: {err}") from None
     if torch.distributed.is_initialized():

@@ -70,6 +70,8 @@ CASES = [
     ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--set", "lr=1"],
     ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--set", "train.nope=1"],
     ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--set", "model.layout=sparse"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--set", "model.transformer=3"],
+    ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--log", "mlflow"],
     ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--time-budget", "-5"],
     ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{garbage_json}"],
     ["train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", "{list_yaml}"],

@@ -99,7 +99,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(agent: str, overrides:
 def test_bad_inputs_are_one_line_errors(tmp_path: Path, tiny_root: Path) -> None:
     with pytest.raises(IcrlBenchError, match="unknown trainable agent 'dicp-add'.*Did you mean 'dicp-ad'.*Known: ad, dicp-ad, dicp-dpt, dicp-idt, dpt, idt"):
         train("dicp-add", "darkroom-tiny-v3", root=tiny_root, show_progress=False)
-    with pytest.raises(IcrlBenchError, match="not built.*icrl-bench build-dataset darkroom --preset small"):
+    with pytest.raises(IcrlBenchError, match="not under.*datasets download darkroom-small-v3.*build-dataset darkroom --preset small"):
         train("ad", "darkroom-small-v3", root=tiny_root, show_progress=False)
     with pytest.raises(IcrlBenchError, match="config for env 'dark-key-to-door' but the dataset is 'darkroom'"):
         run(tmp_path, tiny_root, "ad", config_path=tiny_config(tmp_path, "ad", "dark-key-to-door"))
