@@ -45,7 +45,7 @@ def random_transition(rng: np.random.Generator, n: int):
     return obs, rng.integers(0, 5, n), rng.integers(0, 2, n), next_obs, np.zeros(n, bool)
 
 
-@pytest.mark.parametrize("agent, layout", [(a, "dicp") for a in FLAT] + [("ad", "dense")])
+@pytest.mark.parametrize("agent, layout", [(a, "dicp") for a in FLAT] + [("ad", "dense"), ("dicp-ad", "dense")])
 def test_cached_acting_equals_full_recompute(agent: str, layout: str) -> None:
     """Logits of the agent's cached acting equal a full forward of the same context, before and after the window slides."""
     model = small_model(agent, layout=layout)
@@ -86,7 +86,7 @@ def test_dynamics_query_equals_training_forward(agent: str, tiny_root: Path) -> 
     torch.testing.assert_close(state_logits, head.pred_next_state(h[:, -1]), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("agent, layout", [(a, "dicp") for a in AGENTS] + [("ad", "dense")])
+@pytest.mark.parametrize("agent, layout", [(a, "dicp") for a in AGENTS] + [("ad", "dense"), ("dicp-ad", "dense")])
 def test_overfits_a_tiny_batch(agent: str, layout: str, tiny_root: Path) -> None:
     model = small_model(agent, layout=layout)
     batch = sampler_for(agent, tiny_root, 16 if agent in IDTS else 32).batch(0)
@@ -238,9 +238,11 @@ def test_sampler_refuses_unfit_datasets(tiny_root: Path) -> None:
         WindowSampler("darkroom-small-v3", tiny_root, SamplerConfig(window=5, batch_size=2))
 
 
-def test_dense_layout_predicts_every_step_from_the_past_only() -> None:
-    """Changing step t's action changes no prediction at or before t (no leak), and does change t + 1's."""
-    model = small_model("ad", layout="dense").eval()
+@pytest.mark.parametrize("agent", ["ad", "dicp-ad"])
+def test_dense_layout_predicts_every_step_from_the_past_only(agent: str) -> None:
+    """Changing step t's action changes no prediction at or before t (no leak), and does change t + 1's;
+    dicp-ad's reward and next state at t depend on the past and the action given, never on later steps."""
+    model = small_model(agent, layout="dense").eval()
     rng = np.random.default_rng(1)
     batch = {"obs": torch.as_tensor(rng.integers(0, 9, (2, 8, 2))), "action": torch.as_tensor(rng.integers(0, 5, (2, 8))),
              "reward": torch.as_tensor(rng.integers(0, 2, (2, 8))), "next_obs": torch.as_tensor(rng.integers(0, 9, (2, 8, 2)))}
@@ -257,11 +259,22 @@ def test_dense_layout_predicts_every_step_from_the_past_only() -> None:
     after = logits(changed)
     torch.testing.assert_close(before[:, :5], after[:, :5])
     assert not torch.allclose(before[:, 5], after[:, 5])
+    if model.dynamics is not None:
+        def world(b):
+            steps = Transitions.from_batch(b)
+            with torch.no_grad():
+                h, _ = model.transformer(model.tokens(steps.obs, None, steps))
+                return model.dynamics(h, steps.action)
+
+        (r0, s0), (r1, s1) = world(batch), world(changed)
+        torch.testing.assert_close(r0[:, :4], r1[:, :4])
+        torch.testing.assert_close(s0[:, :4], s1[:, :4])
+        assert not torch.allclose(s0[:, 4], s1[:, 4])  # the action given at t is what the world model reads
 
 
 def test_dense_layout_is_refused_where_it_is_not_implemented() -> None:
-    for agent in ("dicp-ad", "dpt", "idt"):
-        with pytest.raises(IcrlBenchError, match="layout 'dense' is implemented for ad on the grid worlds only"):
+    for agent in ("dicp-dpt", "dpt", "idt"):
+        with pytest.raises(IcrlBenchError, match="layout 'dense' is implemented for ad and dicp-ad on the grid worlds only"):
             model_config(agent, {**(SMALL_IDT if agent == "idt" else SMALL), "layout": "dense"})
     with pytest.raises(IcrlBenchError, match="layout must be one of dicp, dense"):
         model_config("ad", {**SMALL, "layout": "sparse"})

@@ -82,21 +82,24 @@ def test_the_planner_picks_the_known_best_action():
 
 @pytest.fixture(scope="module")
 def trained(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """dicp-ad, dicp-dpt, dicp-idt trained for a few steps on darkroom-tiny (seconds each)."""
+    """dicp-ad (both layouts), dicp-dpt, dicp-idt trained for a few steps on darkroom-tiny (seconds each)."""
     out = tmp_path_factory.mktemp("planner-runs")
     runs = {}
-    for agent in ("dicp-ad", "dicp-dpt", "dicp-idt"):
+    for key in ("dicp-ad", "dicp-ad-dense", "dicp-dpt", "dicp-idt"):
+        agent = key.removesuffix("-dense")
         model = {"n_transit": 20, "low_per_high": 10} if "idt" in agent else {"n_transit": 10}
+        if key.endswith("-dense"):
+            model["layout"] = "dense"
         config = {
             "agent": agent, "env": "darkroom",
             "model": {**model, "transformer": {"n_layer": 2, "n_head": 2, "n_embd": 16, "n_inner": 32, "dropout": 0.0, "attn_dropout": 0.0}},
             "train": {"lr": 3e-3, "batch_size": 32, "steps": 30, "log_interval": 10, "eval_interval": 30, "ckpt_interval": 30,
                       "val_max_tasks": 2, "val_windows_per_task": 2},
         }
-        path = out / f"{agent}.yaml"
+        path = out / f"{key}.yaml"
         path.write_text(yaml.safe_dump(config))
         result = train(agent, "darkroom-tiny-v3", device="cpu", out=out / "runs", root=tiny_root, show_progress=False, config_path=path)
-        runs[agent] = result.run_dir
+        runs[key] = result.run_dir
     return runs
 
 
@@ -118,10 +121,10 @@ class Recorder:
         self.agent.observe(*args)
 
 
-@pytest.mark.parametrize("agent", ["dicp-ad", "dicp-dpt", "dicp-idt"])
+@pytest.mark.parametrize("agent", ["dicp-ad", "dicp-ad-dense", "dicp-dpt", "dicp-idt"])
 def test_cached_planning_chooses_exactly_what_full_recompute_chooses(agent: str, trained: dict[str, Path], monkeypatch) -> None:
     predictions: dict[str, list] = {"cache": [], "recompute": []}
-    for cls in (planner_module.CachedWorld, planner_module.RecomputeWorld, planner_module.IDTWorld):
+    for cls in (planner_module.CachedWorld, planner_module.RecomputeWorld, planner_module.IDTWorld, planner_module.DenseWorld):
         original = cls.expand
 
         def spy(self, beams, actions, _original=original):
@@ -134,7 +137,7 @@ def test_cached_planning_chooses_exactly_what_full_recompute_chooses(agent: str,
     protocol = get_protocol("darkroom")
     actions = {}
     for planner in ("cache", "recompute"):
-        recorder = Recorder(from_checkpoint(agent, trained[agent], beam_k=3, planner=planner, seed=7))
+        recorder = Recorder(from_checkpoint(agent.removesuffix("-dense"), trained[agent], beam_k=3, planner=planner, seed=7))
         run_protocol(recorder, protocol, seeds=[0], n_episodes=3)
         actions[planner] = np.stack(recorder.actions)
     assert np.array_equal(actions["cache"], actions["recompute"])
@@ -165,6 +168,22 @@ def test_imagined_transitions_slide_the_window_as_in_the_official_code(trained: 
     n_transit = agent.model.config.n_transit
     assert max(lengths) == min(lengths) == n_transit + 1  # planning starts with a full window, and it stays full
     assert set(dropped) == set(range(8))  # depth d drops the d - 1 oldest real transitions (darkroom: up to 8 levels)
+
+
+def test_dense_imagined_windows_slide_and_keep_the_trained_length(trained: dict[str, Path], monkeypatch) -> None:
+    """The dense world's imagined sequences are n_transit tokens (context, query) at every depth, as training's."""
+    agent = from_checkpoint("dicp-ad", trained["dicp-ad-dense"], beam_k=2, planner="recompute")
+    lengths, original = [], type(agent.model).sequence
+
+    def spy(model, context, query_obs):
+        tokens = original(model, context, query_obs)
+        lengths.append(tokens.shape[1])
+        return tokens
+
+    monkeypatch.setattr(type(agent.model), "sequence", spy)
+    run_protocol(agent, get_protocol("darkroom"), seeds=[0], n_episodes=2)
+    assert lengths[0] == 1  # acting's first step, from an empty context; everything after: planning and full windows
+    assert len(lengths) > 8 and set(lengths[1:]) == {agent.model.config.n_transit}
 
 
 def test_planning_never_looks_past_the_episode_end(trained: dict[str, Path], monkeypatch) -> None:

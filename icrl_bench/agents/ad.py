@@ -109,8 +109,12 @@ class DenseAD(nn.Module):
     One window of n_transit steps teaches n_transit decisions, at every context length from 0 to
     n_transit - 1, where the official layout teaches one, at the full length only, for the same
     compute: in-context improvement from an empty context (how evaluation starts) emerges far
-    earlier in training (benchmarks/bench_learning_curves.py measures it). Grid worlds, no world
-    model yet: `dicp-ad` keeps the official layout.
+    earlier in training (benchmarks/bench_learning_curves.py measures it). Grid worlds only.
+
+    `dicp-ad` in this layout (`DenseDynamics`) also predicts, at every position t, the reward r_t
+    and next state s_{t+1} of the action taken there, from h_t and that action: every step of
+    the history, exploration included, teaches the world model, where the official layout
+    teaches it the one query transition per window (mostly the source policy's own choice).
 
     Acting: the query at step t *is* step t's token, so the agent's context cache extends by one
     token per step exactly as it does for AD; when the window slides it is re-encoded from the
@@ -129,7 +133,7 @@ class DenseAD(nn.Module):
         self.embed_prev_action = nn.Embedding(config.num_actions + 1, n_embd)  # index num_actions: none
         self.embed_prev_reward = nn.Embedding(config.n_reward_classes + 1, n_embd)  # index n_reward_classes: none
         self.pred_action = self.space.action_head(n_embd)
-        self.dynamics = None
+        self.dynamics = DenseDynamics(config) if config.dynamics else None
 
     @property
     def window(self) -> int:
@@ -160,6 +164,13 @@ class DenseAD(nn.Module):
         target = self.space.action(steps.action)  # [B, T]
         loss, metrics = self.space.action_loss(logits, target)
         metrics["acc_action_last"] = (logits[:, -1].argmax(-1) == target[:, -1]).float().mean()  # comparable to AD's acc_action
+        if self.dynamics is not None:  # the taken action's reward and next state, at every position
+            reward_logits, next_state_logits = self.dynamics(h, target)
+            loss_reward, reward_metrics = self.space.reward_loss(reward_logits, self.space.reward(steps.reward))
+            loss_state, state_metrics = self.space.next_state_loss(next_state_logits, self.space.state(steps.next_obs))
+            loss = loss + self.config.dynamics_strength * (loss_reward + loss_state)
+            metrics.update(reward_metrics)
+            metrics.update(state_metrics)
         metrics["loss"] = loss.detach()
         return loss, metrics
 
@@ -183,3 +194,26 @@ class DenseAD(nn.Module):
         token = self.tokens(query_obs[:, None].to(context.obs.dtype), context, None)  # [B, 1, C]: after the context's last step
         h, cache = self.transformer(token, context_cache)
         return self.pred_action(h[:, -1]), cache
+
+
+class DenseDynamics(nn.Module):
+    """Dense DICP-AD's world model: reward and next-state logits of taking `action` where the hidden state is h.
+
+    A small MLP over h_t + an embedding of the action, not another token: position t + 1's token
+    already holds r_t, so no later position of the sequence may serve as the query. Planning
+    therefore costs no Transformer pass per candidate action, only one per imagined step.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        n_embd, n_inner, space = config.transformer.n_embd, config.transformer.n_inner, config.space()
+        self.embed_action = space.action_embedding(n_embd)
+        self.mix = nn.Sequential(nn.Linear(n_embd, n_inner), nn.GELU(), nn.Linear(n_inner, n_embd))
+        self.pred_reward = space.reward_head(n_embd)
+        self.pred_next_state = space.next_state_head(n_embd)
+
+    def forward(self, h: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h [..., C] and action indices [...] -> reward logits [..., n_reward_classes], next-state logits [..., grid_size**2]."""
+        x = h + self.embed_action(action.long())
+        x = x + self.mix(x)
+        return self.pred_reward(x), self.pred_next_state(x)

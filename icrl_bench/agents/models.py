@@ -112,8 +112,8 @@ def model_config(name: str, values: dict[str, Any], kind: str | None = None) -> 
         config = spec.configs[kind].from_dict(values)
     except (TypeError, ValueError) as err:
         raise IcrlBenchError(f"bad model config for {name}: {err}") from None
-    if config.layout == "dense" and (name != "ad" or kind != "discrete"):
-        raise IcrlBenchError(f"layout 'dense' is implemented for ad on the grid worlds only, not for {name} ({kind}); use layout 'dicp'.")
+    if config.layout == "dense" and (spec.family != "ad" or kind != "discrete"):
+        raise IcrlBenchError(f"layout 'dense' is implemented for ad and dicp-ad on the grid worlds only, not for {name} ({kind}); use layout 'dicp'.")
     return config
 
 

@@ -190,6 +190,7 @@ class Beams:
     query_cache: [context, query] encoded (AD: context then query; DPT: query then context), or None.
     context_cache: AD only, the context without the query (what the next imagined transition extends).
     env: the env each beam belongs to [N]; n_real: how many of the context's transitions are real.
+    hidden: the dense layout's hidden state at the query token [N, C], which its dynamics read, or None.
     """
 
     context: Transitions
@@ -198,6 +199,7 @@ class Beams:
     context_cache: KVCache | None = None
     env: torch.Tensor | None = None
     n_real: int = 0
+    hidden: torch.Tensor | None = None
 
     def select(self, parent: torch.Tensor) -> Beams:
         c = self.context
@@ -309,6 +311,51 @@ class RecomputeWorld(_World):
         return _imagined(beams, parent, action, reward, next_cell, self.grid_size)[0]
 
 
+class DenseWorld(_World):
+    """Dense-layout DICP-AD (ad.py `DenseDynamics`): a beam's hidden state at its query token, read with each action.
+
+    Expanding a beam costs no Transformer pass (the dynamics are an MLP on that hidden state);
+    each imagined step costs one, for the beam's window: the last n_transit - 1 transitions of
+    (real context, imagined ones) and the query state, its first token with "none" for the
+    previous action and reward, as in training. `cached`: the real part of a level's window is
+    encoded once per env and each beam's imagined tail on top of it (exact: a causal prefix does
+    not depend on what follows); otherwise every beam's window from scratch (the reference).
+    """
+
+    def __init__(self, model: nn.Module, cached: bool = True):
+        super().__init__(model)
+        self.cached = cached
+
+    def expand(self, beams: Beams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if beams.hidden is None:
+            beams.hidden = self._hidden(beams)
+        N, A = actions.shape
+        reward, next_state = self.model.dynamics(beams.hidden[:, None].expand(N, A, -1), actions)  # [N, A, classes] each
+        return reward.argmax(-1), next_state.argmax(-1)
+
+    def _hidden(self, beams: Beams) -> torch.Tensor:
+        model, start = self.model, window_start(self.model, len(beams.context))
+        if not self.cached:
+            return model.transformer(model.sequence(beams.context.slice(start, None), beams.state))[0][:, -1]
+        if start > beams.n_real:
+            raise ValueError(f"the window ({model.config.n_transit} steps) no longer holds a real transition; plan less deep")
+        N = len(beams.state)
+        unique, inverse = torch.unique(beams.env, return_inverse=True)  # [U], [N]
+        first = torch.full((len(unique),), N, device=inverse.device).scatter_reduce(0, inverse, torch.arange(N, device=inverse.device), "amin")
+        real = beams.context.slice(start, beams.n_real)
+        cache = None
+        if len(real):
+            real = Transitions(real.obs[first], real.action[first], real.reward[first], real.next_obs[first])  # [U, T']
+            cache = model.prefill_context(real).index_select(inverse)  # the window's first token gets "none", as in training
+        imagined = beams.context.slice(beams.n_real, None)  # [N, d]
+        obs = torch.cat([imagined.obs, beams.state[:, None].to(imagined.obs.dtype)], dim=1)  # [N, d + 1, dim]
+        previous = beams.context.slice(beams.n_real - 1, beams.n_real) if len(real) else None  # the last real transition
+        return model.transformer(model.tokens(obs, previous, imagined), cache)[0][:, -1]
+
+    def advance(self, beams: Beams, parent, action, reward, next_cell) -> Beams:
+        return _imagined(beams, parent, action, reward, next_cell, self.grid_size)[0]
+
+
 def check_beam_k(name: str, model: nn.Module, beam_k: int | None) -> int:
     """The beam size to act with: the paper's for a DICP network unless given; planning needs a world model."""
     has_world_model = bool(model.config.dynamics)
@@ -390,6 +437,12 @@ def plan(model: nn.Module, context: Transitions, state: torch.Tensor, beam_k: in
     are ignored and everything is encoded from scratch.
     """
     with torch.inference_mode():
+        if model.config.layout == "dense":
+            world = DenseWorld(model, cached)
+            if logits is None or not cached:
+                logits, _ = model.policy(state, context)
+            root = Beams(context, state, env=torch.arange(len(state), device=state.device), n_real=len(context))
+            return beam_search(world, root, logits, beam_k, depth, sample, generator)
         if not cached:
             world = RecomputeWorld(model)
             return beam_search(world, Beams(context, state), world.policy(context, state), beam_k, depth, sample, generator)
@@ -402,7 +455,7 @@ def plan(model: nn.Module, context: Transitions, state: torch.Tensor, beam_k: in
         return beam_search(world, root, logits, beam_k, depth, sample, generator)
 
 
-__all__ = ["PAPER_BEAM_K", "PLANNING_HORIZON", "Beams", "CachedWorld", "IDTBeams", "IDTWorld", "RecomputeWorld", "beam_search", "candidate_order",
+__all__ = ["PAPER_BEAM_K", "PLANNING_HORIZON", "Beams", "CachedWorld", "DenseWorld", "IDTBeams", "IDTWorld", "RecomputeWorld", "beam_search", "candidate_order",
            "check_beam_k", "count_forward_passes",
            "plan", "planning_horizon", "query_tokens", "window_start"]
 
