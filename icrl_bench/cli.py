@@ -7,6 +7,7 @@ traceback; Ctrl-C on a long job exits 130 after saying how to resume.
 from __future__ import annotations
 
 import errno
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -513,17 +514,30 @@ def leaderboard_submit(results: Annotated[Path, typer.Argument(help="Results JSO
 
 @leaderboard_app.command("show")
 def leaderboard_show(
-    env: Annotated[str | None, typer.Option(help="Only this environment or protocol.")] = None, dir: LeaderboardDirOption = None
+    env: Annotated[str | None, typer.Option(help="Only this environment or protocol.")] = None,
+    dir: LeaderboardDirOption = None,
+    format: Annotated[str, typer.Option("--format", help="table (fits the terminal), md, csv or json.")] = "table",
 ) -> None:
-    """Print the ranking per protocol."""
-    from icrl_bench.leaderboard import ranking
-    from icrl_bench.reporting import leaderboard_table
+    """Print the ranking per protocol (learned agents ranked; reference agents apart)."""
+    from icrl_bench import leaderboard_view as view
+    from icrl_bench.leaderboard import DEFAULT_DIR, ranking
 
+    if format not in view.FORMATS:
+        raise IcrlBenchError(f"unknown format {format!r}; use one of {', '.join(view.FORMATS)}.")
     groups = ranking(env, dir)
-    if not groups:
+    base = Path(dir or DEFAULT_DIR)
+    if format == "json":
+        typer.echo(json.dumps(view.records(groups, base), indent=1))
+    elif format == "csv":
+        typer.echo(view.to_csv(groups, base), nl=False)
+    elif not groups:
         console.print("No leaderboard entries" + (f" for {env}" if env else "") + ". Add one: icrl-bench leaderboard submit results/NAME-ENV.json")
-    for name, entries in groups.items():
-        console.print(leaderboard_table(entries, f"{name} (mean [95% CI] over seeds)"))
+    elif format == "md":
+        typer.echo(view.markdown(groups, base))
+    else:
+        for name, entries in groups.items():
+            for table in view.terminal_tables(name, entries, console.width):
+                console.print(table)
 
 
 @leaderboard_app.command("render")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,6 +78,21 @@ def agent_label(results: dict) -> str:
     return label
 
 
+def unique_labels(documents: Sequence[dict]) -> list[str]:
+    """Agent labels made distinct: by their settings where they clash (`dicp-ad @784b3227 beam_k=0`), then by a counter."""
+    labels = [agent_label(d) for d in documents]
+    clashing = {label for label, n in Counter(labels).items() if n > 1}
+    for i, data in enumerate(documents):
+        settings = data.get("agent", {}).get("settings") or {}
+        if labels[i] in clashing and settings:
+            labels[i] += " " + ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(settings.items()))
+    seen: Counter[str] = Counter()
+    for i, label in enumerate(labels):
+        seen[label] += 1
+        labels[i] = label if seen[label] == 1 else f"{label} #{seen[label]}"
+    return labels
+
+
 def format_value(value: float, fmt: str) -> str:
     """One number; PERCENT shows a fraction as a percentage."""
     return fmt.format(100.0 * value if fmt == PERCENT else value)
@@ -85,16 +101,6 @@ def format_value(value: float, fmt: str) -> str:
 def format_interval(low: float | None, high: float | None, fmt: str, sep: str = ", ") -> str:
     """`low, high`, or n/a where no interval was given (fewer than 3 seeds)."""
     return "n/a" if low is None or high is None else f"{format_value(low, fmt)}{sep}{format_value(high, fmt)}"
-
-
-def format_estimate(estimate: dict | None, fmt: str = "{:.2f}", censored_above: float | None = None, stat: str = "mean") -> str:
-    """`mean [low, high]` (or the IQM's, `stat="iqm"`), `>n` where a censored metric was never reached, `-` if absent."""
-    if estimate is None:
-        return "-"
-    if censored_above is not None and estimate[stat] > censored_above:
-        return f">{censored_above:g}"
-    prefix = "" if stat == "mean" else f"{stat}_"
-    return f"{format_value(estimate[stat], fmt)} [{format_interval(estimate[prefix + 'ci_low'], estimate[prefix + 'ci_high'], fmt)}]"
 
 
 def results_table(results: dict) -> Table:
@@ -144,42 +150,32 @@ def results_table(results: dict) -> Table:
     return table
 
 
-def leaderboard_table(entries: Sequence[dict], title: str) -> Table:
-    """A ranking: entries are expected in rank order (all of one protocol)."""
-    columns = metric_columns(entries[0]["summary"]) if entries else METRIC_COLUMNS
-    table = Table(title=title)
-    for column in ("rank", "agent", *(c[1] for c in columns), "seeds", "dataset", "submitted"):
-        table.add_column(column, justify="right" if column not in ("agent", "dataset", "submitted") else "left")
-    for rank, entry in enumerate(entries, 1):
-        table.add_row(str(rank), agent_label(entry), *leaderboard_cells(entry), str(len(entry["seeds"])),
-                      entry["agent"].get("dataset_id") or "-", entry["provenance"]["created_at"][:10])
-    return table
-
-
-def leaderboard_cells(entry: dict) -> list[str]:
-    """The metric cells of one entry (mean [95% CI])."""
-    cells = []
-    for key, _, fmt in metric_columns(entry["summary"]):
-        censored = float(entry["n_episodes"]) if key == "episodes_to_90" else None
-        stat = "iqm" if key.endswith(IQM_SUFFIX) else "mean"
-        cells.append(format_estimate(metric(entry["summary"], key), fmt, censored, stat))
-    return cells
-
-
 def plot_learning_curves(results: Sequence[dict], path: str | os.PathLike, title: str | None = None) -> Path:
     """In-context learning curves (mean over test tasks; 95% bootstrap band over seeds) to a PNG.
 
     Grid worlds: return per episode, dashed lines at the protocol's random and oracle returns.
     Meta-World: the best-so-far success rate and the return against env steps per task, as the
-    DICP paper plots them.
+    DICP paper plots them. The legend sits right of the curves, never over them.
     """
+    import matplotlib.pyplot as plt
+
+    fig = learning_curve_figure(results, title)
+    path = Path(path)
+    fig.savefig(path, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def learning_curve_figure(results: Sequence[dict], title: str | None = None):
+    """The figure `plot_learning_curves` saves (a matplotlib Figure, Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     by_success = bool(results) and "best_success_curve" in results[0]["summary"]
-    fig, axes = plt.subplots(1, 2 if by_success else 1, figsize=(11.0 if by_success else 6.4, 4.0), dpi=110, squeeze=False)
+    # Wide enough for the legend beside the curves (outside the axes: it never hides a curve).
+    fig, axes = plt.subplots(1, 2 if by_success else 1, figsize=(13.0 if by_success else 9.0, 4.0), dpi=110, squeeze=False)
     if by_success:
         _plot_success(results, axes[0, 0], axes[0, 1])
     else:
@@ -191,45 +187,55 @@ def plot_learning_curves(results: Sequence[dict], path: str | os.PathLike, title
         else:
             axes[0, 0].set_title(heading)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, format="png")
-    plt.close(fig)
-    return path
+    return fig
 
 
-def _band(ax, x: np.ndarray, curve: np.ndarray, label: str) -> None:
+def _band(ax, x: np.ndarray, curve: np.ndarray, label: str, color) -> None:
     """The mean over seeds of `curve` [seed, point] with its 95% bootstrap band."""
     low, high = metrics.bootstrap_ci_curve(curve, n_resamples=2000)
-    (line,) = ax.plot(x, curve.mean(axis=0), label=label, linewidth=1.6)
-    ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.plot(x, curve.mean(axis=0), label=label, linewidth=1.6, color=color)
+    ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
+
+
+def _colors(n: int) -> list:
+    """One distinct colour per curve: matplotlib's 10-colour cycle, tab20 beyond 10 (it would repeat)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
 
 
 def _plot_returns(results: Sequence[dict], ax) -> None:
-    for result in results:
+    for result, label, color in zip(results, unique_labels(results), _colors(len(results))):
         curve = metrics.return_curve(np.asarray(result["curves"]["return"]))  # [seed, episode]
-        _band(ax, np.arange(1, curve.shape[1] + 1), curve, agent_label(result))
+        _band(ax, np.arange(1, curve.shape[1] + 1), curve, label, color)
     if results:
         refs = results[0]["protocol"]["references"]
         ax.axhline(refs["oracle"], color="black", linestyle="--", linewidth=0.8, label="oracle (expected)")
         ax.axhline(refs["random"], color="grey", linestyle=":", linewidth=0.8, label="random (expected)")
     ax.set_xlabel("in-context episode")
     ax.set_ylabel("return (mean over test tasks)")
-    ax.legend(fontsize=7, loc="best")
+    _legend_outside(ax)
     ax.grid(alpha=0.3)
 
 
+def _legend_outside(ax) -> None:
+    """The legend to the right of the axes, top-aligned: beside the curves, never over them."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+
+
 def _plot_success(results: Sequence[dict], success_ax, return_ax) -> None:
-    for result in results:
+    for result, label, color in zip(results, unique_labels(results), _colors(len(results))):
         horizon = result["protocol"]["horizon"]
         success = 100.0 * metrics.best_success_curve(np.asarray(result["curves"]["success"]))  # [seed, episode]
         returns = metrics.return_curve(np.asarray(result["curves"]["return"]))
         x = horizon * np.arange(1, success.shape[1] + 1)  # env steps per task at each episode's end
-        _band(success_ax, x, success, agent_label(result))
-        _band(return_ax, x, returns, agent_label(result))
+        _band(success_ax, x, success, label, color)
+        _band(return_ax, x, returns, label, color)
     success_ax.set_ylabel("success rate, best so far (%)")
     success_ax.set_ylim(-2, 102)
     return_ax.set_ylabel("episode return (mean over test tasks)")
     for ax in (success_ax, return_ax):
         ax.set_xlabel("env steps per test task")
-        ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
+    _legend_outside(return_ax)  # one legend for both panels (the same agents, the same colours)

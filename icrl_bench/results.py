@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from icrl_bench import metrics
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import atomic_path, write_atomic
 from icrl_bench.protocols import EvalProtocol, get_protocol
-from icrl_bench.reporting import RESULTS_SCHEMA_VERSION, agent_label, dumps_results
+from icrl_bench.reporting import RESULTS_SCHEMA_VERSION, agent_label, dumps_results, unique_labels
 
 EXPORT_FORMATS = ("rliable",)
 EXPORT_SUFFIXES = (".npz", ".json")
@@ -107,21 +106,6 @@ def score_matrix(data: dict, metric: str | None = None, where: str = "results") 
     if metric not in matrices:
         raise IcrlBenchError(f"{where}: no metric {metric!r} under {protocol.name}; it has {', '.join(matrices)}.")
     return matrices[metric]
-
-
-def unique_labels(documents: Sequence[dict]) -> list[str]:
-    """Agent labels for the documents, made distinct by their settings (then by a counter) where they clash."""
-    labels = [agent_label(d) for d in documents]
-    clashing = {label for label, n in Counter(labels).items() if n > 1}
-    for i, data in enumerate(documents):
-        settings = data.get("agent", {}).get("settings") or {}
-        if labels[i] in clashing and settings:
-            labels[i] += " " + ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(settings.items()))
-    seen: Counter[str] = Counter()
-    for i, label in enumerate(labels):
-        seen[label] += 1
-        labels[i] = label if seen[label] == 1 else f"{label} #{seen[label]}"
-    return labels
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ CASES = [
     ["leaderboard", "submit", "/no/such.json"],
     ["leaderboard", "verify", "{empty_json}"],
     ["leaderboard", "show", "--env", "mars"],
+    ["leaderboard", "show", "--format", "xml"],
     ["results", "upgrade", "{garbage_json}"],
     ["results", "upgrade", "{empty_json}"],
     ["results", "export", "{list_json}"],

@@ -46,7 +46,9 @@ def test_submit_show_render(real_results, tmp_path):
     assert [e["agent"]["name"] for e in ranked] == ["oracle", "random"]
     rendered = leaderboard.render(board)
     readme = rendered.readme.read_text()
-    assert "## darkroom/v1" in readme and "| 1 | oracle | 17.25 [17.25, 17.25] | 100.0 [100.0, 100.0]" in readme
+    # Reference agents are listed apart, never ranked among learned agents.
+    assert "## darkroom/v1" in readme and "| oracle | 17.25 [17.25, 17.25] | 100.0 [100.0, 100.0]" in readme
+    assert "| 1 | oracle" not in readme and "**Reference agents" in readme
     assert "plots/darkroom-v1.png" in readme and rendered.plots[0].stat().st_size > 10_000
     assert "data:image/png;base64," in rendered.html.read_text()
 
@@ -240,6 +242,6 @@ def test_oversized_and_deeply_nested_files_are_one_line_errors(tmp_path):
 
 
 def test_rendered_markdown_escapes_what_an_agent_name_carries():
-    from icrl_bench.leaderboard import _markdown_cell
+    from icrl_bench.leaderboard_view import _markdown_cell
 
     assert _markdown_cell("<img src=x onerror=alert(1)>|evil\nrow") == "&lt;img src=x onerror=alert(1)&gt;\\|evil row"

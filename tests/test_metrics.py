@@ -201,7 +201,7 @@ def test_bad_shapes_are_refused():
         metrics.summarize(np.zeros((3, 4)), 0.0, 1.0)
 
 
-@pytest.mark.parametrize("module", ["metrics", "leaderboard", "reporting", "protocols", "results"])
+@pytest.mark.parametrize("module", ["metrics", "leaderboard", "leaderboard_view", "reporting", "protocols", "results"])
 def test_benchmark_modules_do_not_import_torch_or_the_trainer(module):
     """The leaderboard side never loads torch at import; the harness never imports the trainer."""
     source = Path(__file__).resolve().parents[1] / "icrl_bench" / f"{module}.py"
