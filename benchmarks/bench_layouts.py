@@ -31,7 +31,8 @@ from rich.table import Table
 from icrl_bench.agents.models import build_model, model_spec
 from icrl_bench.data.dataset import load_dataset
 from icrl_bench.data.sampler import SamplerConfig, WindowSampler
-from icrl_bench.train import fit_to_dataset, load_run_config, make_optimizer, parse_overrides
+from icrl_bench.training.config import fit_to_dataset, load_run_config, parse_overrides
+from icrl_bench.training.loop import make_optimizer
 
 RESULTS = Path(__file__).parent / "results" / "layouts.json"
 

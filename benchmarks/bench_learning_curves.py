@@ -28,7 +28,7 @@ from rich.table import Table
 
 from icrl_bench.harness import evaluate
 from icrl_bench.reproduction import episode_cells
-from icrl_bench.train import SNAPSHOTS_DIR
+from icrl_bench.training.run_dir import SNAPSHOTS_DIR
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -42,7 +42,7 @@ from icrl_bench.agents.models import build_model
 from icrl_bench.agents.sampling import PAPER_SAMPLES
 from icrl_bench.agents.transformer_agent import TransformerAgent
 from icrl_bench.envs import get_family
-from icrl_bench.train import load_run_config
+from icrl_bench.training import load_run_config
 
 ENV = "metaworld-ml1-reach"  # any 11-dim ML1 task: the configs are the same for all of them
 WAYS = ("cache", "recompute")

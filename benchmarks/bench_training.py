@@ -26,7 +26,8 @@ from icrl_bench.agents.models import MODEL_SPECS, build_model, model_spec
 from icrl_bench.data.dataset import load_dataset
 from icrl_bench.data.recipes import resolve
 from icrl_bench.data.sampler import SamplerConfig, WindowSampler
-from icrl_bench.train import fit_to_dataset, load_run_config, make_optimizer
+from icrl_bench.training.config import fit_to_dataset, load_run_config
+from icrl_bench.training.loop import make_optimizer
 
 TINY = resolve("darkroom", "tiny").dataset_id
 

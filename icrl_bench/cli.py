@@ -401,7 +401,7 @@ def train_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train an in-context agent on a learning-history dataset (checkpoints, metrics, resumable)."""
-    from icrl_bench.train import train
+    from icrl_bench.training import train
 
     if resume is None:
         check_writable(out, f"--out {out}", "choose a directory you can write to")

@@ -253,7 +253,7 @@ def reproduce(
     state.setdefault("runs", {})
     presets: dict[str, str | None] = {}
     if not from_shipped:
-        from icrl_bench.train import load_run_config, parse_overrides
+        from icrl_bench.training import load_run_config, parse_overrides
 
         for agent in names:  # a budget the env has no config for fails before any work
             presets[agent] = preset
@@ -313,7 +313,8 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
         if shipped is None:
             raise IcrlBenchError(f"no shipped {agent} checkpoint for {env} under baselines/{env}/; run without --from-shipped to train one.")
         return shipped, budget_of(shipped, _shipped_hardware(shipped))
-    from icrl_bench.train import RUN_FILE, saved_step, train
+    from icrl_bench.training import train
+    from icrl_bench.training.run_dir import RUN_FILE, saved_step
 
     runs_dir = out_dir / "runs"
     recorded = state["runs"].get(agent)
@@ -343,7 +344,7 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
 
 
 def _step_or_zero(run_dir: Path, saved_step) -> int:
-    from icrl_bench.train import latest_checkpoint
+    from icrl_bench.training.run_dir import latest_checkpoint
 
     try:
         return saved_step(latest_checkpoint(run_dir))

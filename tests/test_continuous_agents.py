@@ -21,7 +21,7 @@ from icrl_bench.data import store
 from icrl_bench.data.sampler import SamplerConfig, WindowSampler
 from icrl_bench.data.schema import continuous_arrays
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.train import load_run_config, train
+from icrl_bench.training import load_run_config, train
 
 AGENTS = ("ad", "dicp-ad", "idt", "dicp-idt")
 OBS_DIM, ACTION_DIM, HORIZON = 3, 4, 20

@@ -209,7 +209,7 @@ def test_benchmark_modules_do_not_import_torch_or_the_trainer(module):
     top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top_level if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in top_level if isinstance(n, ast.ImportFrom)]
-    assert not [n for n in names if n.split(".")[0] == "torch" or n.startswith(("icrl_bench.envs", "icrl_bench.harness", "icrl_bench.train"))]
+    assert not [n for n in names if n.split(".")[0] == "torch" or n.startswith(("icrl_bench.envs", "icrl_bench.harness", "icrl_bench.training"))]
 
 
 def test_harness_never_imports_the_trainer():
@@ -220,4 +220,4 @@ def test_harness_never_imports_the_trainer():
         if isinstance(n, (ast.Import, ast.ImportFrom))
         for a in (n.names if isinstance(n, ast.Import) else [None])
     ]
-    assert not [m for m in imported if m and (m == "icrl_bench.train" or m.startswith("icrl_bench.train."))]
+    assert not [m for m in imported if m and (m == "icrl_bench.training" or m.startswith("icrl_bench.training."))]

@@ -21,7 +21,7 @@ from icrl_bench.cli import app
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.harness import run_protocol
 from icrl_bench.protocols import get_protocol
-from icrl_bench.train import train
+from icrl_bench.training import train
 
 
 @pytest.fixture(autouse=True, scope="module")

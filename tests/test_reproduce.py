@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import icrl_bench.train as train_module
+import icrl_bench.training as train_module
 from icrl_bench import harness
 from icrl_bench.cli import app
 from icrl_bench.errors import IcrlBenchError

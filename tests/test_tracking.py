@@ -66,7 +66,7 @@ def test_wandb_runs_offline_and_logs_the_same_records(tmp_path: Path, tiny_root:
     config = tiny_config(tmp_path, "ad")
     code = (
         "import json, sys\n"
-        "from icrl_bench.train import train\n"
+        "from icrl_bench.training import train\n"
         f"result = train('ad', 'darkroom-tiny-v3', device='cpu', out={str(tmp_path / 'runs')!r}, root={str(tiny_root)!r}, "
         f"config_path={str(config)!r}, show_progress=False, log_to=['wandb'])\n"
         "print(result.run_dir)\n"

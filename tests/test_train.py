@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from icrl_bench.agents.models import MODEL_SPECS
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.train import BASELINES_DIR, TrainConfig, load_run_config, lr_at, train
+from icrl_bench.training import BASELINES_DIR, TrainConfig, load_run_config, train
+from icrl_bench.training.loop import lr_at
 
 ENVS = ("darkroom", "darkroom-permuted", "dark-key-to-door")
 
@@ -175,7 +176,7 @@ def test_set_overrides_apply_are_validated_and_recorded(tmp_path: Path, tiny_roo
 
 
 def test_set_values_read_exponents_as_numbers_as_the_help_example_writes_them() -> None:
-    from icrl_bench.train import parse_overrides
+    from icrl_bench.training import parse_overrides
 
     parsed = parse_overrides(["train.lr=3e-3", "train.steps=12000", "model.layout=dense", "train.betas=[0.9, 0.95]", "train.note=nan"])
     assert parsed == {"train": {"lr": 0.003, "steps": 12000, "betas": [0.9, 0.95], "note": "nan"}, "model": {"layout": "dense"}}
@@ -183,21 +184,21 @@ def test_set_values_read_exponents_as_numbers_as_the_help_example_writes_them() 
 
 
 def test_time_budget_fits_the_total_steps_and_the_schedule_follows(tmp_path: Path, tiny_root: Path, monkeypatch) -> None:
-    import icrl_bench.train as train_module
+    import icrl_bench.training.budget as budget_module
 
-    monkeypatch.setattr(train_module, "BUDGET_PROBE_STEPS", 4)
-    monkeypatch.setattr(train_module, "BUDGET_WARMUP_STEPS", 2)
+    monkeypatch.setattr(budget_module, "BUDGET_PROBE_STEPS", 4)
+    monkeypatch.setattr(budget_module, "BUDGET_WARMUP_STEPS", 2)
     config = tiny_config(tmp_path, "ad", steps=100_000, log_interval=2, eval_interval=1_000, ckpt_interval=1_000)
     clock = iter(range(10**6))  # every perf_counter() call advances one "second"
-    monkeypatch.setattr(train_module.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(budget_module.time, "perf_counter", lambda: float(next(clock)))
     result = run(tmp_path, tiny_root, "ad", config_path=config, time_budget_s=40)
     meta = json.loads((result.run_dir / "run.json").read_text())
     fitted = meta["time_budget"]["fitted_steps"]
     assert meta["time_budget"]["config_steps"] == 100_000 and meta["config"]["train"]["steps"] == fitted == result.step
     assert 4 <= fitted < 100 and fitted % 2 == 0
-    assert train_module.fit_steps(TrainConfig(steps=50_000, log_interval=100), 60, 0.1, 100.0) == 900  # 60 + 900 -> 960 -> 900
-    assert train_module.fit_steps(TrainConfig(steps=500, log_interval=100), 60, 0.1, 100.0) == 500  # never above the config
-    assert train_module.fit_steps(TrainConfig(steps=500, log_interval=100), 60, 0.1, -5.0) == 60  # out of time: stop here
+    assert budget_module.fit_steps(TrainConfig(steps=50_000, log_interval=100), 60, 0.1, 100.0) == 900  # 60 + 900 -> 960 -> 900
+    assert budget_module.fit_steps(TrainConfig(steps=500, log_interval=100), 60, 0.1, 100.0) == 500  # never above the config
+    assert budget_module.fit_steps(TrainConfig(steps=500, log_interval=100), 60, 0.1, -5.0) == 60  # out of time: stop here
     with pytest.raises(IcrlBenchError, match="--time-budget must be > 0"):
         run(tmp_path, tiny_root, "ad", time_budget_s=0)
 
