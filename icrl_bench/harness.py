@@ -45,6 +45,7 @@ from icrl_bench.errors import IcrlBenchError
 from icrl_bench.executors import ExecutorConfig
 from icrl_bench.fileio import atomic_path, write_atomic
 from icrl_bench.harness_envs import make_eval_envs
+from icrl_bench.paths import REPO_ROOT
 from icrl_bench.protocols import EvalProtocol, get_protocol
 from icrl_bench.provenance import provenance
 from icrl_bench.reporting import RESULTS_SCHEMA_VERSION, dumps_results
@@ -241,7 +242,7 @@ def evaluate_agent(
         "env": protocol.env,
         "agent": {
             "name": name,
-            "checkpoint": None if checkpoint is None else str(checkpoint),
+            "checkpoint": portable_path(checkpoint),
             "checkpoint_hash": record["checkpoint_hash"],
             "dataset_id": record["dataset_id"],
             "dataset_hash": record["dataset_hash"],
@@ -288,13 +289,24 @@ def check_evaluation(agent: Agent, protocol: EvalProtocol, name: str, seeds: lis
     return record, seeds
 
 
+def portable_path(path: str | os.PathLike | None) -> str | None:
+    """A checkpoint path as results record it: relative to the repository when inside it (a shipped
+    baseline reads the same on every machine), else as given."""
+    if path is None:
+        return None
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def reproduce_command(
     name: str, checkpoint, protocol: EvalProtocol, seeds: list[int], n_episodes: int, settings: dict, n_tasks: int | None = None
 ) -> str:
     """The CLI command that re-runs an evaluation."""
     parts = ["icrl-bench evaluate", f"--agent {name}", f"--env {protocol.env}"]
     if checkpoint is not None:
-        parts.append(f"--checkpoint {checkpoint}")
+        parts.append(f"--checkpoint {portable_path(checkpoint)}")
     if seeds != list(protocol.seeds):
         parts.append("--seeds " + ",".join(map(str, seeds)))
     if n_episodes != protocol.n_episodes:

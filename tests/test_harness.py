@@ -227,3 +227,14 @@ def test_cli_evaluate_and_agents_list(tmp_path, monkeypatch):
     assert bad.exit_code == 1 and "missing observe" in bad.output and "Traceback" not in bad.output
     seeds = runner.invoke(app, ["evaluate", "--agent", "random", "--seeds", "a,b"])
     assert seeds.exit_code == 1 and "--seeds must be comma-separated integers" in seeds.output
+
+
+def test_results_record_repository_checkpoints_relative_to_the_repository(tmp_path) -> None:
+    from icrl_bench.harness import portable_path, reproduce_command
+    from icrl_bench.paths import REPO_ROOT
+
+    shipped = REPO_ROOT / "baselines" / "darkroom" / "ad"
+    assert portable_path(shipped) == "baselines/darkroom/ad"  # the same text on every machine
+    assert portable_path(tmp_path / "run") == str(tmp_path / "run") and portable_path(None) is None
+    command = reproduce_command("ad", shipped, get_protocol("darkroom"), [0, 1, 2, 3, 4], 50, {})
+    assert "--checkpoint baselines/darkroom/ad" in command and str(REPO_ROOT) not in command
