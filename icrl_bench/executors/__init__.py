@@ -71,6 +71,7 @@ class Executor(Protocol):
 
     name: str
     slots: int  # jobs that run at once
+    in_flight: int  # jobs submitted at once (queued ones wait in the executor, their results in its store)
 
     def submit(self, key: int, fn: Callable[..., Any], args: tuple) -> None:
         """Start `fn(*args, progress=...)`; `key` names this attempt in `poll`'s answers."""

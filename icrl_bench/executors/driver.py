@@ -68,8 +68,8 @@ def run_jobs(
 ) -> JobsReport:
     """Run `fn(*job.args)` for every job on `executor`, calling `on_result(index, value)` as each ends.
 
-    At most `in_flight` jobs (default: twice the executor's slots) are submitted at once, so a
-    cluster's finished results wait in its object store in bounded number, not all at once.
+    At most `in_flight` jobs (default: the executor's) are submitted at once, so a cluster's
+    finished results wait in its object store in bounded number, not all at once.
     """
     report = JobsReport()
     todo = deque(range(len(jobs)))
@@ -77,7 +77,7 @@ def run_jobs(
     attempts: dict[int, int] = {}  # attempt key -> job index, for attempts still running
     reported: dict[int, int] = {}  # attempt key -> progress units it reported so far
     next_key = 0
-    limit = in_flight or 2 * executor.slots
+    limit = in_flight or executor.in_flight
     advance = on_progress or (lambda n: None)
 
     def count(key: int, n: int) -> None:

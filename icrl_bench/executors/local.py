@@ -34,6 +34,7 @@ class InProcess:
 
     name = "local"
     slots = 1
+    in_flight = 1
 
     def __init__(self) -> None:
         self._queue: deque[tuple[int, Callable[..., Any], tuple]] = deque()
@@ -62,6 +63,7 @@ class ProcessPool:
 
     def __init__(self, workers: int):
         self.slots = workers
+        self.in_flight = 2 * workers  # the pool runs `workers`; the rest wait in its queue, ready to start
         self._context = multiprocessing.get_context("spawn")
         self._pool: ProcessPoolExecutor | None = None
         self._queue: Any = None

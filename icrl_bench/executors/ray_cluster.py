@@ -47,6 +47,9 @@ class RayExecutor:
         resources = ray.cluster_resources()
         per_job = ("GPU", gpus_per_job) if gpus_per_job else ("CPU", 1.0)
         self.slots = workers or max(1, int(resources.get(per_job[0], 0) // per_job[1]))
+        # --workers caps the jobs running at once, and only the driver can (Ray runs all it is given);
+        # otherwise a few queued ones keep the cluster busy while the driver writes a result.
+        self.in_flight = workers or 2 * self.slots
         self._sink = ray.remote(num_cpus=0)(_ProgressActor).remote()
         self._task = ray.remote(icrl_bench_job).options(num_cpus=1, num_gpus=gpus_per_job, max_retries=0)
         self._refs: dict[Any, int] = {}
