@@ -97,3 +97,13 @@ def test_sharded_evaluation_merges_to_the_single_seed_runs_and_keeps_determinist
     one_batch = evaluate("oracle", env="darkroom", seeds=[0, 1], n_episodes=2)
     assert groups["curves"] == one_batch["curves"] and groups["summary"] == one_batch["summary"]
     assert np.asarray(groups["curves"]["return"]).shape == (2, 8, 2)
+
+
+def test_a_build_whose_jobs_ran_on_different_cpu_kernels_says_so():
+    """On a cluster the workers' kernels make the bytes; a mix matches no one-machine build."""
+    from icrl_bench.data.build import _workers_numerics
+
+    avx2, avx512 = ({"torch_threads": 1, "torch_cpu_capability": kernel} for kernel in ("AVX2", "AVX512"))
+    assert _workers_numerics({"numerics": [avx512]}, "cpu") == avx512  # the workers', not the driver's
+    mixed = _workers_numerics({"numerics": [avx512, avx2]}, "cpu")
+    assert mixed["torch_cpu_capability"] == "mixed: AVX2, AVX512" and mixed["workers_numerics"] == [avx512, avx2]

@@ -139,6 +139,11 @@ def run_plan(
         state["wall_time_s"] = state.get("wall_time_s", 0.0) + time.perf_counter() - started
         execution = {"executor": config.name, "workers": slots, "retried_jobs": report.retried}
         content_hash = _publish(staging, final, plan, state, execution, device)
+        if len(state.get("numerics", [])) > 1:
+            (console or Console(stderr=True)).print(
+                f"[yellow]warning:[/] the jobs of {plan.dataset_id} ran on machines with different CPU kernels "
+                f"({_workers_numerics(state, device)['torch_cpu_capability']}): its hash matches no build on one kind "
+                "of machine; build on nodes of one CPU type to get the published bytes (docs/scale.md).", highlight=False)
         state_path(staging).unlink()
         staging.with_suffix(".lock").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
@@ -230,6 +235,11 @@ def run_job(plan_dict: dict[str, Any], rows: list[int], device: str, progress: P
     return [complete_history(plan.env, p, h) for p, h in zip(params, histories)]
 
 
+def build_job(plan_dict: dict[str, Any], rows: list[int], device: str, progress: ProgressFn | None = None) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
+    """`run_job`, and the numerics of the machine it ran on: on a cluster, the workers' CPUs make the bytes, not the driver's."""
+    return run_job(plan_dict, rows, device, progress), numerics(device)
+
+
 def complete_history(env_name: str, params: np.ndarray, history: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Add the oracle's labels (grid worlds) and cast every array to the schema's dtype."""
     env = get_family(env_name)
@@ -240,12 +250,14 @@ def complete_history(env_name: str, params: np.ndarray, history: dict[str, np.nd
     return {name: spec.cast(history[name]) for name, spec in specs.items()}
 
 
-def _write_rows(staging: Path, rows: list[int], histories: list[dict[str, np.ndarray]], state: dict[str, Any]) -> None:
+def _write_rows(staging: Path, rows: list[int], histories: list[dict[str, np.ndarray]], facts: dict[str, Any], state: dict[str, Any]) -> None:
     group = zarr.open_group(store=str(staging), mode="r+", zarr_format=3)
     for row, history in zip(rows, histories):
         for name, values in history.items():
             group[name][row] = values
     state["done"] = sorted(set(state["done"]) | set(rows))
+    if facts not in state.setdefault("numerics", []):  # kept across resumes: every job's machine counts
+        state["numerics"].append(facts)
     _save_state(staging, state)
 
 
@@ -284,15 +296,15 @@ def _run_tasks(
         tasks_bar = progress.add_task(f"{plan.dataset_id}: tasks", total=len(plan.tasks), completed=len(state["done"]))
         steps_bar = progress.add_task("env steps", total=len(plan.tasks) * steps_per_task, completed=len(state["done"]) * steps_per_task)
 
-        def write(index: int, histories: list[dict[str, np.ndarray]]) -> None:
-            _write_rows(staging, rows_of[index], histories, state)
+        def write(index: int, result: tuple[list[dict[str, np.ndarray]], dict[str, Any]]) -> None:
+            _write_rows(staging, rows_of[index], *result, state)
             progress.update(tasks_bar, advance=len(rows_of[index]))
 
         if not jobs:  # killed between the last task and publishing: nothing to run, no cluster to join
             return 0, JobsReport()
         # The executor first: Ray's init installs its own SIGTERM handler, which ours replaces for the run.
         with open_executor(config, len(jobs)) as executor, _sigterm_interrupts():  # in this process too (--workers 1)
-            report = run_jobs(executor, run_job, jobs, write, lambda n: progress.update(steps_bar, advance=n),
+            report = run_jobs(executor, build_job, jobs, write, lambda n: progress.update(steps_bar, advance=n),
                               RetryPolicy(errors=RETRIES, lost=LOST_WORKER_RETRIES))
     _report_failures(plan, report, rows_of, state)
     return executor.slots, report
@@ -344,9 +356,18 @@ def _publish(staging: Path, final: Path, plan: BuildPlan, state: dict[str, Any],
         "recipe": plan.to_dict(),
         "source": {"name": plan.source, "hyperparameters": plan.source_settings},
         "seeds": {"base": plan.seed, "rule": "the learner on canonical task i is seeded with base + i"},
-        "build": {"wall_time_s": round(state["wall_time_s"], 3), **execution, "device": device, **numerics(device)},
+        "build": {"wall_time_s": round(state["wall_time_s"], 3), **execution, "device": device, **_workers_numerics(state, device)},
     }
     return finalize(staging, final, manifest)
+
+
+def _workers_numerics(state: dict[str, Any], device: str) -> dict[str, Any]:
+    """The numerics the jobs ran with; a cluster of mixed CPUs is named as such (its bytes match no one-machine build)."""
+    seen = state.get("numerics") or [numerics(device)]
+    if len(seen) == 1:
+        return seen[0]
+    kernels = sorted({str(facts["torch_cpu_capability"]) for facts in seen})
+    return {"torch_threads": seen[0]["torch_threads"], "torch_cpu_capability": "mixed: " + ", ".join(kernels), "workers_numerics": seen}
 
 
 def numerics(device: str) -> dict[str, Any]:
