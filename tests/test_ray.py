@@ -53,19 +53,25 @@ def test_a_ray_build_has_the_local_content_hash(local_ray, family, tmp_path):
     assert build["executor"] == "ray" and build["torch_threads"] == 1
 
 
-def _kill_first_job(killed: list[int], stop: threading.Event) -> None:
-    """SIGKILL the first Ray worker seen running a build job (its process title is `ray::icrl_bench_job`)."""
+def _kill_first_job(raylet_socket: str, killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the first build job seen running (process title `ray::icrl_bench_job`) under this test's raylet.
+
+    Only a child of our raylet: another Ray on the machine (another test run) is not ours to touch.
+    """
     while not stop.is_set() and not killed:
         for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
             try:
-                title = cmdline.read_bytes()
-            except OSError:
+                if not cmdline.read_bytes().startswith(b"ray::icrl_bench_job"):
+                    continue
+                status = (cmdline.parent / "status").read_text()
+                parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
+                if raylet_socket.encode() not in Path(f"/proc/{parent}/cmdline").read_bytes():
+                    continue
+            except (OSError, StopIteration):
                 continue
-            if title.startswith(b"ray::icrl_bench_job"):
-                pid = int(cmdline.parent.name)
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                return
+            os.kill(int(cmdline.parent.name), signal.SIGKILL)
+            killed.append(int(cmdline.parent.name))
+            return
         time.sleep(0.01)
 
 
@@ -73,7 +79,8 @@ def _kill_first_job(killed: list[int], stop: threading.Event) -> None:
 def test_a_worker_killed_mid_build_is_retried_to_the_same_hash(local_ray, tmp_path):
     killed: list[int] = []
     stop = threading.Event()
-    killer = threading.Thread(target=_kill_first_job, args=(killed, stop), daemon=True)
+    raylet_socket = ray.nodes()[0]["RayletSocketName"]  # in our raylet's command line, which is the workers' parent
+    killer = threading.Thread(target=_kill_first_job, args=(raylet_socket, killed, stop), daemon=True)
     killer.start()
     try:
         result = build_dataset("darkroom", "tiny", root=tmp_path, executor="ray", show_progress=False)
@@ -86,7 +93,7 @@ def test_a_worker_killed_mid_build_is_retried_to_the_same_hash(local_ray, tmp_pa
 
 
 def test_a_sharded_evaluation_on_ray_equals_the_local_one(local_ray):
-    from icrl_bench.harness import evaluate
+    from icrl_bench.bench.harness import evaluate
 
     run = {"env": "darkroom", "seeds": [0, 1], "n_episodes": 2, "task_groups": 2}
     local = evaluate("random", executor=ExecutorConfig("local", workers=1), **run)
