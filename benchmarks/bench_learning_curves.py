@@ -26,8 +26,8 @@ from machine_facts import machine_facts
 from rich.console import Console
 from rich.table import Table
 
-from icrl_bench.harness import evaluate
-from icrl_bench.reproduction import episode_cells
+from icrl_bench.bench.harness import evaluate
+from icrl_bench.bench.reproduction import episode_cells
 from icrl_bench.training.run_dir import SNAPSHOTS_DIR
 
 RESULTS = Path(__file__).parent / "results"

@@ -37,9 +37,9 @@ from icrl_bench.agents.idt import IDTAgent
 from icrl_bench.agents.models import build_model, model_config
 from icrl_bench.agents.planner import IDTBeams, IDTWorld, beam_search, plan
 from icrl_bench.agents.transformer_agent import TransformerAgent
+from icrl_bench.bench.protocols import get_protocol
 from icrl_bench.envs import get_family
 from icrl_bench.envs.grid import N_ACTIONS
-from icrl_bench.protocols import get_protocol
 
 PAPER_SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 32, "n_inner": 128, "dropout": 0.0, "attn_dropout": 0.0}
 

@@ -31,9 +31,9 @@ from rich.table import Table
 
 from icrl_bench.agents import planner as planner_module
 from icrl_bench.agents.registry import make_agent
+from icrl_bench.bench.harness import run_protocol
+from icrl_bench.bench.protocols import get_protocol
 from icrl_bench.envs.grid import GRID_SIZE, MOVES
-from icrl_bench.harness import run_protocol
-from icrl_bench.protocols import get_protocol
 
 EPISODE_RANGES = ((4, 10), (10, 20), (20, 30), (30, 50))
 

@@ -40,8 +40,8 @@ def make_agent(name: str, checkpoint=None, **kwargs):
 
 
 def evaluate(agent: str, checkpoint=None, env: str = "darkroom", **kwargs) -> dict:
-    """Run an agent under the standard protocol and return its results; see `icrl_bench.harness`."""
-    from icrl_bench.harness import evaluate as _evaluate
+    """Run an agent under the standard protocol and return its results; see `icrl_bench.bench.harness`."""
+    from icrl_bench.bench.harness import evaluate as _evaluate
 
     return _evaluate(agent, checkpoint, env, **kwargs)
 

@@ -372,7 +372,7 @@ def _print_catalog(root: Path | None) -> None:
         for row in rows:
             console.print(f"[bold]{row['dataset_id']}[/]: {escape(' '.join(row['description'].split()))}")
 
-# --- benchmark: evaluate, agents, leaderboard (icrl_bench.harness / .leaderboard) -------------
+# --- benchmark: evaluate, agents, leaderboard (icrl_bench.bench.harness / .leaderboard) -------------
 
 agents_app = typer.Typer(help="The agents the benchmark knows.", no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
@@ -436,8 +436,8 @@ def evaluate_cmd(
     """Run an agent under the standard protocol: results JSON, learning-curve plot, summary table."""
     from rich.progress import Progress
 
-    from icrl_bench.harness import evaluate, save_results
-    from icrl_bench.reporting import results_table
+    from icrl_bench.bench.harness import evaluate, save_results
+    from icrl_bench.bench.reporting import results_table
 
     if out.exists() and not out.is_dir():
         raise IcrlBenchError(f"--out {out} is a file; give a directory for the results JSON and plot.")
@@ -483,7 +483,7 @@ def reproduce_cmd(
     root: RootOption = None,
 ) -> None:
     """Rebuild a paper's grid-world result: dataset, training, evaluation and a report beside the paper's numbers (resumable)."""
-    from icrl_bench.reproduction import reproduce
+    from icrl_bench.bench.reproduction import reproduce
 
     report = reproduce(env, agents, budget, device, out, root, from_shipped, force, _parse_seeds(seeds), episodes, tasks,
                        log=lambda text: err_console.print(text, markup=False), jobs=jobs)
@@ -506,7 +506,7 @@ def agents_list() -> None:
 @leaderboard_app.command("submit")
 def leaderboard_submit(results: Annotated[Path, typer.Argument(help="Results JSON written by `icrl-bench evaluate`.")], dir: LeaderboardDirOption = None) -> None:
     """Validate a results file and add it to the leaderboard."""
-    from icrl_bench.leaderboard import submit
+    from icrl_bench.bench.leaderboard import submit
 
     path = submit(results, dir)
     console.print(f"[green]accepted[/] {results} as {path}; run `icrl-bench leaderboard render` to update the page.")
@@ -519,8 +519,8 @@ def leaderboard_show(
     format: Annotated[str, typer.Option("--format", help="table (fits the terminal), md, csv or json.")] = "table",
 ) -> None:
     """Print the ranking per protocol (learned agents ranked; reference agents apart)."""
-    from icrl_bench import leaderboard_view as view
-    from icrl_bench.leaderboard import DEFAULT_DIR, ranking
+    from icrl_bench.bench import leaderboard_view as view
+    from icrl_bench.bench.leaderboard import DEFAULT_DIR, ranking
 
     if format not in view.FORMATS:
         raise IcrlBenchError(f"unknown format {format!r}; use one of {', '.join(view.FORMATS)}.")
@@ -543,7 +543,7 @@ def leaderboard_show(
 @leaderboard_app.command("render")
 def leaderboard_render(dir: LeaderboardDirOption = None) -> None:
     """Write leaderboard/README.md, index.html and the learning-curve plots."""
-    from icrl_bench.leaderboard import render
+    from icrl_bench.bench.leaderboard import render
 
     rendered = render(dir)
     console.print(f"[green]wrote[/] {rendered.readme}, {rendered.html} and {len(rendered.plots)} plot(s).")
@@ -552,7 +552,7 @@ def leaderboard_render(dir: LeaderboardDirOption = None) -> None:
 @leaderboard_app.command("verify")
 def leaderboard_verify(entry: Annotated[Path, typer.Argument(help="An entry JSON under leaderboard/entries/.")]) -> None:
     """Re-run an entry's evaluation from its agent and checkpoint, and compare."""
-    from icrl_bench.leaderboard import verify
+    from icrl_bench.bench.leaderboard import verify
 
     result = verify(entry)
     if result.identical:
@@ -566,7 +566,7 @@ def leaderboard_verify(entry: Annotated[Path, typer.Argument(help="An entry JSON
 @results_app.command("upgrade")
 def results_upgrade(files: Annotated[list[Path], typer.Argument(help="Results JSON files (leaderboard entries too); rewritten in place.")]) -> None:
     """Recompute each file's summary from its curves under the current metric definitions (results schema 1 -> 2)."""
-    from icrl_bench.results import upgrade
+    from icrl_bench.bench.results import upgrade
 
     for path in files:
         console.print(f"[green]upgraded[/] {path}" if upgrade(path) else f"{path} is up to date.")
@@ -582,8 +582,8 @@ def results_export(
     dir: LeaderboardDirOption = None,
 ) -> None:
     """Write score matrices for rliable (performance profiles, probability of improvement, IQM CIs)."""
-    from icrl_bench.leaderboard import load_entry, ranking
-    from icrl_bench.results import EXPORT_FORMATS, export_rliable
+    from icrl_bench.bench.leaderboard import load_entry, ranking
+    from icrl_bench.bench.results import EXPORT_FORMATS, export_rliable
 
     if format not in EXPORT_FORMATS:
         raise IcrlBenchError(f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}.")

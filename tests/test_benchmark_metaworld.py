@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from icrl_bench import leaderboard, make_agent
+from icrl_bench import make_agent
+from icrl_bench.bench import leaderboard
+from icrl_bench.bench.harness import evaluate, run_protocol
+from icrl_bench.bench.protocols import PROTOCOLS, differing_pins, get_protocol
 from icrl_bench.cli import app
 from icrl_bench.envs.metaworld import ML1_TASKS
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.harness import evaluate, run_protocol
-from icrl_bench.protocols import PROTOCOLS, differing_pins, get_protocol
 
 pytest.importorskip("metaworld")
 
@@ -217,7 +218,7 @@ def test_a_valid_metaworld_entry_is_accepted_ranked_by_success_and_rendered(stan
     shown = runner.invoke(app, ["leaderboard", "show", "--env", "metaworld-ml1-reach", "--dir", str(board)])
     assert shown.exit_code == 0 and "success (best so far)" in shown.output and f"{100 * best:.1f}%" in shown.output
     readme = leaderboard.render(board).readme.read_text()
-    assert "## metaworld-ml1-reach/v1" in readme and f"| 1 | random | {100 * best:.1f}%" in readme and "10,000 env steps per task" in readme
+    assert "## metaworld-ml1-reach/v1" in readme and f"| random | {100 * best:.1f}%" in readme and "| 1 | weaker |" in readme and "10,000 env steps per task" in readme
 
 
 def bad_success_value(data):

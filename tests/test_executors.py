@@ -86,7 +86,7 @@ def test_executor_ray_without_the_extra_names_the_install(tmp_path, monkeypatch)
 
 def test_sharded_evaluation_merges_to_the_single_seed_runs_and_keeps_deterministic_curves():
     """Whole-seed shards draw as `--seeds SEED` does; the oracle's curves do not depend on sharding at all."""
-    from icrl_bench.harness import evaluate
+    from icrl_bench.bench.harness import evaluate
 
     here = ExecutorConfig("local", workers=1)
     sharded = evaluate("random", env="dark-key-to-door", seeds=[0, 3], n_episodes=2, n_tasks=4, executor=here)

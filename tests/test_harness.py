@@ -8,11 +8,11 @@ from typer.testing import CliRunner
 
 from icrl_bench import make_agent
 from icrl_bench.agents.registry import BUILTINS, list_agents
+from icrl_bench.bench.harness import evaluate, evaluate_agent, run_protocol
+from icrl_bench.bench.protocols import PROTOCOLS, get_protocol, pinned_facts, reference_returns
 from icrl_bench.cli import app
 from icrl_bench.envs import get_family
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.harness import evaluate, evaluate_agent, run_protocol
-from icrl_bench.protocols import PROTOCOLS, get_protocol, pinned_facts, reference_returns
 
 ENVS = ["darkroom", "darkroom-permuted", "dark-key-to-door"]
 
@@ -230,7 +230,7 @@ def test_cli_evaluate_and_agents_list(tmp_path, monkeypatch):
 
 
 def test_results_record_repository_checkpoints_relative_to_the_repository(tmp_path) -> None:
-    from icrl_bench.harness import portable_path, reproduce_command
+    from icrl_bench.bench.harness import portable_path, reproduce_command
     from icrl_bench.paths import REPO_ROOT
 
     shipped = REPO_ROOT / "baselines" / "darkroom" / "ad"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from icrl_bench import leaderboard
+from icrl_bench.bench import leaderboard
+from icrl_bench.bench.harness import evaluate
 from icrl_bench.cli import app
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.harness import evaluate
 from icrl_bench.paths import REPO_ROOT
 
 COMMITTED = sorted((REPO_ROOT / "leaderboard" / "entries").glob("*.json"))
@@ -197,7 +197,7 @@ def test_the_leaderboard_and_metrics_never_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, icrl_bench, icrl_bench.leaderboard, icrl_bench.metrics, icrl_bench.protocols; print('torch' in sys.modules)"
+    code = "import sys, icrl_bench, icrl_bench.bench.leaderboard, icrl_bench.bench.metrics, icrl_bench.bench.protocols; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
@@ -205,7 +205,7 @@ def test_provenance_is_required_and_must_name_the_right_dataset(tmp_path, monkey
     """Entries without checkpoint/dataset hashes, or with another known dataset's hash, were accepted."""
     import yaml
 
-    from icrl_bench import leaderboard
+    from icrl_bench.bench import leaderboard
     from icrl_bench.errors import IcrlBenchError
 
     shipped = json.loads(next(Path(leaderboard.DEFAULT_DIR, "entries").glob("darkroom-v1--ad--*.json")).read_text())
@@ -228,7 +228,7 @@ def test_provenance_is_required_and_must_name_the_right_dataset(tmp_path, monkey
 
 
 def test_oversized_and_deeply_nested_files_are_one_line_errors(tmp_path):
-    from icrl_bench import leaderboard
+    from icrl_bench.bench import leaderboard
     from icrl_bench.errors import IcrlBenchError
 
     big = tmp_path / "big.json"
@@ -242,6 +242,6 @@ def test_oversized_and_deeply_nested_files_are_one_line_errors(tmp_path):
 
 
 def test_rendered_markdown_escapes_what_an_agent_name_carries():
-    from icrl_bench.leaderboard_view import _markdown_cell
+    from icrl_bench.bench.leaderboard_view import _markdown_cell
 
     assert _markdown_cell("<img src=x onerror=alert(1)>|evil\nrow") == "&lt;img src=x onerror=alert(1)&gt;\\|evil row"

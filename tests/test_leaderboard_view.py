@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from icrl_bench import leaderboard, leaderboard_view
+from icrl_bench.bench import leaderboard, leaderboard_view
 from icrl_bench.cli import app
 from icrl_bench.paths import REPO_ROOT
 
@@ -116,7 +116,7 @@ def test_the_plot_legend_sits_outside_the_curves(env):
     """The legend's box lies right of every axes, so it hides no curve."""
     import matplotlib.pyplot as plt
 
-    from icrl_bench.reporting import learning_curve_figure
+    from icrl_bench.bench.reporting import learning_curve_figure
 
     entries = next(iter(leaderboard.ranking(env).values()))
     fig = learning_curve_figure(entries)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icrl_bench import metrics
+from icrl_bench.bench import metrics
 
 # Two seeds, two tasks, ten episodes, references random = 0 and oracle = 10.
 # Seed 0: both tasks return e on episode e (0..9); seed 1: task 0 always 10, task 1 always 0.
@@ -204,16 +204,16 @@ def test_bad_shapes_are_refused():
 @pytest.mark.parametrize("module", ["metrics", "leaderboard", "leaderboard_view", "reporting", "protocols", "results"])
 def test_benchmark_modules_do_not_import_torch_or_the_trainer(module):
     """The leaderboard side never loads torch at import; the harness never imports the trainer."""
-    source = Path(__file__).resolve().parents[1] / "icrl_bench" / f"{module}.py"
+    source = Path(__file__).resolve().parents[1] / "icrl_bench" / "bench" / f"{module}.py"
     tree = ast.parse(source.read_text())
     top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top_level if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in top_level if isinstance(n, ast.ImportFrom)]
-    assert not [n for n in names if n.split(".")[0] == "torch" or n.startswith(("icrl_bench.envs", "icrl_bench.harness", "icrl_bench.training"))]
+    assert not [n for n in names if n.split(".")[0] == "torch" or n.startswith(("icrl_bench.envs", "icrl_bench.bench.harness", "icrl_bench.training"))]
 
 
 def test_harness_never_imports_the_trainer():
-    source = (Path(__file__).resolve().parents[1] / "icrl_bench" / "harness.py").read_text()
+    source = (Path(__file__).resolve().parents[1] / "icrl_bench" / "bench" / "harness.py").read_text()
     imported = [
         n.module if isinstance(n, ast.ImportFrom) else a.name
         for n in ast.walk(ast.parse(source))

@@ -10,10 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 import icrl_bench.training as train_module
-from icrl_bench import harness
+from icrl_bench.bench import harness
+from icrl_bench.bench.reproduction import GRID_AGENTS, Cell, episode_cells, paper_results, reproduce, verdict
 from icrl_bench.cli import app
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.reproduction import GRID_AGENTS, Cell, episode_cells, paper_results, reproduce, verdict
 
 SMOKE = {"seeds": [0, 1, 2], "n_episodes": 2, "n_tasks": 2}
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from icrl_bench import leaderboard, results
+from icrl_bench.bench import leaderboard, results
+from icrl_bench.bench.protocols import get_protocol
 from icrl_bench.cli import app
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import REPO_ROOT
-from icrl_bench.protocols import get_protocol
 
 ENTRIES = REPO_ROOT / "leaderboard" / "entries"
 runner = CliRunner()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from icrl_bench import metrics
+from icrl_bench.bench import metrics
 
 # Results documents: 2 since the summary follows rliable (IQM over all seed x task scores, stratified
 # bootstrap CIs, per-task normalization); 1 took the IQM of per-seed means (`icrl-bench results upgrade`).

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from icrl_bench import metrics
+from icrl_bench.bench import metrics
+from icrl_bench.bench.protocols import EvalProtocol, get_protocol
+from icrl_bench.bench.reporting import RESULTS_SCHEMA_VERSION, agent_label, dumps_results, unique_labels
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import atomic_path, write_atomic
-from icrl_bench.protocols import EvalProtocol, get_protocol
-from icrl_bench.reporting import RESULTS_SCHEMA_VERSION, agent_label, dumps_results, unique_labels
 
 EXPORT_FORMATS = ("rliable",)
 EXPORT_SUFFIXES = (".npz", ".json")
@@ -70,7 +70,9 @@ def upgrade(path: str | os.PathLike) -> bool:
     Only `schema_version` and `summary` change; the curves, provenance and everything else stay
     as the evaluation wrote them. Written atomically.
     """
-    from icrl_bench.leaderboard import load_entry  # size and JSON checks; the leaderboard imports nothing from here
+    from icrl_bench.bench.leaderboard import (
+        load_entry,  # size and JSON checks; the leaderboard imports nothing from here
+    )
 
     path = Path(path)
     data = load_entry(path)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from icrl_bench import metrics
+from icrl_bench.bench import metrics
 from icrl_bench.devices import cpu_threads
 from icrl_bench.errors import IcrlBenchError, unknown
 from icrl_bench.fileio import write_json_atomic
@@ -381,7 +381,7 @@ def _evaluate_in_worker(agent, checkpoint, *evaluation) -> dict:
 def _evaluate_stage(agent, checkpoint, env, device, out_dir, seeds, n_episodes, n_tasks, force, log) -> dict:
     from icrl_bench.agents.checkpoint import load_checkpoint
     from icrl_bench.agents.planner import PLANNER_REVISION
-    from icrl_bench.harness import evaluate, save_results
+    from icrl_bench.bench.harness import evaluate, save_results
 
     results_dir = out_dir / "results"
     path = results_dir / f"{agent}.json"

@@ -1,16 +1,16 @@
 """The evaluation harness: one agent, one protocol, every test task x seed in one batched loop.
 
-    >>> from icrl_bench.harness import evaluate
+    >>> from icrl_bench.bench.harness import evaluate
     >>> results = evaluate("oracle", env="darkroom")          # results JSON as a dict
     >>> results["summary"]["normalized_score"]["mean"]
     100.0
 
 The harness knows agents only through the Agent protocol (reset / act / observe) and envs only
-through `icrl_bench.harness_envs` (the batched grid world, or one Gymnasium env per row for
+through `icrl_bench.bench.harness_envs` (the batched grid world, or one Gymnasium env per row for
 Meta-World); it never imports the trainer. Rows of the batch are ordered [seed, task]: row
 `s * n_tasks + t` is test task `t` in seed replica `s`. Every episode runs to the protocol's
 horizon, so all rows end together, are reset together, and the episode returns and successes
-fall out as [seed, task, episode] arrays, the raw material of every metric (`icrl_bench.metrics`).
+fall out as [seed, task, episode] arrays, the raw material of every metric (`icrl_bench.bench.metrics`).
 Grid agents act with integers [num_envs]; Meta-World agents with floats [num_envs, action_dim]
 (`TaskInfo.num_actions == 0`), which the env clips to its box.
 
@@ -41,14 +41,14 @@ import numpy as np
 import torch
 
 from icrl_bench.agents.base import Agent
+from icrl_bench.bench.harness_envs import make_eval_envs
+from icrl_bench.bench.protocols import EvalProtocol, get_protocol
+from icrl_bench.bench.reporting import RESULTS_SCHEMA_VERSION, dumps_results
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.executors import ExecutorConfig
 from icrl_bench.fileio import atomic_path, write_atomic
-from icrl_bench.harness_envs import make_eval_envs
 from icrl_bench.paths import REPO_ROOT
-from icrl_bench.protocols import EvalProtocol, get_protocol
 from icrl_bench.provenance import provenance
-from icrl_bench.reporting import RESULTS_SCHEMA_VERSION, dumps_results
 
 RETURN_DECIMALS = 4  # non-integer (Meta-World) returns are stored, and scored, to this precision
 ProgressFn = Callable[[int, int], None]
@@ -84,7 +84,7 @@ def run_protocol(
 
     `n_tasks` keeps only the first test tasks (a smoke run; it cannot be submitted).
     `task_positions` (positions in that task list) and `seed_key` (instead of the seed list's)
-    make the run one shard of a sharded evaluation (`icrl_bench.harness_sharded`).
+    make the run one shard of a sharded evaluation (`icrl_bench.bench.harness_sharded`).
     """
     seeds = list(protocol.seeds if seeds is None else seeds)
     n_episodes = protocol.n_episodes if n_episodes is None else n_episodes
@@ -185,7 +185,7 @@ def evaluate(
         beam_k: DICP's beam size (0 = no planning; default: the agent's, the paper's 10 for dicp-*).
             Planning needs a world model, so a positive beam for any other agent is refused.
         executor, task_groups: run sharded, one job per seed x group of test tasks, on that
-            executor (`icrl_bench.harness_sharded`); None: one batch in this process.
+            executor (`icrl_bench.bench.harness_sharded`); None: one batch in this process.
     """
     from icrl_bench.agents.registry import make_agent, plans
 
@@ -205,7 +205,7 @@ def evaluate(
         if plans(agent) and getattr(instance, knob, None):
             settings[knob] = getattr(instance, knob)
     if executor is not None:
-        from icrl_bench.harness_sharded import evaluate_sharded
+        from icrl_bench.bench.harness_sharded import evaluate_sharded
 
         return evaluate_sharded(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, progress, n_tasks, executor, task_groups)
     return evaluate_agent(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, progress, n_tasks)
@@ -330,7 +330,7 @@ def results_stem(results: dict) -> str:
 
 def save_results(results: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write `<stem>.json` and its learning-curve plot `<stem>.png` atomically into `out_dir`."""
-    from icrl_bench.reporting import plot_learning_curves  # matplotlib only when plotting
+    from icrl_bench.bench.reporting import plot_learning_curves  # matplotlib only when plotting
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

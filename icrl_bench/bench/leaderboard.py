@@ -25,12 +25,12 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from icrl_bench import metrics
+from icrl_bench.bench import metrics
+from icrl_bench.bench.protocols import PROTOCOLS, EvalProtocol, get_protocol
+from icrl_bench.bench.reporting import RESULTS_SCHEMA_VERSION, agent_label, dumps_results, plot_learning_curves
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import atomic_path, write_atomic
 from icrl_bench.paths import DATASET_ID_PATTERN, REPO_ROOT, catalog_path, data_root
-from icrl_bench.protocols import PROTOCOLS, EvalProtocol, get_protocol
-from icrl_bench.reporting import RESULTS_SCHEMA_VERSION, agent_label, dumps_results, plot_learning_curves
 
 DEFAULT_DIR = REPO_ROOT / "leaderboard"
 
@@ -379,7 +379,7 @@ class Rendered:
 
 def render(leaderboard_dir: str | os.PathLike | None = None) -> Rendered:
     """Write `README.md`, `index.html` and one learning-curve plot per protocol."""
-    from icrl_bench import leaderboard_view as view
+    from icrl_bench.bench import leaderboard_view as view
 
     directory = Path(leaderboard_dir or DEFAULT_DIR)
     plots_dir = directory / "plots"
@@ -417,7 +417,7 @@ class Verification:
 
 def verify(entry_path: str | os.PathLike) -> Verification:
     """Re-run an entry's evaluation from its agent and checkpoint, and compare the curves."""
-    from icrl_bench.harness import evaluate  # the only place the leaderboard runs agents (torch)
+    from icrl_bench.bench.harness import evaluate  # the only place the leaderboard runs agents (torch)
 
     data = load_entry(entry_path)
     entry, protocol = validate(data, where=str(entry_path))

@@ -1,6 +1,6 @@
 """Per-task reference returns of the grid-world protocols (pinned; do not edit by hand).
 
-Written by `python -m icrl_bench.protocols --write-references`: per test task, in each protocol's
+Written by `python -m icrl_bench.bench.protocols --write-references`: per test task, in each protocol's
 order, `random` is the exact expected episode return of uniform random actions (dynamic
 programming over the grid, `protocols.reference_returns`) and `oracle` the optimal policy's
 return (`family.max_return`, what the `oracle` agent earns every episode). tests/test_harness.py

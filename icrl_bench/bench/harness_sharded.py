@@ -30,11 +30,7 @@ import numpy as np
 import torch
 
 from icrl_bench.agents.base import Agent
-from icrl_bench.devices import cpu_threads
-from icrl_bench.errors import IcrlBenchError
-from icrl_bench.executors import ExecutorConfig, open_executor, require
-from icrl_bench.executors.driver import Job, RetryPolicy, run_jobs
-from icrl_bench.harness import (
+from icrl_bench.bench.harness import (
     ProgressFn,
     Rollout,
     _seed_key,
@@ -44,7 +40,11 @@ from icrl_bench.harness import (
     evaluate_agent,
     run_protocol,
 )
-from icrl_bench.protocols import EvalProtocol
+from icrl_bench.bench.protocols import EvalProtocol
+from icrl_bench.devices import cpu_threads
+from icrl_bench.errors import IcrlBenchError
+from icrl_bench.executors import ExecutorConfig, open_executor, require
+from icrl_bench.executors.driver import Job, RetryPolicy, run_jobs
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def run_shard(spec: dict[str, Any], progress: Any = None) -> dict[str, Any]:
     Every node must see the checkpoint at the same path (a shared file system, or a copy).
     """
     from icrl_bench.agents.registry import make_agent
-    from icrl_bench.protocols import get_protocol
+    from icrl_bench.bench.protocols import get_protocol
 
     protocol = get_protocol(spec["protocol"])
     with cpu_threads(spec["threads"]):

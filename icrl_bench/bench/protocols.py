@@ -52,9 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
-from icrl_bench import metrics
+from icrl_bench.bench import metrics
+from icrl_bench.bench.protocol_references import ORACLE_RETURNS, RANDOM_RETURNS
 from icrl_bench.errors import IcrlBenchError, unknown
-from icrl_bench.protocol_references import ORACLE_RETURNS, RANDOM_RETURNS
 
 PROTOCOL_PATTERN = re.compile(r"^(?P<env>[a-z0-9]+(?:-[a-z0-9]+)*)/v(?P<version>[0-9]+)$")
 
@@ -85,7 +85,7 @@ class EvalProtocol:
             None where no exact value exists (Meta-World).
         oracle_return: the optimal policy's episode return, mean over test tasks; None likewise.
         random_returns, oracle_returns: the same per test task, in the protocol's order (pinned
-            in `icrl_bench.protocol_references`): normalized scores are per task.
+            in `icrl_bench.bench.protocol_references`): normalized scores are per task.
         n_episodes: in-context episodes per run.
         seeds: default seeds, one replica of every test task each.
         sample_actions: agents sample from their policy instead of taking the argmax.
@@ -161,7 +161,7 @@ class EvalProtocol:
         return np.asarray(self.random_returns[:n_tasks]), np.asarray(self.oracle_returns[:n_tasks])
 
     def summarize(self, returns: np.ndarray, success: np.ndarray | None) -> dict:
-        """Every standard metric of a run under this protocol (`icrl_bench.metrics`).
+        """Every standard metric of a run under this protocol (`icrl_bench.bench.metrics`).
 
         Normalized scores use each test task's own references (the run's first tasks, for a
         smoke run of fewer tasks).
@@ -298,7 +298,7 @@ def _metaworld(env: str, test_tasks_sha256: str) -> EvalProtocol:
     )
 
 
-# Pinned facts; `python -m icrl_bench.protocols` recomputes them from the env families.
+# Pinned facts; `python -m icrl_bench.bench.protocols` recomputes them from the env families.
 PROTOCOLS: dict[str, EvalProtocol] = {
     p.name: p
     for p in (
@@ -461,11 +461,11 @@ REFERENCES_MODULE = Path(__file__).with_name("protocol_references.py")
 
 
 def references_source() -> str:
-    """The source of `icrl_bench.protocol_references`, recomputed from the env families."""
+    """The source of `icrl_bench.bench.protocol_references`, recomputed from the env families."""
     lines = [
         '"""Per-task reference returns of the grid-world protocols (pinned; do not edit by hand).',
         "",
-        "Written by `python -m icrl_bench.protocols --write-references`: per test task, in each protocol's",
+        "Written by `python -m icrl_bench.bench.protocols --write-references`: per test task, in each protocol's",
         "order, `random` is the exact expected episode return of uniform random actions (dynamic",
         "programming over the grid, `protocols.reference_returns`) and `oracle` the optimal policy's",
         "return (`family.max_return`, what the `oracle` agent earns every episode). tests/test_harness.py",
