@@ -386,6 +386,32 @@ def sample_actions(log_probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------
 
 
+@dataclass
+class RolloutBuffer:
+    """One rollout of every learner, [T, S, n_steps, ...] per stream in time order, as SB3 flattens it:
+    what PPO learns from (rewards with the time-limit bootstrap) and what the history records."""
+
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor  # with the time-limit bootstrap
+    start: torch.Tensor
+    value: torch.Tensor
+    log_prob: torch.Tensor
+    next_obs: torch.Tensor  # recorded
+    env_reward: torch.Tensor  # recorded: the env's reward
+    done: torch.Tensor  # recorded
+
+    @classmethod
+    def zeros(cls, n_tasks: int, n_streams: int, n_steps: int, dev: torch.device) -> RolloutBuffer:
+        shape = (n_tasks, n_streams, n_steps)
+        return cls(
+            obs=torch.zeros(*shape, OBS_DIM, device=dev), action=torch.zeros(*shape, dtype=torch.long, device=dev),
+            reward=torch.zeros(*shape, device=dev), start=torch.zeros(*shape, device=dev), value=torch.zeros(*shape, device=dev),
+            log_prob=torch.zeros(*shape, device=dev), next_obs=torch.zeros(*shape, 2, dtype=torch.long, device=dev),
+            env_reward=torch.zeros(*shape, device=dev), done=torch.zeros(*shape, dtype=torch.bool, device=dev),
+        )
+
+
 @torch.no_grad()  # gradients are computed by hand; autograd would only cost time
 def train_tasks(
     family: str,
@@ -405,7 +431,6 @@ def train_tasks(
     cfg = config
     n_tasks, n_streams, n_steps = len(params), cfg.n_streams, cfg.n_steps
     n_rollouts = cfg.total_timesteps // (n_steps * n_streams)
-    rollout_size = n_steps * n_streams
     if len(seeds) != n_tasks:
         raise ValueError(f"{n_tasks} tasks but {len(seeds)} seeds")
 
@@ -419,7 +444,6 @@ def train_tasks(
     # every task takes the same number of steps. Fused: one pass over memory per step.
     optimizer = torch.optim.Adam([flat], lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
     keys = task_keys(list(seeds), dev)  # [T]
-    stream_index = torch.arange(n_streams, device=dev)
 
     total_steps = n_rollouts * n_steps
     history = {
@@ -429,90 +453,84 @@ def train_tasks(
         "next_obs": np.empty((n_tasks, n_streams, total_steps, 2), np.uint8),
         "done": np.empty((n_tasks, n_streams, total_steps), bool),
     }
-    # Rollout buffer [T, S, n_steps, ...]: per stream in time order, as SB3 flattens it.
-    buf_obs = torch.zeros(n_tasks, n_streams, n_steps, OBS_DIM, device=dev)
-    buf_action = torch.zeros(n_tasks, n_streams, n_steps, dtype=torch.long, device=dev)
-    buf_reward = torch.zeros(n_tasks, n_streams, n_steps, device=dev)  # with the time-limit bootstrap
-    buf_start = torch.zeros(n_tasks, n_streams, n_steps, device=dev)
-    buf_value = torch.zeros(n_tasks, n_streams, n_steps, device=dev)
-    buf_log_prob = torch.zeros(n_tasks, n_streams, n_steps, device=dev)
-    rec_next_obs = torch.zeros(n_tasks, n_streams, n_steps, 2, dtype=torch.long, device=dev)
-    rec_reward = torch.zeros(n_tasks, n_streams, n_steps, device=dev)
-    rec_done = torch.zeros(n_tasks, n_streams, n_steps, dtype=torch.bool, device=dev)
-    # Row offsets that turn per-task sample indices into rows of the flattened rollout.
-    task_offset = (torch.arange(n_tasks, device=dev) * rollout_size).unsqueeze(1)  # [T, 1]
-
+    buf = RolloutBuffer.zeros(n_tasks, n_streams, n_steps, dev)
     obs = env.reset().view(n_tasks, n_streams, 2)  # [T, S, 2] long
     episode_start = torch.ones(n_tasks, n_streams, device=dev)  # SB3's _last_episode_starts
     for rollout in range(n_rollouts):
-        # ---- collect n_steps per stream with the current policies (SB3 collect_rollouts) ----
-        for t in range(n_steps):
-            x = obs.float()
-            logits, values, _ = mlp_forward(p, x)  # [T, 5, S], [T, 1, S]
-            log_probs = torch.log_softmax(logits, 1)
-            u = uniform(hash_words(keys.unsqueeze(1), _PURPOSE_ACTION, rollout, t, stream_index))  # [T, S]
-            action = sample_actions(log_probs, u)  # [T, S]
-            step = env.step(action.reshape(-1))
-            reward = step.reward.view(n_tasks, n_streams)
-            done = step.done.view(n_tasks, n_streams)
-            next_obs = step.next_obs.view(n_tasks, n_streams, 2)
-            bootstrap_reward = reward
-            truncated = getattr(step, "truncated", None)  # our grid worlds only terminate
-            if truncated is not None and bool(truncated.any()):
-                truncated = truncated.view(n_tasks, n_streams) & done
-                _, terminal_value, _ = mlp_forward(p, next_obs.float())
-                bootstrap_reward = reward + cfg.gamma * terminal_value.squeeze(1) * truncated
-            buf_obs[:, :, t] = x
-            buf_action[:, :, t] = action
-            buf_reward[:, :, t] = bootstrap_reward
-            buf_start[:, :, t] = episode_start
-            buf_value[:, :, t] = values.squeeze(1)
-            buf_log_prob[:, :, t] = log_probs.gather(1, action.unsqueeze(1)).squeeze(1)
-            rec_next_obs[:, :, t] = next_obs
-            rec_reward[:, :, t] = reward
-            rec_done[:, :, t] = done
-            obs = step.obs.view(n_tasks, n_streams, 2)
-            episode_start = done.float()
+        obs, episode_start = _collect_rollout(env, p, keys, rollout, buf, obs, episode_start, cfg)
         _, last_values, _ = mlp_forward(p, obs.float())
-        advantages, returns = gae(
-            buf_reward, buf_value, buf_start, last_values.squeeze(1), episode_start, cfg.gamma, cfg.gae_lambda
-        )
-
+        advantages, returns = gae(buf.reward, buf.value, buf.start, last_values.squeeze(1), episode_start, cfg.gamma, cfg.gae_lambda)
         steps = slice(rollout * n_steps, (rollout + 1) * n_steps)
-        history["obs"][:, :, steps] = buf_obs.to(torch.uint8).cpu().numpy()
-        history["action"][:, :, steps] = buf_action.to(torch.uint8).cpu().numpy()
-        history["reward"][:, :, steps] = rec_reward.cpu().numpy()
-        history["next_obs"][:, :, steps] = rec_next_obs.to(torch.uint8).cpu().numpy()
-        history["done"][:, :, steps] = rec_done.cpu().numpy()
-
-        # ---- n_epochs of shuffled minibatch updates (SB3 PPO.train) ----
-        # One row per sample: [obs x, obs y, action, old log-prob, advantage, return].
-        samples = torch.cat(
-            [
-                buf_obs,
-                buf_action.unsqueeze(-1).float(),
-                buf_log_prob.unsqueeze(-1),
-                advantages.unsqueeze(-1),
-                returns.unsqueeze(-1),
-            ],
-            dim=-1,
-        ).view(n_tasks * rollout_size, 6)  # row = task * S * n_steps + stream * n_steps + step
-        for epoch in range(cfg.n_epochs):
-            order = shuffled(keys, rollout, epoch, rollout_size) + task_offset  # [T, S * n_steps]
-            for start in range(0, rollout_size, cfg.batch_size):
-                index = order[:, start : start + cfg.batch_size]  # [T, M]
-                batch = samples.index_select(0, index.reshape(-1)).view(n_tasks, -1, 6)  # [T, M, 6]
-                logits, values, cache = mlp_forward(p, batch[..., :2])
-                terms = ppo_loss(
-                    logits, values, batch[..., 2].long(), batch[..., 3], batch[..., 4], batch[..., 5],
-                    cfg.clip_range, cfg.ent_coef, cfg.vf_coef,
-                )  # fmt: skip
-                mlp_backward(p, g, terms.g_logits, terms.g_values, cache)
-                clip_grad_norm(g, n_tasks, cfg.max_grad_norm)
-                optimizer.step()
+        history["obs"][:, :, steps] = buf.obs.to(torch.uint8).cpu().numpy()
+        history["action"][:, :, steps] = buf.action.to(torch.uint8).cpu().numpy()
+        history["reward"][:, :, steps] = buf.env_reward.cpu().numpy()
+        history["next_obs"][:, :, steps] = buf.next_obs.to(torch.uint8).cpu().numpy()
+        history["done"][:, :, steps] = buf.done.cpu().numpy()
+        _update(p, g, optimizer, keys, rollout, buf, advantages, returns, cfg)
         if progress is not None:
-            progress(n_tasks * rollout_size)
+            progress(n_tasks * n_steps * n_streams)
     return history
+
+
+def _collect_rollout(env, p: dict, keys: torch.Tensor, rollout: int, buf: RolloutBuffer, obs: torch.Tensor,
+                     episode_start: torch.Tensor, cfg: PPOConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """n_steps per stream with the current policies into `buf` (SB3 collect_rollouts); the last obs and episode starts."""
+    n_tasks, n_streams = obs.shape[:2]
+    stream_index = torch.arange(n_streams, device=obs.device)
+    for t in range(cfg.n_steps):
+        x = obs.float()
+        logits, values, _ = mlp_forward(p, x)  # [T, 5, S], [T, 1, S]
+        log_probs = torch.log_softmax(logits, 1)
+        u = uniform(hash_words(keys.unsqueeze(1), _PURPOSE_ACTION, rollout, t, stream_index))  # [T, S]
+        action = sample_actions(log_probs, u)  # [T, S]
+        step = env.step(action.reshape(-1))
+        reward = step.reward.view(n_tasks, n_streams)
+        done = step.done.view(n_tasks, n_streams)
+        next_obs = step.next_obs.view(n_tasks, n_streams, 2)
+        bootstrap_reward = reward
+        truncated = getattr(step, "truncated", None)  # our grid worlds only terminate
+        if truncated is not None and bool(truncated.any()):
+            truncated = truncated.view(n_tasks, n_streams) & done
+            _, terminal_value, _ = mlp_forward(p, next_obs.float())
+            bootstrap_reward = reward + cfg.gamma * terminal_value.squeeze(1) * truncated
+        buf.obs[:, :, t] = x
+        buf.action[:, :, t] = action
+        buf.reward[:, :, t] = bootstrap_reward
+        buf.start[:, :, t] = episode_start
+        buf.value[:, :, t] = values.squeeze(1)
+        buf.log_prob[:, :, t] = log_probs.gather(1, action.unsqueeze(1)).squeeze(1)
+        buf.next_obs[:, :, t] = next_obs
+        buf.env_reward[:, :, t] = reward
+        buf.done[:, :, t] = done
+        obs = step.obs.view(n_tasks, n_streams, 2)
+        episode_start = done.float()
+    return obs, episode_start
+
+
+def _update(p: dict, g: dict, optimizer: torch.optim.Optimizer, keys: torch.Tensor, rollout: int, buf: RolloutBuffer,
+            advantages: torch.Tensor, returns: torch.Tensor, cfg: PPOConfig) -> None:
+    """n_epochs of shuffled minibatch updates of every learner (SB3 PPO.train)."""
+    n_tasks, n_streams, n_steps = buf.action.shape
+    rollout_size = n_streams * n_steps
+    task_offset = (torch.arange(n_tasks, device=buf.obs.device) * rollout_size).unsqueeze(1)  # [T, 1]: per-task sample rows -> flat rows
+    # One row per sample: [obs x, obs y, action, old log-prob, advantage, return].
+    samples = torch.cat(
+        [buf.obs, buf.action.unsqueeze(-1).float(), buf.log_prob.unsqueeze(-1), advantages.unsqueeze(-1), returns.unsqueeze(-1)],
+        dim=-1,
+    ).view(n_tasks * rollout_size, 6)  # row = task * S * n_steps + stream * n_steps + step
+    for epoch in range(cfg.n_epochs):
+        order = shuffled(keys, rollout, epoch, rollout_size) + task_offset  # [T, S * n_steps]
+        for start in range(0, rollout_size, cfg.batch_size):
+            index = order[:, start : start + cfg.batch_size]  # [T, M]
+            batch = samples.index_select(0, index.reshape(-1)).view(n_tasks, -1, 6)  # [T, M, 6]
+            logits, values, cache = mlp_forward(p, batch[..., :2])
+            terms = ppo_loss(
+                logits, values, batch[..., 2].long(), batch[..., 3], batch[..., 4], batch[..., 5],
+                cfg.clip_range, cfg.ent_coef, cfg.vf_coef,
+            )  # fmt: skip
+            mlp_backward(p, g, terms.g_logits, terms.g_values, cache)
+            clip_grad_norm(g, n_tasks, cfg.max_grad_norm)
+            optimizer.step()
 
 
 # On a CPU, a batch of learners runs fastest when one minibatch step's hidden activations
