@@ -13,6 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
+from icrl_bench.training.run_dir import training_seconds
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -27,7 +29,7 @@ def main() -> None:
     run = json.loads((args.run_dir / "run.json").read_text())
     checkpoint = json.loads((args.run_dir / "checkpoint" / "checkpoint.json").read_text())
     records = [json.loads(line) for line in (args.run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    elapsed = max(r.get("elapsed_s", 0.0) for r in records)
+    elapsed = training_seconds(records)
     agent, env, dataset = run["agent"], run["env"], run["dataset"]
     train = run["config"]["train"]
     command = args.command or " ".join(
@@ -58,7 +60,7 @@ Made by the project's own command (`{args.run_dir.name}`):
     {command}
 
 - dataset: `{dataset['id']}` (content hash `{dataset['content_hash']}`)
-- training budget: {checkpoint['step']} steps x batch {train['batch_size']} = {checkpoint['step'] * train['batch_size']:,} windows{fitted}, lr {train['lr']}, {elapsed:.0f} s on {run['device']} ({hardware})
+- training budget: {checkpoint['step']} steps x batch {train['batch_size']} = {checkpoint['step'] * train['batch_size']:,} windows{fitted}, lr {train['lr']}, {elapsed or 0:.0f} s on {run['device']} ({hardware})
 - held-out validation at the last step: {', '.join(f'{k} {v:.3f}' for k, v in sorted(validation.items()))}
 - weights sha256 `{checkpoint['weights_sha256']}`; code `{prov['code_commit']}`; torch {prov['packages']['torch']}
 - optimizer state is not shipped (a run directory has it; `--resume` needs it)

@@ -244,3 +244,11 @@ def test_keep_every_keeps_loadable_snapshots_for_learning_curves(tmp_path: Path,
     assert snapshots == ["step-3", "step-6"]
     loaded = load_checkpoint(result.run_dir / "snapshots" / "step-6", "ad")
     assert loaded.meta["step"] == 6 and not (result.run_dir / "snapshots" / "step-6" / "trainer_state.safetensors").exists()
+
+
+def test_training_seconds_add_up_the_segments_of_a_resumed_run() -> None:
+    from icrl_bench.training.run_dir import training_seconds
+
+    records = [{"step": 50, "elapsed_s": 10.0}, {"step": 100, "elapsed_s": 20.0}, {"step": 100, "val_loss": 1.0},
+               {"step": 150, "elapsed_s": 8.0}, {"step": 200, "elapsed_s": 16.0}]  # resumed at step 100
+    assert training_seconds(records) == 36.0 and training_seconds([{"step": 1}]) is None

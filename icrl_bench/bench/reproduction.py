@@ -185,11 +185,13 @@ def plot_against_paper(env: str, records: list[AgentRecord], path: Path) -> Path
 
 
 def budget_of(run_dir: Path, hardware: str | None = None) -> dict[str, Any]:
-    """Steps, batch, wall time and device of a training run (or a shipped baseline folder)."""
+    """Steps, batch, wall time (every segment of a resumed run) and device of a training run (or a shipped baseline folder)."""
+    from icrl_bench.training.run_dir import training_seconds
+
     run = json.loads((run_dir / "run.json").read_text())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     steps = max((r["step"] for r in records), default=0)
-    train_s = max((r.get("elapsed_s", 0.0) for r in records), default=None)
+    train_s = training_seconds(records)
     return {"steps": steps, "batch_size": run["config"]["train"]["batch_size"], "train_s": train_s, "device": run["device"],
             "preset": run.get("preset"), "layout": run["config"]["model"].get("layout", "dicp"),
             "hardware": hardware or run["device"]}
