@@ -27,7 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from icrl_bench.bench import metrics
 from icrl_bench.bench.protocols import PROTOCOLS, EvalProtocol, get_protocol
-from icrl_bench.bench.reporting import RESULTS_SCHEMA_VERSION, agent_label, dumps_results, plot_learning_curves
+from icrl_bench.bench.reporting import (
+    RANK_KEYS,
+    RESULTS_SCHEMA_VERSION,
+    agent_label,
+    dumps_results,
+    plot_learning_curves,
+)
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import atomic_path, write_atomic
 from icrl_bench.paths import DATASET_ID_PATTERN, REPO_ROOT, catalog_path, data_root
@@ -322,12 +328,6 @@ def submit(results_path: str | os.PathLike, leaderboard_dir: str | os.PathLike |
 
 
 
-
-# What ranks a protocol's entries, best first: its headline metric, then the tie-breakers.
-RANK_KEYS = {
-    "normalized_score": ("normalized_score", "auc"),
-    "best_success_rate": ("best_success_rate", "success_rate", "final_return"),
-}
 
 
 def ranking(env: str | None = None, leaderboard_dir: str | os.PathLike | None = None) -> dict[str, list[dict]]:

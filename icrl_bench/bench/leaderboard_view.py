@@ -23,7 +23,15 @@ from rich import box
 from rich.table import Table
 
 from icrl_bench.bench.protocols import get_protocol
-from icrl_bench.bench.reporting import IQM_SUFFIX, format_interval, format_value, metric, metric_columns, unique_labels
+from icrl_bench.bench.reporting import (
+    IQM_SUFFIX,
+    RANK_KEYS,
+    format_interval,
+    format_value,
+    metric,
+    metric_columns,
+    unique_labels,
+)
 from icrl_bench.paths import REPO_ROOT
 
 REFERENCE_AGENTS = ("random", "oracle", "source")  # the ends of the scale, shown apart and never ranked
@@ -378,7 +386,6 @@ def html_page(groups: dict[str, list[dict]], base: Path, plots: dict[str, tuple[
 
     `plots`: protocol name -> (`src` of its learning-curve image, width, height in pixels).
     """
-    from icrl_bench.bench.leaderboard import RANK_KEYS  # the leaderboard imports this module only when it renders
 
     nav = "".join(f"<a href='#{_e(name.replace('/', '-'))}'>{_e(name)}</a>" for name in groups) + "<a href='#key'>metric key</a>"
     body = [f"<header><h1>icrl-bench leaderboard</h1><p>{_e(intro)}</p><nav>{nav}</nav></header><main>"]

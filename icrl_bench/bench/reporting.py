@@ -18,6 +18,12 @@ from rich.table import Table
 
 from icrl_bench.bench import metrics
 
+# What ranks a protocol's entries, best first: its headline metric, then the tie-breakers.
+RANK_KEYS = {
+    "normalized_score": ("normalized_score", "auc"),
+    "best_success_rate": ("best_success_rate", "success_rate", "final_return"),
+}
+
 # Results documents: 2 since the summary follows rliable (IQM over all seed x task scores, stratified
 # bootstrap CIs, per-task normalization); 1 took the IQM of per-seed means (`icrl-bench results upgrade`).
 RESULTS_SCHEMA_VERSION = 2
