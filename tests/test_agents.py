@@ -307,3 +307,17 @@ def test_the_registry_declares_every_trainable_agent_and_what_it_can_do() -> Non
     for name in FLAT:  # the network a name builds answers the planner's question itself
         assert small_model(name).query_after_context == (MODEL_SPECS[name].family == "ad")
     assert not small_model("ad", layout="dense").query_after_context
+
+
+def test_sibling_tokens_equal_one_token_after_each_copy_of_the_cache() -> None:
+    from icrl_bench.agents.transformer import Transformer, TransformerConfig
+
+    torch.manual_seed(0)
+    net = Transformer(TransformerConfig(n_layer=2, n_head=2, n_embd=16, n_inner=32, dropout=0.0, attn_dropout=0.0)).eval()
+    with torch.no_grad():
+        _, cache = net(torch.randn(3, 5, 16))
+        siblings = torch.randn(3, 4, 16)
+        h, same = net(siblings, cache, siblings=True)
+        one_by_one, _ = net(siblings.reshape(12, 1, 16), cache.repeat_interleave(4))
+    torch.testing.assert_close(h, one_by_one.reshape(3, 4, 16), atol=1e-5, rtol=0)
+    assert same is cache and len(cache) == 5

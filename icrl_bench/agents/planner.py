@@ -1,7 +1,7 @@
 """DICP's in-context model-based planning (Son et al. 2025, Sec. 4.2): beam search in the model's own world.
 
 This is the discrete-action planner (grid worlds); with continuous actions DICP samples candidate
-actions instead (sampling.py), which reuses `forward_siblings` from here.
+actions instead (sampling.py).
 
 A DICP network is both a policy and a world model: after the query state it predicts an action,
 and after an action-query token the reward and the next state of taking it. At each step (once
@@ -33,7 +33,7 @@ imagined transitions past the trained length, measurably hurt: see docs/agents.m
 Two ways to get the same numbers:
 
   `CachedWorld`     the KV cache. The A action queries of a beam branch off its cache as
-                    siblings (`forward_siblings`: one copy of the cache, each action token
+                    siblings (`Transformer.forward(..., siblings=True)`: one copy of the cache, each action token
                     attending to it and to itself only). While the window has room, an AD beam
                     extends its parent's cache by its imagined transition and query state
                     (2 tokens). Once a level drops real transitions, or for DPT (whose query
@@ -59,12 +59,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from icrl_bench.agents.spaces import state_from_index, state_index
 from icrl_bench.agents.tokens import Transitions
-from icrl_bench.agents.transformer import KVCache, Transformer, apply_rotary, rotary_angles
+from icrl_bench.agents.transformer import KVCache, Transformer
 from icrl_bench.errors import IcrlBenchError
 
 # Official evaluate.py `--beam-k` default.
@@ -145,38 +144,6 @@ def beam_search(world: World, root: object, logits: torch.Tensor, beam_k: int, d
     return first[:, 0]
 
 
-def forward_siblings(transformer: Transformer, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """Hidden states [N, A, C] of A alternative next tokens x [N, A, C] after each of the N cached sequences.
-
-    The same numbers as `transformer(x.reshape(N * A, 1, C), cache.repeat_interleave(A))`, but the
-    cache is not copied A times: the A tokens go in as one sequence in which token j attends to
-    the cache and to itself only (all at position `cache.next_pos`). Branching the A action
-    queries of every beam this way is most of what makes cached planning cheap. (It reads the
-    blocks' layers directly; it belongs next to `Transformer.forward` if the Transformer grows a
-    mask argument.)
-    """
-    for hook in transformer._forward_pre_hooks.values():  # counted as one forward, like any other call
-        hook(transformer, (x,))
-    N, A, C = x.shape
-    T = len(cache)
-    positions = torch.full((A,), cache.next_pos, device=x.device)  # [A]: every sibling is the next token
-    mask = torch.cat([torch.ones(A, T, dtype=torch.bool, device=x.device), torch.eye(A, dtype=torch.bool, device=x.device)], dim=1)  # [A, T + A]
-    x = transformer.drop(x)
-    for i, block in enumerate(transformer.blocks):
-        attn = block.attn
-        H, D = attn.n_head, attn.head_dim
-        q, k, v = attn.qkv(block.norm_1(x)).split(C, dim=-1)  # 3 x [N, A, C]
-        q, k, v = (t.view(N, A, H, D).transpose(1, 2) for t in (q, k, v))  # [N, H, A, D]
-        cos, sin = rotary_angles(positions, D, attn.rope_base)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        keys = torch.cat([cache.k[i].to(k.dtype), k], dim=2)  # [N, H, T + A, D]
-        values = torch.cat([cache.v[i].to(v.dtype), v], dim=2)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # [N, H, A, D]
-        x = x + block.dropout(attn.proj(y.transpose(1, 2).reshape(N, A, C)))
-        x = x + block.dropout(block.mlp(block.norm_2(x)))
-    return transformer.norm_f(x)
-
-
 # ---- AD and DPT worlds -----------------------------------------------------------------------------------
 
 
@@ -254,7 +221,7 @@ class CachedWorld(_World):
     def expand(self, beams: Beams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if beams.query_cache is None:  # the window slid, or DPT's query state changed: re-encode the prefix
             beams.query_cache = self._query_cache(beams)
-        h = forward_siblings(self.model.transformer, self.model.dynamics.embed_query_action(actions.long()), beams.query_cache)  # [N, A, C]
+        h, _ = self.model.transformer(self.model.dynamics.embed_query_action(actions.long()), beams.query_cache, siblings=True)  # [N, A, C]
         dyn = self.model.dynamics
         return dyn.pred_reward(h).argmax(-1), dyn.pred_next_state(h).argmax(-1)
 
@@ -411,7 +378,7 @@ class IDTWorld:
     def expand(self, beams: IDTBeams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         N, A = actions.shape
         if self.cached:
-            h = forward_siblings(self.d2g.transformer, self.d2g.embed_action(actions.long()), beams.cache).reshape(N * A, -1)  # [N*A, C]
+            h = self.d2g.transformer(self.d2g.embed_action(actions.long()), beams.cache, siblings=True)[0].reshape(N * A, -1)  # [N*A, C]
         else:
             a = self.d2g.embed_action(actions.reshape(-1).long())[:, None]  # [N*A, 1, C]
             h = self.d2g.transformer(torch.cat([beams.tokens.repeat_interleave(A, dim=0), a], dim=1))[0][:, -1]

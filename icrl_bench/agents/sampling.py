@@ -10,7 +10,7 @@ metaworld/model/{ad,idt}.py `greedy_search`):
 
 Scoring is batched over envs and candidates. Cached, the context (up to the query state) is
 already encoded by acting; the K action queries are K sibling tokens after it
-(`planner.forward_siblings`: each attends to the cache and to itself), so no context is encoded
+(`Transformer.forward(..., siblings=True)`: each attends to the cache and to itself), so no context is encoded
 again and its cache is not copied K times. The reference (`tokens=`) encodes every candidate's
 whole sequence [context, query state, candidate] from scratch, as the official code does.
 """
@@ -22,7 +22,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from icrl_bench.agents.planner import forward_siblings
 from icrl_bench.agents.transformer import KVCache, Transformer
 
 # Official evaluate.py `--sample-size` default.
@@ -58,7 +57,7 @@ def predicted_rewards(
     E, K, _ = candidates.shape
     x = embed_action(candidates)  # [E, K, C]
     if cache is not None:
-        h = forward_siblings(transformer, x, cache)  # [E, K, C]
+        h, _ = transformer(x, cache, siblings=True)  # [E, K, C]
     elif tokens is not None:
         sequences = torch.cat([tokens.repeat_interleave(K, dim=0), x.reshape(E * K, 1, -1)], dim=1)  # [E*K, T + 1, C]
         h = transformer(sequences)[0][:, -1].view(E, K, -1)

@@ -143,9 +143,12 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=True)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, past_k: torch.Tensor | None, past_v: torch.Tensor | None
+        self, x: torch.Tensor, positions: torch.Tensor, past_k: torch.Tensor | None, past_v: torch.Tensor | None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, T, C] after `past` ([B, H, T_past, D] or None) -> y [B, T, C], k, v [B, H, T, D]."""
+        """x [B, T, C] after `past` ([B, H, T_past, D] or None) -> y [B, T, C], k, v [B, H, T, D].
+
+        `mask` [T, T_past + T] (True: may attend) replaces the causal rule, e.g. for sibling tokens."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)  # 3 x [B, T, C]
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
@@ -157,7 +160,9 @@ class CausalSelfAttention(nn.Module):
         values = v if past_v is None else torch.cat([past_v.to(v.dtype), v], dim=2)
         t_past = keys.shape[2] - T
         dropout = self.attn_dropout if self.training else 0.0
-        if t_past == 0:
+        if mask is not None:
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout)
+        elif t_past == 0:
             y = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout, is_causal=True)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout)  # one new token sees everything
@@ -189,8 +194,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, positions, past_k, past_v):
-        h, k, v = self.attn(self.norm_1(x), positions, past_k, past_v)
+    def forward(self, x, positions, past_k, past_v, mask=None):
+        h, k, v = self.attn(self.norm_1(x), positions, past_k, past_v, mask)
         x = x + self.dropout(h)
         x = x + self.dropout(self.mlp(self.norm_2(x)))
         return x, k, v
@@ -214,22 +219,30 @@ class Transformer(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, siblings: bool = False) -> tuple[torch.Tensor, KVCache]:
         """Hidden states of tokens `x` [B, T, C] placed after `cache`, and the extended cache.
 
-        With `cache=None` this is the ordinary full forward (positions 0..T-1).
+        With `cache=None` this is the ordinary full forward (positions 0..T-1). With `siblings`, the
+        T tokens are alternatives for the one next position (a planner's action queries): each
+        attends to the cache and to itself only, and the cache comes back unchanged. The same
+        numbers as `x.reshape(B * T, 1, C)` after T copies of the cache, without copying it.
         """
         cache = cache if cache is not None else KVCache()
         if len(cache) and cache.batch_size != x.shape[0]:
             raise ValueError(f"cache holds {cache.batch_size} sequences but x has {x.shape[0]}")
-        T = x.shape[1]
-        positions = torch.arange(cache.next_pos, cache.next_pos + T, device=x.device)  # [T]
+        T, past = x.shape[1], len(cache)
+        mask = None
+        if siblings:
+            positions = torch.full((T,), cache.next_pos, device=x.device)  # [T]: every sibling is the next token
+            mask = torch.cat([torch.ones(T, past, dtype=torch.bool, device=x.device), torch.eye(T, dtype=torch.bool, device=x.device)], dim=1)
+        else:
+            positions = torch.arange(cache.next_pos, cache.next_pos + T, device=x.device)  # [T]
         x = self.drop(x)
         new_k, new_v = [], []
         for i, block in enumerate(self.blocks):
             past_k = cache.k[i] if cache.k else None
             past_v = cache.v[i] if cache.v else None
-            x, k, v = block(x, positions, past_k, past_v)
+            x, k, v = block(x, positions, past_k, past_v, mask)
             new_k.append(k)
             new_v.append(v)
-        return self.norm_f(x), cache.append(new_k, new_v)
+        return self.norm_f(x), (cache if siblings else cache.append(new_k, new_v))
