@@ -550,11 +550,18 @@ def leaderboard_render(dir: LeaderboardDirOption = None) -> None:
 
 
 @leaderboard_app.command("verify")
-def leaderboard_verify(entry: Annotated[Path, typer.Argument(help="An entry JSON under leaderboard/entries/.")]) -> None:
+def leaderboard_verify(
+    entry: Annotated[Path, typer.Argument(help="An entry JSON under leaderboard/entries/.")],
+    threads: Annotated[int, typer.Option(help="Torch CPU threads (1, the default, as `evaluate`: the networks are small).")] = 1,
+) -> None:
     """Re-run an entry's evaluation from its agent and checkpoint, and compare."""
     from icrl_bench.bench.leaderboard import verify
+    from icrl_bench.devices import cpu_threads
 
-    result = verify(entry)
+    if threads < 1:
+        raise IcrlBenchError(f"--threads must be >= 1, got {threads}.")
+    with cpu_threads(threads):
+        result = verify(entry)
     if result.identical:
         console.print(f"[green]verified[/] {entry}: the re-run reproduced every episode return (final return {result.rerun_final:.3f}).")
     elif result.within_ci:

@@ -87,6 +87,7 @@ CASES = [
     ["evaluate", "--agent", "random", "--episodes", "0"],
     ["evaluate", "--agent", "random", "--beam", "3"],
     ["evaluate", "--agent", "random", "--threads", "0"],
+    ["leaderboard", "verify", "leaderboard/entries/none.json", "--threads", "0"],
     ["evaluate", "--agent", "random", "--set", "=1"],
     ["evaluate", "--agent", "no.such.module:Agent"],
     ["evaluate", "--agent", "random", "--env", "darkroom/v99"],
