@@ -39,10 +39,12 @@ EPISODE_RANGES = ((4, 10), (10, 20), (20, 30), (30, 50))
 
 
 def record_queries(agent, goals: torch.Tensor, horizon: int) -> list[dict]:
-    """Wrap the cached world's `expand` so every action query is compared with the true dynamics."""
+    """Wrap the cached world's `expand` (the dense layout's for a dense network) so every action query is
+    compared with the true dynamics."""
     moves = torch.as_tensor(np.array(MOVES), dtype=torch.long)
     queries: list[dict] = []
-    original = planner_module.CachedWorld.expand
+    world_class = planner_module.DenseWorld if agent.model.config.layout == "dense" else planner_module.CachedWorld
+    original = world_class.expand
 
     def expand(world, beams, actions):
         reward, cell = original(world, beams, actions)  # [N, A] each
@@ -63,7 +65,7 @@ def record_queries(agent, goals: torch.Tensor, horizon: int) -> list[dict]:
         })
         return reward, cell
 
-    planner_module.CachedWorld.expand = expand
+    world_class.expand = expand
     return queries
 
 
