@@ -196,6 +196,23 @@ def test_push_then_download_round_trips_through_a_directory_remote(tiny_root, re
     assert mirrored.content_hash == expected
 
 
+def test_a_directory_remote_card_loads_from_its_folder_and_cites_the_papers(remote, tmp_path):
+    import datasets
+
+    tag_dir = _tag_dir(remote)
+    text = (tag_dir / "README.md").read_text()
+    assert f'load_dataset("{tag_dir}")' in text and "file://" not in text and f"icrl-bench datasets download {TINY}" in text
+    assert "@inproceedings{son2025dicp" in text and "@article{laskin2022ad" in text and "released under `cc-by-4.0`" in text
+    loaded = datasets.load_dataset(str(tag_dir), cache_dir=str(tmp_path / "hf-cache"))  # what the card says, works
+    assert loaded["train"].num_rows > 0  # the tiny dataset has no test tasks
+    before = (tag_dir / hf_export.EXPORT_FILE).read_bytes()
+    (tag_dir / "README.md").write_text(text.replace("## Citation", "## Old citation"))
+    hf_export.refresh_card(tag_dir, local_dir="datasets/hub/x/tiny-v3")
+    refreshed = (tag_dir / "README.md").read_text()
+    assert 'load_dataset("datasets/hub/x/tiny-v3")' in refreshed and "## Citation" in refreshed and "## Old citation" not in refreshed
+    assert refreshed.split("---")[1] == text.split("---")[1] and (tag_dir / hf_export.EXPORT_FILE).read_bytes() == before  # header, data untouched
+
+
 def test_download_by_catalog_id(tiny_root, remote, tmp_path, monkeypatch):
     expected = load_dataset(TINY, root=tiny_root).manifest["content_hash"]
     catalog = tmp_path / "catalog.yaml"

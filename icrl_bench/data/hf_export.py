@@ -39,7 +39,7 @@ from icrl_bench.data import store
 from icrl_bench.data.dataset import LearningHistoryDataset, dataset_path, load_dataset, local_content_hash
 from icrl_bench.data.schema import ArraySpec
 from icrl_bench.errors import IcrlBenchError, missing_extra
-from icrl_bench.fileio import file_sha256
+from icrl_bench.fileio import file_sha256, write_text_atomic
 from icrl_bench.paths import data_root, ensure_writable
 
 try:
@@ -187,12 +187,14 @@ def export_hf(
     repo_id: str | None = None,
     revision: str | None = None,
     shard_bytes: int = SHARD_BYTES,
+    local_dir: str | None = None,
 ) -> ExportResult:
     """Write dataset `dataset_id` as a Hub-ready folder at `out` (which must not exist yet).
 
     The dataset is verified first, so a corrupt store is never shared. The folder is
-    written beside `out` and renamed into place. `repo_id`/`revision` only fill in the
-    card's loading instructions.
+    written beside `out` and renamed into place. `repo_id`/`revision` (a Hub repo) or
+    `local_dir` (where the folder will live, for a directory remote) only fill in the card's
+    loading instructions.
     """
     started = time.perf_counter()
     out = Path(out).expanduser()
@@ -224,7 +226,7 @@ def export_hf(
             "files": dict(sorted(files.items())),
         }
         (work / EXPORT_FILE).write_text(json.dumps(export, indent=1) + "\n")
-        card = dataset_card(manifest, columns, features, splits, files, license, repo_id, revision)
+        card = dataset_card(manifest, columns, features, splits, files, license, repo_id, revision, local_dir)
         (work / CARD_FILE).write_text(card)
         if out.exists():
             out.rmdir()  # empty (checked above)
@@ -318,6 +320,7 @@ def dataset_card(
     license: str,
     repo_id: str | None,
     revision: str | None,
+    local_dir: str | None = None,
 ) -> str:
     """README.md: the Hub's YAML header (through huggingface_hub/datasets) and a description."""
     n_rows = sum(s["num_examples"] for s in splits.values())
@@ -338,7 +341,24 @@ def dataset_card(
         dataset_size=sum(v["num_bytes"] for v in splits.values()),
     )
     DatasetInfosDict({"default": info}).to_dataset_card_data(card_data)
-    return str(DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{_card_body(manifest, columns, splits, repo_id, revision)}"))
+    return str(DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{_card_body(manifest, columns, splits, repo_id, revision, license, local_dir)}"))
+
+
+def refresh_card(folder: str | os.PathLike, license: str | None = None, repo_id: str | None = None, revision: str | None = None,
+                 local_dir: str | None = None) -> Path:
+    """Rewrite an export's README.md from its own records (manifest, export.json, the card's split sizes),
+    e.g. after the card's text changed; the data files are not touched. `license`: the card's own unless given."""
+    folder = Path(folder)
+    card = DatasetCard.load(folder / CARD_FILE)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    export = json.loads((folder / EXPORT_FILE).read_text())
+    n_streams = manifest["shape"]["n_streams"]
+    splits = {s["name"]: {"num_examples": s["num_examples"], "num_bytes": s["num_bytes"], "tasks": s["num_examples"] // n_streams}
+              for s in card.data.dataset_info["splits"]}
+    columns = columns_of(manifest)
+    text = dataset_card(manifest, columns, features_of(columns), splits, export["files"], license or card.data.license, repo_id, revision, local_dir)
+    write_text_atomic(folder / CARD_FILE, text)
+    return folder / CARD_FILE
 
 
 def _shape_text(column: Column) -> str:
@@ -346,7 +366,8 @@ def _shape_text(column: Column) -> str:
     return f"[{', '.join(dims)}]" if dims else "scalar"
 
 
-def _card_body(manifest: dict[str, Any], columns: list[Column], splits: dict[str, dict[str, int]], repo_id: str | None, revision: str | None) -> str:
+def _card_body(manifest: dict[str, Any], columns: list[Column], splits: dict[str, dict[str, int]], repo_id: str | None,
+               revision: str | None, license: str = "cc-by-4.0", local_dir: str | None = None) -> str:
     m = manifest
     shape, env, source = m["shape"], m["env_spec"], m["source"]
     repo = repo_id or "<org>/<repo>"
@@ -382,23 +403,7 @@ sequences of {shape['n_steps']} steps. Splits follow {_split_text(m['split'])}:
 
 `next_obs` at an episode's end: {m.get('next_obs_at_episode_end', 'see the manifest')}.
 {_env_facts_text(env)}
-## Load it
-
-With 🤗 Datasets (the `arrow` format keeps the uint8 dtypes; `numpy`/`torch` widen them to int64):
-
-```python
-from datasets import load_dataset
-ds = load_dataset("{repo}", revision="{rev}").with_format("arrow")
-```
-
-With icrl-bench, which checks every file's sha256 and the content hash, then rebuilds the
-Zarr store that training reads:
-
-```bash
-icrl-bench datasets download {repo}@{rev}
-python -c "import icrl_bench; print(icrl_bench.load_dataset('{m['dataset_id']}').manifest['content_hash'])"
-```
-
+{_load_text(m['dataset_id'], repo, rev, local_dir)}
 ## Provenance
 
 - Source algorithm `{source['name']}`: {hyper}
@@ -406,6 +411,61 @@ python -c "import icrl_bench; print(icrl_bench.load_dataset('{m['dataset_id']}')
 - Content hash (sha256 over every array's canonical bytes; `icrl-bench datasets verify`): `{m['content_hash']}`
 - Created {prov.get('created_at', '?')} from code {prov.get('code_commit', '?')}; {packages}
 - The full manifest (recipe, split, per-array hashes) is `{MANIFEST_FILE}`; file sizes and hashes are in `{EXPORT_FILE}`.
+
+## License
+
+The data is released under `{license}`: the histories were generated by icrl-bench's own runs
+of `{source['name']}`; the environments are the DICP paper's (and Meta-World's, MIT, for its tasks).
+
+## Citation
+
+If you use this dataset, cite the method papers and icrl-bench:
+
+```bibtex
+@inproceedings{{son2025dicp,
+  title     = {{Distilling Reinforcement Learning Algorithms for In-Context Model-Based Planning}},
+  author    = {{Son, Jaehyeon and Lee, Soochan and Kim, Gunhee}},
+  booktitle = {{International Conference on Learning Representations (ICLR)}},
+  year      = {{2025}}
+}}
+@article{{laskin2022ad,
+  title   = {{In-context Reinforcement Learning with Algorithm Distillation}},
+  author  = {{Laskin, Michael and Wang, Luyu and Oh, Junhyuk and Parisotto, Emilio and Spencer, Stephen and Steigerwald, Richie and Strouse, DJ and Hansen, Steven and Filos, Angelos and Brooks, Ethan and Gazeau, Maxime and Sahni, Himanshu and Singh, Satinder and Mnih, Volodymyr}},
+  journal = {{arXiv preprint arXiv:2210.14215}},
+  year    = {{2022}}
+}}
+@software{{icrl_bench,
+  title = {{icrl-bench: learning-history datasets, in-context RL agents and a benchmark}},
+  note  = {{dataset {m['dataset_id']}, content hash {m['content_hash']}}}
+}}
+```
+"""
+
+
+def _load_text(dataset_id: str, repo: str, rev: str, local_dir: str | None) -> str:
+    """The card's loading instructions: from the Hub repo and tag, or from the folder it ships in."""
+    if local_dir is not None:
+        datasets_snippet = f'ds = load_dataset("{local_dir}").with_format("arrow")  # from the root of an icrl-bench checkout'
+        download = f"icrl-bench datasets download {dataset_id}"
+    else:
+        datasets_snippet = f'ds = load_dataset("{repo}", revision="{rev}").with_format("arrow")'
+        download = f"icrl-bench datasets download {repo}@{rev}"
+    return f"""## Load it
+
+With 🤗 Datasets (the `arrow` format keeps the uint8 dtypes; `numpy`/`torch` widen them to int64):
+
+```python
+from datasets import load_dataset
+{datasets_snippet}
+```
+
+With icrl-bench, which checks every file's sha256 and the content hash, then rebuilds the
+Zarr store that training reads:
+
+```bash
+{download}
+python -c "import icrl_bench; print(icrl_bench.load_dataset('{dataset_id}').manifest['content_hash'])"
+```
 """
 
 

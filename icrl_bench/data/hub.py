@@ -389,10 +389,21 @@ def push_dataset(
     with tempfile.TemporaryDirectory(prefix="icrl-bench-push-") as tmp:
         export = hf_export.export_hf(
             dataset_id, Path(tmp) / "export", root=root, license=license,
-            repo_id=spec.location if spec.kind == "hub" else str(spec), revision=tag,
+            repo_id=spec.location if spec.kind == "hub" else None, revision=tag,
+            local_dir=None if spec.kind == "hub" else _card_path(Path(spec.location) / tag),
         )
         where = remote.push(export.path, tag, f"icrl-bench: {dataset_id} (content hash {export.content_hash[:12]})")
     return PushResult(dataset_id, where, tag, export.content_hash, export.parquet_bytes)
+
+
+def _card_path(folder: Path) -> str:
+    """Where a card tells readers its folder is: relative to the repository when inside it (every clone has it there)."""
+    from icrl_bench.paths import REPO_ROOT
+
+    try:
+        return folder.resolve().relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(folder)
 
 
 @dataclass(frozen=True)
