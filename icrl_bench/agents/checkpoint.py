@@ -33,6 +33,7 @@ from icrl_bench.provenance import provenance
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
+RUN_CHECKPOINT_DIR = "checkpoint"  # a training run's latest checkpoint (training/run_dir.py's layout)
 FORMAT = "icrl-bench-checkpoint"
 FORMAT_VERSION = 1
 
@@ -106,7 +107,7 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
     elif path.suffix == ".safetensors":
         candidates = [path.with_name(META_FILE)]
     else:  # a checkpoint directory, or a run directory (its checkpoint/, or checkpoint.old/ mid-swap)
-        candidates = [path / META_FILE, path / "checkpoint" / META_FILE, path / "checkpoint.old" / META_FILE]
+        candidates = [path / META_FILE, path / RUN_CHECKPOINT_DIR / META_FILE, path / f"{RUN_CHECKPOINT_DIR}.old" / META_FILE]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

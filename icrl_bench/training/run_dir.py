@@ -25,7 +25,13 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from icrl_bench.agents.checkpoint import META_FILE, WEIGHTS_FILE, save_checkpoint, save_tensors_atomic
+from icrl_bench.agents.checkpoint import (
+    META_FILE,
+    RUN_CHECKPOINT_DIR,
+    WEIGHTS_FILE,
+    save_checkpoint,
+    save_tensors_atomic,
+)
 from icrl_bench.agents.models import model_config
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import file_sha256, write_json_atomic, write_text_atomic
@@ -35,7 +41,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "trainer_state.safetensors"
 STATE_META_FILE = "trainer_state.json"
-CHECKPOINT_DIR = "checkpoint"  # the latest checkpoint: agent weights + trainer state, swapped in whole
+CHECKPOINT_DIR = RUN_CHECKPOINT_DIR  # the latest checkpoint: agent weights + trainer state, swapped in whole
 SNAPSHOTS_DIR = "snapshots"  # the agent's weights at every `keep_every` steps (no trainer state)
 
 
