@@ -299,11 +299,11 @@ def test_sigterm_interrupts_a_build_in_the_main_process_too(tmp_path):
             "--root", str(tmp_path)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state = tmp_path / "staging" / "darkroom-small-v3.build-state.json"
-    deadline = time.time() + 60
+    deadline = time.time() + 180
     while time.time() < deadline and not state.is_file():
         time.sleep(0.2)
     assert state.is_file(), "the build never started"
     time.sleep(2.0)  # PPO is training
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=300)  # the job in hand finishes first: minutes on a CPU busy with other work
     assert process.returncode == 130 and "interrupted" in err and "run the same command again to resume" in err, err
