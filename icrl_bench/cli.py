@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.fileio import human_bytes
 from icrl_bench.paths import check_writable
 
 
@@ -152,11 +153,11 @@ def datasets_list(
     for entry in entries:
         m = entry.manifest
         if m is None:
-            table.add_row(entry.dataset_id, "[red]unreadable[/]", "", _size(entry.size_bytes), "")
+            table.add_row(entry.dataset_id, "[red]unreadable[/]", "", human_bytes(entry.size_bytes), "")
             continue
         shape = m["shape"]
         table.add_row(entry.dataset_id, m["source"]["name"], f"{shape['n_tasks']}x{shape['n_streams']}x{shape['n_steps']}",
-                      _size(entry.size_bytes), m["content_hash"][:8])
+                      human_bytes(entry.size_bytes), m["content_hash"][:8])
     console.print(table)
 
 
@@ -297,7 +298,7 @@ def datasets_export(
     result = export_hf(dataset_id, out, root=root, license=license)
     n_files = sum(name.endswith(".parquet") for name in result.files)
     console.print(
-        f"[green]exported[/] {dataset_id} to {result.path}: {n_files} Parquet files, {_size(result.parquet_bytes)}, "
+        f"[green]exported[/] {dataset_id} to {result.path}: {n_files} Parquet files, {human_bytes(result.parquet_bytes)}, "
         f"in {result.wall_time_s:.1f} s (hash {result.content_hash[:12]})."
     )
 
@@ -316,7 +317,7 @@ def datasets_push(
 
     result = push_dataset(dataset_id, repo, root=root, token=token, license=license, allow_dirty=allow_dirty)
     console.print(
-        f"[green]pushed[/] {dataset_id} to {result.where} ({_size(result.parquet_bytes)} of Parquet, hash {result.content_hash[:12]}). "
+        f"[green]pushed[/] {dataset_id} to {result.where} ({human_bytes(result.parquet_bytes)} of Parquet, hash {result.content_hash[:12]}). "
         f"Catalog entry: repo {repo}, revision {result.tag}, content_hash {result.content_hash}"
     )
 
@@ -353,7 +354,7 @@ def _print_catalog(root: Path | None) -> None:
     for row in rows:
         shape = row["shape"]
         steps = f"{shape['n_tasks'] * shape['n_streams'] * shape['n_steps'] / 1e6:.2f}M" if shape else "-"
-        size = _size(row["download_bytes"]) if row["download_bytes"] is not None else "-"
+        size = human_bytes(row["download_bytes"]) if row["download_bytes"] is not None else "-"
         where = "build-only" if not row["repo"] else "shipped" if row["repo"].startswith(("./", "../")) else "hub"
         cells.append([row["dataset_id"], steps, size, where, row["local"]])
     columns = ("id", "steps", "size", "where", "local")
@@ -632,14 +633,6 @@ def _parse_settings(pairs: list[str]) -> dict:
         except json.JSONDecodeError:
             settings[key] = value
     return settings
-
-
-def _size(n_bytes: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n_bytes < 1024 or unit == "GB":
-            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
-        n_bytes /= 1024
-    return f"{n_bytes:.1f} TB"
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from icrl_bench.data.catalog import CatalogEntry, catalog_entry, remote_manifest
 from icrl_bench.data.dataset import dataset_path, load_dataset, missing_dataset_error
+from icrl_bench.fileio import human_bytes
 from icrl_bench.paths import check_dataset_id, data_root
 
 
@@ -134,12 +135,3 @@ def fact_rows(facts: DatasetFacts, root: str | os.PathLike | None = None) -> lis
     rows += [("catalog", facts.catalog_match)] if facts.catalog_match and not facts.published else []
     rows += [("get it", facts.get)] if facts.get else []
     return rows
-
-
-def human_bytes(n_bytes: float) -> str:
-    """1.2 MB, 13.5 GB."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n_bytes < 1024 or unit == "GB":
-            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
-        n_bytes /= 1024
-    return f"{n_bytes:.1f} TB"
