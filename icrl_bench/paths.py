@@ -19,6 +19,14 @@ DATASET_ID_PATTERN = re.compile(r"^(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)-v(?P<versi
 """The dataset id grammar, here (torch-free) so that the leaderboard checks ids as the data half does."""
 
 
+def repo_relative(path: str | os.PathLike) -> str:
+    """`path` relative to the repository when inside it (it reads the same in every clone), else as given."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def check_dataset_id(dataset_id: str) -> str:
     """`dataset_id` if it follows the id grammar; a path-like id (`../x`, `/abs`) never reaches the file system."""
     if not isinstance(dataset_id, str) or not DATASET_ID_PATTERN.match(dataset_id):

@@ -47,7 +47,7 @@ from icrl_bench.bench.reporting import RESULTS_SCHEMA_VERSION, dumps_results
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.executors import ExecutorConfig
 from icrl_bench.fileio import atomic_path, write_atomic
-from icrl_bench.paths import REPO_ROOT
+from icrl_bench.paths import repo_relative
 from icrl_bench.provenance import provenance
 
 RETURN_DECIMALS = 4  # non-integer (Meta-World) returns are stored, and scored, to this precision
@@ -292,12 +292,7 @@ def check_evaluation(agent: Agent, protocol: EvalProtocol, name: str, seeds: lis
 def portable_path(path: str | os.PathLike | None) -> str | None:
     """A checkpoint path as results record it: relative to the repository when inside it (a shipped
     baseline reads the same on every machine), else as given."""
-    if path is None:
-        return None
-    try:
-        return Path(path).resolve().relative_to(REPO_ROOT.resolve()).as_posix()
-    except ValueError:
-        return str(path)
+    return None if path is None else repo_relative(path)
 
 
 def reproduce_command(

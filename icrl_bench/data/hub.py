@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 from icrl_bench.data.catalog import Catalog, CatalogEntry, catalog_status, load_catalog  # noqa: F401 (re-exported)
 from icrl_bench.data.dataset import dataset_path, load_dataset
 from icrl_bench.errors import IcrlBenchError, missing_extra
-from icrl_bench.paths import CATALOG_ENV_VAR, DEFAULT_CATALOG, catalog_path  # noqa: F401 (re-exported)
+from icrl_bench.paths import CATALOG_ENV_VAR, DEFAULT_CATALOG, catalog_path, repo_relative  # noqa: F401 (re-exported)
 
 try:
     from huggingface_hub import HfApi, constants, get_token, snapshot_download
@@ -390,20 +390,10 @@ def push_dataset(
         export = hf_export.export_hf(
             dataset_id, Path(tmp) / "export", root=root, license=license,
             repo_id=spec.location if spec.kind == "hub" else None, revision=tag,
-            local_dir=None if spec.kind == "hub" else _card_path(Path(spec.location) / tag),
+            local_dir=None if spec.kind == "hub" else repo_relative(Path(spec.location) / tag),
         )
         where = remote.push(export.path, tag, f"icrl-bench: {dataset_id} (content hash {export.content_hash[:12]})")
     return PushResult(dataset_id, where, tag, export.content_hash, export.parquet_bytes)
-
-
-def _card_path(folder: Path) -> str:
-    """Where a card tells readers its folder is: relative to the repository when inside it (every clone has it there)."""
-    from icrl_bench.paths import REPO_ROOT
-
-    try:
-        return folder.resolve().relative_to(REPO_ROOT.resolve()).as_posix()
-    except ValueError:
-        return str(folder)
 
 
 @dataclass(frozen=True)
