@@ -85,8 +85,12 @@ class Run:
     made_by: dict
     rank: int = 0
     world: int = 1
-    resumed: bool = False
     trackers: list[str] = field(default_factory=list)
+    resumed_from: Path | None = None  # the checkpoint a resumed run continues from (its trainer state is restored in `_data`)
+
+    @property
+    def resumed(self) -> bool:
+        return self.resumed_from is not None
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -167,7 +171,7 @@ def train(
     torch.manual_seed(config.train.seed)
     model = build_model(config.agent, config.model).to(dev)
     run = Run(config, ds.dataset_id, dataset_info, Path(resume) if resume is not None else Path(), model, make_optimizer(model, config.train),
-              dev, 0, provenance(), rank, world, resume is not None, trackers)
+              dev, 0, provenance(), rank, world, trackers)
     if resume is None:
         run.run_dir = _create_run_dir(run, out, overrides, on_run_dir)
     else:
@@ -219,10 +223,10 @@ def _create_run_dir(run: Run, out, overrides: list[str] | None, on_run_dir: Call
 
 
 def _restore_weights(run: Run) -> int:
-    """The latest checkpoint's weights into `run.model`; returns its step (the trainer state is restored later)."""
+    """The latest checkpoint's weights into `run.model` (it becomes `run.resumed_from`); returns its step."""
     from icrl_bench.agents.checkpoint import load_checkpoint
 
-    checkpoint_dir = latest_checkpoint(run.run_dir)
+    checkpoint_dir = run.resumed_from = latest_checkpoint(run.run_dir)
     loaded = load_checkpoint(checkpoint_dir, agent=run.config.agent, map_location="cpu")
     run.model.load_state_dict(loaded.model.state_dict())
     step = saved_step(checkpoint_dir)
@@ -244,7 +248,7 @@ def _data(run: Run, root) -> tuple[Any, list[dict[str, torch.Tensor]]]:
     sampler = WindowSampler(run.dataset_id, root, sampler_config, arrays=spec.arrays, transform=transform, start_step=run.start)
     batches = iter(make_loader(sampler, tc.num_workers, pin_memory=run.device.type == "cuda"))
     if run.resumed:
-        load_trainer_state(latest_checkpoint(run.run_dir), run.optimizer, run.device)
+        load_trainer_state(run.resumed_from, run.optimizer, run.device)
     val = []
     if run.rank == 0:
         val_config = SamplerConfig(**{**asdict(sampler_config), "seed": tc.seed})
