@@ -171,7 +171,16 @@ class Beams:
     def select(self, parent: torch.Tensor) -> Beams:
         c = self.context
         env = None if self.env is None else self.env[parent]
-        return Beams(Transitions(c.obs[parent], c.action[parent], c.reward[parent], c.next_obs[parent]), self.state[parent], env=env, n_real=self.n_real)
+        return Beams(c.rows(parent), self.state[parent], env=env, n_real=self.n_real)
+
+
+def _one_row_per(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For beams' group keys [N]: the first beam of each group [U] and each beam's group [N], so a
+    prefix shared by a group is encoded once (`.index_select(inverse)` hands it to every beam)."""
+    unique, inverse = torch.unique(key, return_inverse=True)  # [U], [N]
+    N = len(key)
+    first = torch.full((len(unique),), N, device=key.device).scatter_reduce(0, inverse, torch.arange(N, device=key.device), "amin")  # [U]
+    return first, inverse
 
 
 def _is_ad(model: nn.Module) -> bool:
@@ -233,13 +242,11 @@ class CachedWorld(_World):
         (AD: and the query) is encoded per beam. Exact: a causal prefix does not depend on what
         follows it.
         """
-        N, model = len(beams.state), self.model
+        model = self.model
         ad = _is_ad(model)
         key = beams.env if ad else beams.env * self.grid_size**2 + state_index(beams.state, self.grid_size)  # [N]
-        unique, inverse = torch.unique(key, return_inverse=True)  # [U], [N]
-        first = torch.full((len(unique),), N, device=key.device).scatter_reduce(0, inverse, torch.arange(N, device=key.device), "amin")  # [U]
-        real = beams.context.slice(window_start(model, len(beams.context)), beams.n_real)
-        real = Transitions(real.obs[first], real.action[first], real.reward[first], real.next_obs[first])  # [U, T']
+        first, inverse = _one_row_per(key)
+        real = beams.context.slice(window_start(model, len(beams.context)), beams.n_real).rows(first)  # [U, T']
         prefix = model.prefill_context(real) if ad else model.transformer(query_tokens(model, real, beams.state[first]))[1]
         imagined = beams.context.slice(beams.n_real, None)  # [N, d - 1]
         tail = [model.embed_context(imagined)] if len(imagined) else []
@@ -306,14 +313,11 @@ class DenseWorld(_World):
             return model.transformer(model.sequence(beams.context.slice(start, None), beams.state))[0][:, -1]
         if start > beams.n_real:
             raise ValueError(f"the window ({model.config.n_transit} steps) no longer holds a real transition; plan less deep")
-        N = len(beams.state)
-        unique, inverse = torch.unique(beams.env, return_inverse=True)  # [U], [N]
-        first = torch.full((len(unique),), N, device=inverse.device).scatter_reduce(0, inverse, torch.arange(N, device=inverse.device), "amin")
+        first, inverse = _one_row_per(beams.env)
         real = beams.context.slice(start, beams.n_real)
         cache = None
-        if len(real):
-            real = Transitions(real.obs[first], real.action[first], real.reward[first], real.next_obs[first])  # [U, T']
-            cache = model.prefill_context(real).index_select(inverse)  # the window's first token gets "none", as in training
+        if len(real):  # the window's first token gets "none", as in training
+            cache = model.prefill_context(real.rows(first)).index_select(inverse)
         imagined = beams.context.slice(beams.n_real, None)  # [N, d]
         obs = torch.cat([imagined.obs, beams.state[:, None].to(imagined.obs.dtype)], dim=1)  # [N, d + 1, dim]
         previous = beams.context.slice(beams.n_real - 1, beams.n_real) if len(real) else None  # the last real transition

@@ -129,6 +129,10 @@ class Transitions:
     def slice(self, start: int | None, stop: int | None) -> Transitions:
         return Transitions(self.obs[:, start:stop], self.action[:, start:stop], self.reward[:, start:stop], self.next_obs[:, start:stop])
 
+    def rows(self, index: torch.Tensor) -> Transitions:
+        """The sequences `index` [N] (a subset, a reordering, or copies) [N, T]."""
+        return Transitions(self.obs[index], self.action[index], self.reward[index], self.next_obs[index])
+
     @classmethod
     def from_batch(cls, batch: dict[str, torch.Tensor]) -> Transitions:
         return cls(batch["obs"], batch["action"], batch["reward"], batch["next_obs"])

@@ -141,7 +141,7 @@ class TransformerAgent(CheckpointAgent):
         dyn = self.model.dynamics
         if self.planner == "recompute":
             c = self.context
-            context = Transitions(c.obs[rows], c.action[rows], c.reward[rows], c.next_obs[rows])
+            context = c.rows(rows)
             prefix = {"tokens": query_tokens(self.model, context, self.query_obs[rows])}
         else:
             prefix = {"cache": rows_of(self.query_cache, rows)}
