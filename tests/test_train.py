@@ -252,3 +252,12 @@ def test_training_seconds_add_up_the_segments_of_a_resumed_run() -> None:
     records = [{"step": 50, "elapsed_s": 10.0}, {"step": 100, "elapsed_s": 20.0}, {"step": 100, "val_loss": 1.0},
                {"step": 150, "elapsed_s": 8.0}, {"step": 200, "elapsed_s": 16.0}]  # resumed at step 100
     assert training_seconds(records) == 36.0 and training_seconds([{"step": 1}]) is None
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path: Path):
+    from icrl_bench.training.run_dir import new_run_dir
+
+    dirs = [new_run_dir(tmp_path / "runs", "ad", "darkroom-v2", None, "20261130-083336") for _ in range(3)]
+    assert [d.name for d in dirs] == ["ad-darkroom-v2-paper-20261130-083336", "ad-darkroom-v2-paper-20261130-083336-2",
+                                      "ad-darkroom-v2-paper-20261130-083336-3"]
+    assert all(d.is_dir() and not any(d.iterdir()) for d in dirs)

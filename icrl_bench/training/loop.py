@@ -210,16 +210,18 @@ def _new_config(agent: str, ds, preset: str | None, config_path, overrides: list
 
 def _create_run_dir(run: Run, out, overrides: list[str] | None, on_run_dir: Callable[[Path], None] | None) -> Path:
     c = run.config
-    run_dir = new_run_dir(out, c.agent, run.dataset_id, c.preset, datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
+    claimed = [None]
     if run.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=False)
+        claimed[0] = run_dir = new_run_dir(out, c.agent, run.dataset_id, c.preset, datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
         record = {"agent": c.agent, "env": c.env, "preset": c.preset, "dataset": run.dataset_info, "config": c.to_dict(),
                   "overrides": list(overrides or []), "device": str(run.device), "log": run.trackers, "world_size": run.world,
                   "provenance": run.made_by}
         write_json_atomic(run_dir / RUN_FILE, record, indent=2, sort_keys=True)
         if on_run_dir is not None:
             on_run_dir(run_dir)
-    return run_dir
+    if run.world > 1:
+        torch.distributed.broadcast_object_list(claimed, src=0)  # every rank reports the directory rank 0 claimed
+    return Path(claimed[0])
 
 
 def _restore_weights(run: Run) -> int:

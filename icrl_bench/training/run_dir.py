@@ -46,7 +46,18 @@ SNAPSHOTS_DIR = "snapshots"  # the agent's weights at every `keep_every` steps (
 
 
 def new_run_dir(out: str | os.PathLike, agent: str, dataset_id: str, preset: str | None, stamp: str) -> Path:
-    return Path(out) / f"{agent}-{dataset_id}-{preset or 'paper'}-{stamp}"
+    """Creates and returns `<out>/<agent>-<dataset>-<preset>-<stamp>`; two runs started in the same second
+    (a sweep, a test fixture) get `-2`, `-3`, ... instead of colliding."""
+    base = Path(out) / f"{agent}-{dataset_id}-{preset or 'paper'}-{stamp}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        run_dir = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise IcrlBenchError(f"{base}: a thousand runs already carry this name; pass another --out.")
 
 
 def read_run_record(run_dir: Path) -> tuple[dict[str, Any], RunConfig]:
