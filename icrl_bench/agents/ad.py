@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from icrl_bench.agents.tokens import DynamicsHeads, ModelConfig, TransitionEmbedding, Transitions, add_dynamics_loss
+from icrl_bench.agents.spaces import ModelConfig
+from icrl_bench.agents.tokens import DynamicsHeads, TransitionEmbedding, Transitions, add_dynamics_loss
 from icrl_bench.agents.transformer import KVCache, Transformer
 
 

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from icrl_bench.agents.tokens import DynamicsHeads, GridModelConfig, TransitionEmbedding, Transitions, add_dynamics_loss
+from icrl_bench.agents.spaces import GridModelConfig
+from icrl_bench.agents.tokens import DynamicsHeads, TransitionEmbedding, Transitions, add_dynamics_loss
 from icrl_bench.agents.transformer import KVCache, Transformer
 
 

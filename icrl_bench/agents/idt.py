@@ -32,7 +32,7 @@ from icrl_bench.agents.acting import CheckpointAgent, rows_of
 from icrl_bench.agents.base import TaskInfo
 from icrl_bench.agents.planner import IDTBeams, IDTWorld, beam_search
 from icrl_bench.agents.sampling import predicted_rewards
-from icrl_bench.agents.tokens import ContinuousModelConfig, GridModelConfig
+from icrl_bench.agents.spaces import ContinuousModelConfig, GridModelConfig
 from icrl_bench.agents.transformer import KVCache, Transformer
 from icrl_bench.errors import IcrlBenchError
 

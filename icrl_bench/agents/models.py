@@ -17,7 +17,7 @@ from torch import nn
 
 from icrl_bench.agents.idt import ContinuousIDTConfig, IDTConfig
 from icrl_bench.agents.registry import BUILTINS
-from icrl_bench.agents.tokens import KINDS, ContinuousModelConfig, GridModelConfig, ModelConfig
+from icrl_bench.agents.spaces import KINDS, ContinuousModelConfig, GridModelConfig, ModelConfig
 from icrl_bench.errors import IcrlBenchError, unknown
 
 

@@ -15,18 +15,22 @@ predict. A network asks its config's space (`config.space()`) for those parts:
 
 The discrete parts are plain `nn.Embedding` / `nn.Linear` modules, so the grid agents' parameter
 names, and their saved checkpoints, are what they were before continuous actions existed.
+
+The model configs live here too, below the spaces they build: `ModelConfig` (what fixes any agent's
+network) and its two kinds, `GridModelConfig` and `ContinuousModelConfig`, whose fields are exactly
+what their space needs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from icrl_bench.agents.tokens import ContinuousModelConfig, GridModelConfig
+from icrl_bench.agents.transformer import TransformerConfig
 
 Metrics = dict[str, torch.Tensor]
 
@@ -197,3 +201,98 @@ class ContinuousSpace:
 
 
 Space = GridSpace | ContinuousSpace
+
+
+# --- model configs: what fixes a network; the kind's config builds its space -------------------------
+
+KINDS = ("discrete", "continuous")
+LAYOUTS = ("dicp", "dense")
+
+
+@dataclass
+class ModelConfig:
+    """What fixes any agent's network (the DICP cfg/model/*.yaml keys); subclasses add the env kind's."""
+
+    kind: ClassVar[str] = ""  # "discrete" (grid worlds) or "continuous" (Meta-World): which space
+    n_transit: int = 80  # transitions per training sequence (context n_transit - 1, plus the query)
+    dynamics: bool = False  # DICP: add the action-query token and the reward / next-state heads
+    dynamics_strength: float = 1.0  # weight of the dynamics losses next to the action loss
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    layout: str = "dicp"  # token layout: "dicp" (the official one) or "dense" (AD on grid worlds: ad.py's DenseAD)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.transformer, dict):
+            self.transformer = TransformerConfig(**self.transformer)
+        if self.n_transit < 2:
+            raise ValueError(f"n_transit must be >= 2, got {self.n_transit}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.dynamics_strength < 0:
+            raise ValueError(f"dynamics_strength must be >= 0, got {self.dynamics_strength}")
+
+    def space(self) -> Space:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """Build from plain data, refusing unknown keys (a typo must not be silently ignored)."""
+        values = dict(values)
+        kind = values.pop("kind", cls.kind)
+        if kind != cls.kind:
+            raise ValueError(f"this is a {cls.kind} config, but the values say kind {kind!r}")
+        known = {f.name for f in fields(cls)}
+        unknown_keys = sorted(set(values) - known)
+        if unknown_keys:
+            raise ValueError(f"unknown model config key(s) {', '.join(unknown_keys)}; known: {', '.join(sorted(known))}")
+        if isinstance(values.get("transformer"), dict):
+            t_known = {f.name for f in fields(TransformerConfig)}
+            bad = sorted(set(values["transformer"]) - t_known)
+            if bad:
+                raise ValueError(f"unknown transformer config key(s) {', '.join(bad)}; known: {', '.join(sorted(t_known))}")
+        return cls(**values)
+
+
+@dataclass
+class GridModelConfig(ModelConfig):
+    """A grid-world network: cells and discrete actions (official gridworld/cfg/model/*.yaml)."""
+
+    kind: ClassVar[str] = "discrete"
+    grid_size: int = 9
+    num_actions: int = 5
+    dim_state: int = 2
+    n_reward_classes: int = 2
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def space(self) -> GridSpace:
+        return GridSpace(self)
+
+
+@dataclass
+class ContinuousModelConfig(ModelConfig):
+    """A continuous-control network (official metaworld/cfg/model/{ad,idt}_ml1.yaml)."""
+
+    kind: ClassVar[str] = "continuous"
+    n_transit: int = 1000  # 10 episodes of 100 steps
+    obs_dim: int = 11  # 18 for hammer, stick-push, stick-pull (set from the dataset)
+    action_dim: int = 4
+    learn_var: bool = True  # Gaussian policy with a learned variance (Gaussian NLL); else the mean, MSE
+    learn_transition: bool = False  # DICP: also regress the next observation (the official default: no)
+    reward_max: float = 10.0  # Meta-World's per-step reward range [0, reward_max]: predicted rewards are clipped to it
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.obs_dim < 1 or self.action_dim < 1:
+            raise ValueError(f"obs_dim and action_dim must be >= 1, got {self.obs_dim}, {self.action_dim}")
+        if self.reward_max <= 0:
+            raise ValueError(f"reward_max must be > 0, got {self.reward_max}")
+
+    def space(self) -> ContinuousSpace:
+        return ContinuousSpace(self)

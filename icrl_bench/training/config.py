@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from icrl_bench.agents.models import model_config, model_spec
-from icrl_bench.agents.tokens import ModelConfig
+from icrl_bench.agents.spaces import ModelConfig
 from icrl_bench.envs.metaworld import ML1_PREFIX
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import REPO_ROOT
