@@ -341,7 +341,8 @@ def datasets_download(
 
 
 def _print_catalog(root: Path | None) -> None:
-    from icrl_bench.data.catalog import catalog_path, catalog_status
+    from icrl_bench.data.catalog import catalog_path
+    from icrl_bench.data.describe import catalog_status
 
     rows = catalog_status(root=root)
     if not rows:

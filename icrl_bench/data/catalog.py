@@ -108,15 +108,3 @@ def remote_manifest(entry: CatalogEntry, catalog: str | os.PathLike | None = Non
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return manifest if isinstance(manifest, dict) else None
-
-
-def catalog_status(catalog: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """The catalog's entries, each with whether it is present locally (and with the pinned hash)."""
-    from icrl_bench.data.dataset import local_content_hash
-
-    rows = []
-    for dataset_id, entry in sorted(load_catalog(catalog).datasets.items()):
-        local = local_content_hash(dataset_id, root)
-        state = "absent" if local is None else "present" if local == entry.content_hash else "differs"
-        rows.append({"dataset_id": dataset_id, **entry.model_dump(), "local": state})
-    return rows

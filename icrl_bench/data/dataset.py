@@ -18,6 +18,7 @@ import numpy as np
 import zarr
 
 from icrl_bench.data import store
+from icrl_bench.data.catalog import catalog_entry
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import DATASET_ID_PATTERN, check_dataset_id, data_root
 
@@ -207,7 +208,6 @@ def load_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> Lear
 
 def missing_dataset_error(dataset_id: str, root: str | os.PathLike | None) -> IcrlBenchError:
     """Not here: download it where the catalog publishes it, else build it with its recipe's command."""
-    from icrl_bench.data.catalog import catalog_entry
     from icrl_bench.data.recipes import build_command, parse_dataset_id  # the recipes load the envs (torch): only here
 
     where = data_root(root)

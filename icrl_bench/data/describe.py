@@ -1,4 +1,5 @@
-"""What a dataset is, for `icrl-bench datasets show`: from its local manifest, else from the catalog.
+"""What a dataset is, for `icrl-bench datasets show`: from its local manifest, else from the catalog;
+and, for `datasets list --remote`, which of the catalog's entries are here (`catalog_status`).
 
 Minari's `show` habit: one command answers "what is this id, how big, what shapes, where from,
 which hash" whether or not the data is on this machine. Reads manifests and the catalog only
@@ -12,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from icrl_bench.data.catalog import CatalogEntry, catalog_entry, remote_manifest
-from icrl_bench.data.dataset import dataset_path, load_dataset, missing_dataset_error
+from icrl_bench.data.catalog import CatalogEntry, catalog_entry, load_catalog, remote_manifest
+from icrl_bench.data.dataset import dataset_path, load_dataset, local_content_hash, missing_dataset_error
 from icrl_bench.fileio import human_bytes
 from icrl_bench.paths import check_dataset_id, data_root
 
@@ -134,4 +135,14 @@ def fact_rows(facts: DatasetFacts, root: str | os.PathLike | None = None) -> lis
     rows += [("catalog", facts.published + (f"; the local copy has {facts.catalog_match}" if facts.catalog_match else ""))] if facts.published else []
     rows += [("catalog", facts.catalog_match)] if facts.catalog_match and not facts.published else []
     rows += [("get it", facts.get)] if facts.get else []
+    return rows
+
+
+def catalog_status(catalog: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """The catalog's entries, each with whether it is present locally (and with the pinned hash)."""
+    rows = []
+    for dataset_id, entry in sorted(load_catalog(catalog).datasets.items()):
+        local = local_content_hash(dataset_id, root)
+        state = "absent" if local is None else "present" if local == entry.content_hash else "differs"
+        rows.append({"dataset_id": dataset_id, **entry.model_dump(), "local": state})
     return rows

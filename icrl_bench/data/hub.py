@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from icrl_bench.data.catalog import Catalog, CatalogEntry, catalog_status, load_catalog  # noqa: F401 (re-exported)
+from icrl_bench.data.catalog import Catalog, CatalogEntry, load_catalog  # noqa: F401 (re-exported)
 from icrl_bench.data.dataset import dataset_path, load_dataset
+from icrl_bench.data.describe import catalog_status  # noqa: F401 (re-exported)
 from icrl_bench.errors import IcrlBenchError, missing_extra
 from icrl_bench.paths import CATALOG_ENV_VAR, DEFAULT_CATALOG, catalog_path, repo_relative  # noqa: F401 (re-exported)
 
