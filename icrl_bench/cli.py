@@ -380,7 +380,7 @@ agents_app = typer.Typer(help="The agents the benchmark knows.", no_args_is_help
 app.add_typer(agents_app, name="agents")
 leaderboard_app = typer.Typer(help="Submit, show, render and verify leaderboard entries.", no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
-LeaderboardDirOption = Annotated[Path | None, typer.Option("--dir", help="Leaderboard directory (default: the repository's leaderboard/).")]
+LeaderboardDirOption = Annotated[Path | None, typer.Option("--dir", help="Leaderboard directory (default: $ICRL_BENCH_LEADERBOARD, else the repository's leaderboard/; from an installed package, a user data directory seeded with the shipped entries).")]
 results_app = typer.Typer(help="Results files of `evaluate`: re-summarize them, export score matrices.", no_args_is_help=True)
 app.add_typer(results_app, name="results")
 
@@ -477,7 +477,7 @@ def reproduce_cmd(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N: building, training and evaluation.")] = "cpu",
     from_shipped: Annotated[bool, typer.Option("--from-shipped", help="Evaluate the shipped checkpoints of baselines/ only.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Redo finished stages.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Report directory (default: reproduction/<env>/ in the repository).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report directory (default: reproduction/<env>/ in the repository; from an installed package, ./reproduction/<env>/).")] = None,
     seeds: Annotated[str | None, typer.Option(help="Evaluation seeds (default: the protocol's 0,1,2,3,4).")] = None,
     episodes: Annotated[int | None, typer.Option(help="In-context episodes (default: the protocol's 50).")] = None,
     tasks: Annotated[int | None, typer.Option(help="Only the first N test tasks (a smoke run).")] = None,
@@ -522,12 +522,12 @@ def leaderboard_show(
 ) -> None:
     """Print the ranking per protocol (learned agents ranked; reference agents apart)."""
     from icrl_bench.bench import leaderboard_view as view
-    from icrl_bench.bench.leaderboard import DEFAULT_DIR, ranking
+    from icrl_bench.bench.leaderboard import board_dir, ranking
 
     if format not in view.FORMATS:
         raise IcrlBenchError(f"unknown format {format!r}; use one of {', '.join(view.FORMATS)}.")
     groups = ranking(env, dir)
-    base = Path(dir or DEFAULT_DIR)
+    base = board_dir(dir)
     if format == "json":
         typer.echo(json.dumps(view.records(groups, base), indent=1))
     elif format == "csv":

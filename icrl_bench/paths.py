@@ -1,30 +1,76 @@
-"""Where icrl-bench keeps data: a user cache directory unless told otherwise."""
+"""Where icrl-bench finds what it ships and keeps what it makes.
+
+Read-only, shipped with the code: the training configs and checkpoints (`baselines/`), the dataset
+recipes, catalog and small dataset (`datasets/`), the paper's numbers and laptop checkpoints
+(`reproduction/`) and the reference leaderboard (`leaderboard/`). From a checkout they are the
+repository's own directories; a wheel carries a copy inside the package (`icrl_bench/_shipped/`,
+see setup.py and MANIFEST.in). Written: datasets under the data root (a user cache directory
+unless told otherwise) and the leaderboard directory (the repository's, else a user data directory).
+"""
 
 from __future__ import annotations
 
 import os
 import re
-import sys
 import tempfile
 from pathlib import Path
 
-from platformdirs import user_cache_dir
+from platformdirs import user_cache_dir, user_data_dir
 
 from icrl_bench.errors import IcrlBenchError
 
 ROOT_ENV_VAR = "ICRL_BENCH_ROOT"
 CATALOG_ENV_VAR = "ICRL_BENCH_CATALOG"
+LEADERBOARD_ENV_VAR = "ICRL_BENCH_LEADERBOARD"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The checkout's top (git provenance); in an installed package, the site-packages directory."""
+PACKAGED_ROOT = Path(__file__).resolve().parent / "_shipped"
+"""Where a wheel puts its copy of the shipped tree (setup.py's build_py)."""
 DATASET_ID_PATTERN = re.compile(r"^(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)-v(?P<version>[0-9]+)$")
 """The dataset id grammar, here (torch-free) so that the leaderboard checks ids as the data half does."""
 
 
+def _in_checkout() -> bool:
+    """Whether the code runs from a source checkout (or an editable install of one): its
+    pyproject.toml and baselines/ beside the package, which site-packages never has."""
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "baselines").is_dir()
+
+
+IN_CHECKOUT = _in_checkout()
+SHIPPED_ROOT = REPO_ROOT if IN_CHECKOUT else PACKAGED_ROOT
+"""The read-only shipped tree: the checkout itself, else the copy inside the installed package."""
+
+
+def shipped(*parts: str) -> Path:
+    """A path in the shipped tree (`shipped("baselines", "darkroom", "ad.yaml")`), whether run from a checkout or a wheel."""
+    return SHIPPED_ROOT.joinpath(*parts)
+
+
+def require_shipped(*parts: str) -> Path:
+    """`shipped(*parts)`, or a one-line error saying the installation lacks it (a wheel built without its data)."""
+    path = shipped(*parts)
+    if not path.exists():
+        raise IcrlBenchError(
+            f"{'/'.join(parts)} is missing from this installation ({path}); reinstall icrl-bench from a complete wheel "
+            "or sdist, or run it from a checkout of the repository."
+        )
+    return path
+
+
 def repo_relative(path: str | os.PathLike) -> str:
-    """`path` relative to the repository when inside it (it reads the same in every clone), else as given."""
+    """`path` relative to the shipped tree when inside it (`baselines/darkroom/ad` reads the same in every
+    clone and in every installed wheel), else as given."""
     try:
-        return Path(path).resolve().relative_to(REPO_ROOT.resolve()).as_posix()
+        return Path(path).resolve().relative_to(SHIPPED_ROOT.resolve()).as_posix()
     except ValueError:
         return str(path)
+
+
+def from_repo_relative(path: str | os.PathLike) -> Path:
+    """The inverse of `repo_relative` for a path a results file or leaderboard entry recorded: a relative
+    one that names something in the shipped tree is that; any other is as given (relative to the cwd)."""
+    given = Path(path)
+    return SHIPPED_ROOT / given if not given.is_absolute() and (SHIPPED_ROOT / given).exists() else given
 
 
 def check_dataset_id(dataset_id: str) -> str:
@@ -37,13 +83,7 @@ def check_dataset_id(dataset_id: str) -> str:
     return dataset_id
 
 
-def _recipe_dir() -> Path:
-    """datasets/ of a source checkout, else the copy a wheel installs under sys.prefix."""
-    checkout = REPO_ROOT / "datasets"
-    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "icrl-bench" / "datasets"
-
-
-RECIPE_DIR = _recipe_dir()  # the dataset recipes, and the catalog beside them
+RECIPE_DIR = shipped("datasets")  # the dataset recipes, and the catalog beside them
 CATALOG_FILE = "catalog.yaml"
 DEFAULT_CATALOG = RECIPE_DIR / CATALOG_FILE
 
@@ -62,6 +102,21 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     if os.environ.get(ROOT_ENV_VAR):
         return Path(os.environ[ROOT_ENV_VAR]).expanduser()
     return Path(user_cache_dir("icrl-bench"))
+
+
+def default_leaderboard_dir() -> Path:
+    """The repository's leaderboard/ when run from a checkout; from an installed package (whose own
+    copy is read-only), the user data directory's (`~/.local/share/icrl-bench/leaderboard` on Linux)."""
+    return REPO_ROOT / "leaderboard" if IN_CHECKOUT else Path(user_data_dir("icrl-bench")) / "leaderboard"
+
+
+def leaderboard_dir(path: str | os.PathLike | None = None) -> Path:
+    """The leaderboard directory: `path` if given (--dir), else $ICRL_BENCH_LEADERBOARD, else the default."""
+    if path is not None:
+        return Path(path).expanduser()
+    if os.environ.get(LEADERBOARD_ENV_VAR):
+        return Path(os.environ[LEADERBOARD_ENV_VAR]).expanduser()
+    return default_leaderboard_dir()
 
 
 def check_writable(directory: Path, what: str, fix: str) -> None:

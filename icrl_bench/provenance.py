@@ -7,7 +7,7 @@ import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
 
-from icrl_bench.paths import REPO_ROOT
+from icrl_bench.paths import IN_CHECKOUT, REPO_ROOT
 
 TRACKED_PACKAGES = ("icrl-bench", "numpy", "torch", "gymnasium", "stable-baselines3", "zarr", "h5py")
 OPTIONAL_PACKAGES = ("metaworld", "mujoco")  # recorded only where installed (the metaworld extra)
@@ -25,7 +25,10 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 
 
 def code_commit() -> str | None:
-    """The git commit of the icrl-bench checkout (with '-dirty' if it has changes), if any."""
+    """The git commit of the icrl-bench checkout (with '-dirty' if it has changes), if any. An installed
+    package has none: git run in its site-packages would name whatever repository holds the venv."""
+    if not IN_CHECKOUT:
+        return None
     try:
         run = lambda *args: subprocess.run(
             ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=5, check=True

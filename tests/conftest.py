@@ -10,9 +10,10 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def isolated_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point the default data root at a fresh temp dir for every test."""
+    """Point the default data root at a fresh temp dir for every test (and the leaderboard at the repository's)."""
     root = tmp_path_factory.mktemp("root")
     monkeypatch.setenv("ICRL_BENCH_ROOT", str(root))
+    monkeypatch.delenv("ICRL_BENCH_LEADERBOARD", raising=False)
     return root
 
 

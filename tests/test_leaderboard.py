@@ -208,7 +208,7 @@ def test_provenance_is_required_and_must_name_the_right_dataset(tmp_path, monkey
     from icrl_bench.bench import leaderboard
     from icrl_bench.errors import IcrlBenchError
 
-    shipped = json.loads(next(Path(leaderboard.DEFAULT_DIR, "entries").glob("darkroom-v1--ad--*.json")).read_text())
+    shipped = json.loads(next(Path(leaderboard.SHIPPED_DIR, "entries").glob("darkroom-v1--ad--*.json")).read_text())
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(yaml.safe_dump({"datasets": {
         shipped["agent"]["dataset_id"]: {"build": "x", "content_hash": shipped["agent"]["dataset_hash"]},

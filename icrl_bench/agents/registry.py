@@ -26,12 +26,12 @@ from typing import Any
 
 from icrl_bench.agents.base import Agent
 from icrl_bench.errors import IcrlBenchError, unknown
-from icrl_bench.paths import REPO_ROOT
+from icrl_bench.paths import shipped
 
 ENTRY_POINT_GROUP = "icrl_bench.agents"
 PROTOCOL_METHODS = ("reset", "act", "observe")
 TRANSFORMER_MODULE = "icrl_bench.agents.transformer_agent"
-BASELINES_DIR = REPO_ROOT / "baselines"
+BASELINES_DIR = shipped("baselines")  # the checkout's, or the installed package's copy
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """The leaderboard: validated entries under `leaderboard/entries/`, rankings, a rendered page.
 
+The directory is `--dir`, else $ICRL_BENCH_LEADERBOARD, else the repository's `leaderboard/` in a
+checkout, or, for an installed package, a user data directory that starts as a copy of the
+shipped entries (`board_dir`); the package's own copy is never written.
+
 An entry is a results JSON of `icrl-bench evaluate`, accepted only if it is well formed, was
 made under a current protocol version with its standard seeds, episodes and test tasks, names
 a known dataset (if any), carries summary numbers that recompute exactly from its raw curves,
@@ -17,6 +21,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +31,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from icrl_bench import paths
 from icrl_bench.bench import metrics
 from icrl_bench.bench.protocols import PROTOCOLS, EvalProtocol, get_protocol
 from icrl_bench.bench.reporting import (
@@ -36,9 +43,9 @@ from icrl_bench.bench.reporting import (
 )
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import atomic_path, write_atomic
-from icrl_bench.paths import DATASET_ID_PATTERN, REPO_ROOT, catalog_path, data_root
+from icrl_bench.paths import DATASET_ID_PATTERN, catalog_path, data_root, from_repo_relative, shipped
 
-DEFAULT_DIR = REPO_ROOT / "leaderboard"
+SHIPPED_DIR = shipped("leaderboard")  # the reference entries shipped with the code (the checkout's own leaderboard/)
 
 
 # --- schema ------------------------------------------------------------------------------------
@@ -281,8 +288,35 @@ def known_datasets(root: str | os.PathLike | None = None, catalog: Path | None =
 # --- storage -----------------------------------------------------------------------------------
 
 
+def board_dir(given: str | os.PathLike | None = None) -> Path:
+    """The leaderboard directory (`paths.leaderboard_dir`). The user data directory an installed package
+    defaults to is seeded with the shipped entries when it has none yet, so that `show`, `render` and the
+    duplicate check of `submit` see the reference board beside the user's own entries."""
+    directory = paths.leaderboard_dir(given)
+    if directory == paths.default_leaderboard_dir() and directory != SHIPPED_DIR and not (directory / "entries").exists():
+        _seed(directory)
+    return directory
+
+
+def _seed(directory: Path) -> None:
+    """Copy the shipped entries into `directory`/entries as one rename, so a cut copy is never taken for a seeded board."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".seed-") as tmp:
+            staged = Path(tmp) / "entries"
+            if (SHIPPED_DIR / "entries").is_dir():
+                shutil.copytree(SHIPPED_DIR / "entries", staged)
+            else:
+                staged.mkdir()
+            staged.rename(directory / "entries")
+    except OSError as err:
+        raise IcrlBenchError(
+            f"cannot set up the leaderboard directory {directory} ({err.strerror or err}); pass --dir DIR or set {paths.LEADERBOARD_ENV_VAR}."
+        ) from None
+
+
 def entries_dir(leaderboard_dir: str | os.PathLike | None = None) -> Path:
-    return Path(leaderboard_dir or DEFAULT_DIR) / "entries"
+    return board_dir(leaderboard_dir) / "entries"
 
 
 def curves_hash(data: dict) -> str:
@@ -381,7 +415,7 @@ def render(leaderboard_dir: str | os.PathLike | None = None) -> Rendered:
     """Write `README.md`, `index.html` and one learning-curve plot per protocol."""
     from icrl_bench.bench import leaderboard_view as view
 
-    directory = Path(leaderboard_dir or DEFAULT_DIR)
+    directory = board_dir(leaderboard_dir)
     plots_dir = directory / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     groups = ranking(None, directory)
@@ -422,8 +456,8 @@ def verify(entry_path: str | os.PathLike) -> Verification:
     data = load_entry(entry_path)
     entry, protocol = validate(data, where=str(entry_path))
     checkpoint = entry.agent.checkpoint
-    if checkpoint is not None and not Path(checkpoint).exists() and (REPO_ROOT / checkpoint).exists():
-        checkpoint = str(REPO_ROOT / checkpoint)
+    if checkpoint is not None:
+        checkpoint = str(from_repo_relative(checkpoint))  # "baselines/..." names the shipped tree, from a checkout or a wheel
     rerun = evaluate(entry.agent.name, checkpoint, protocol.name, entry.seeds, entry.n_episodes, entry.agent.settings)
     if entry.agent.checkpoint_hash != rerun["agent"]["checkpoint_hash"]:
         raise IcrlBenchError(

@@ -32,7 +32,7 @@ from icrl_bench.bench.reporting import (
     metric_columns,
     unique_labels,
 )
-from icrl_bench.paths import REPO_ROOT
+from icrl_bench.paths import from_repo_relative, shipped
 
 REFERENCE_AGENTS = ("random", "oracle", "source")  # the ends of the scale, shown apart and never ranked
 FORMATS = ("table", "md", "csv", "json")
@@ -109,8 +109,7 @@ def checkpoint_folder(entry: dict) -> Path | None:
     if not agent.get("checkpoint_hash"):
         return None
     given = agent.get("checkpoint")
-    folder = Path(given) if given else REPO_ROOT / "baselines" / str(entry.get("env")) / str(agent.get("name"))
-    folder = folder if folder.is_absolute() else REPO_ROOT / folder
+    folder = from_repo_relative(given) if given else shipped("baselines", str(entry.get("env")), str(agent.get("name")))
     for meta_path in (folder / "checkpoint" / "checkpoint.json", folder / "checkpoint.json"):
         meta = _json(meta_path)
         if meta is not None and meta.get("weights_sha256") == agent["checkpoint_hash"]:

@@ -29,9 +29,8 @@ from icrl_bench.bench import metrics
 from icrl_bench.devices import cpu_threads
 from icrl_bench.errors import IcrlBenchError, unknown
 from icrl_bench.fileio import write_json_atomic
-from icrl_bench.paths import REPO_ROOT
+from icrl_bench.paths import IN_CHECKOUT, require_shipped, shipped
 
-PAPER_RESULTS = REPO_ROOT / "reproduction" / "paper_results.yaml"
 GRID_AGENTS = ("ad", "dicp-ad", "dpt", "dicp-dpt", "idt", "dicp-idt")
 ENVS = {"darkroom": None, "darkroom-permuted": None, "dark-key-to-door": "small"}  # env -> dataset preset (None: paper size)
 BUDGETS = {"laptop": "laptop", "cpu": "cpu", "paper": None, "tiny": None}  # budget -> preset of baselines/<env>/<agent>.yaml
@@ -51,9 +50,9 @@ class PaperCurve:
     ci95_ep50: float | None  # half-width at episode 50 where the paper gives it
 
 
-def paper_results(env: str, path: Path = PAPER_RESULTS) -> tuple[str, dict[str, PaperCurve]]:
-    """The paper's curves for `env`, by agent, and the citation they come from."""
-    raw = yaml.safe_load(path.read_text())
+def paper_results(env: str, path: Path | None = None) -> tuple[str, dict[str, PaperCurve]]:
+    """The paper's curves for `env`, by agent, and the citation they come from (default: the shipped reproduction/paper_results.yaml)."""
+    raw = yaml.safe_load((path or require_shipped("reproduction", "paper_results.yaml")).read_text())
     episodes = tuple(raw["episodes"])
     curves = {agent: PaperCurve(episodes, tuple(v["returns"]), v.get("ci95_ep50")) for agent, v in raw["envs"].get(env, {}).items()}
     return raw["source"], curves
@@ -200,6 +199,12 @@ def budget_of(run_dir: Path, hardware: str | None = None) -> dict[str, Any]:
 # ---- the pipeline -------------------------------------------------------------------------------------
 
 
+def default_out_dir(env: str) -> Path:
+    """The checkout's reproduction/<env>/ (its committed report); from an installed package, whose copy
+    is read-only, reproduction/<env>/ under the current directory, like `train`'s runs/."""
+    return shipped("reproduction", env) if IN_CHECKOUT else Path("reproduction") / env
+
+
 def _agents(text: str | None) -> list[str]:
     if not text:
         return list(GRID_AGENTS)
@@ -241,7 +246,9 @@ def reproduce(
     device = resolve_device(device)
     preset = BUDGETS[budget]
     notes = []
-    out_dir = Path(out) if out is not None else REPO_ROOT / "reproduction" / env
+    out_dir = Path(out) if out is not None else default_out_dir(env)
+    if out is None and not IN_CHECKOUT:
+        log(f"[report] writing to {out_dir.resolve()} (--out DIR to choose)")
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / STATE_FILE
     state: dict[str, Any] = {}

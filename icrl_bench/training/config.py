@@ -22,9 +22,9 @@ from icrl_bench.agents.models import model_config, model_spec
 from icrl_bench.agents.spaces import ModelConfig
 from icrl_bench.envs.metaworld import ML1_PREFIX
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.paths import REPO_ROOT
+from icrl_bench.paths import require_shipped, shipped
 
-BASELINES_DIR = REPO_ROOT / "baselines"
+BASELINES_DIR = shipped("baselines")  # the checkout's, or the installed package's copy
 
 
 @dataclass
@@ -170,6 +170,8 @@ def load_run_config(agent: str, env: str, preset: str | None = None, config_path
     spec = model_spec(agent)
     folder = BASELINES_DIR / baseline_env(env)
     path = Path(config_path) if config_path else baseline_path(env, agent)
+    if config_path is None:
+        require_shipped("baselines")  # an installation without its configs says so, not "no config for darkroom"
     if not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
         hint = f" Configs for {env}: {', '.join(known)}." if known else f" No configs for env {env!r} under {BASELINES_DIR}."
