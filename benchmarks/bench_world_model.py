@@ -31,8 +31,8 @@ from rich.table import Table
 
 from icrl_bench.agents import planner as planner_module
 from icrl_bench.agents.registry import make_agent
-from icrl_bench.bench.harness import run_protocol
 from icrl_bench.bench.protocols import get_protocol
+from icrl_bench.bench.rollout import run_protocol
 from icrl_bench.envs.grid import GRID_SIZE, MOVES
 
 EPISODE_RANGES = ((4, 10), (10, 20), (20, 30), (30, 50))

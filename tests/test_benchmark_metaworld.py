@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from icrl_bench import make_agent
 from icrl_bench.bench import leaderboard
-from icrl_bench.bench.harness import evaluate, run_protocol
+from icrl_bench.bench.harness import evaluate
 from icrl_bench.bench.protocols import PROTOCOLS, differing_pins, get_protocol
+from icrl_bench.bench.rollout import run_protocol
 from icrl_bench.cli import app
 from icrl_bench.envs.metaworld import ML1_TASKS
 from icrl_bench.errors import IcrlBenchError

@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 
 from icrl_bench import make_agent
 from icrl_bench.agents.registry import BUILTINS, list_agents
-from icrl_bench.bench.harness import evaluate, evaluate_agent, run_protocol
+from icrl_bench.bench.harness import evaluate, evaluate_agent
 from icrl_bench.bench.protocols import PROTOCOLS, get_protocol, pinned_facts, reference_returns
+from icrl_bench.bench.rollout import run_protocol
 from icrl_bench.cli import app
 from icrl_bench.envs import get_family
 from icrl_bench.errors import IcrlBenchError

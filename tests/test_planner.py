@@ -17,8 +17,8 @@ from icrl_bench.agents.checkpoint import load_checkpoint
 from icrl_bench.agents.models import build_model, model_config
 from icrl_bench.agents.planner import beam_search
 from icrl_bench.agents.transformer_agent import TransformerAgent, from_checkpoint
-from icrl_bench.bench.harness import run_protocol
 from icrl_bench.bench.protocols import get_protocol
+from icrl_bench.bench.rollout import run_protocol
 from icrl_bench.cli import app
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.training import train

@@ -40,3 +40,27 @@ class Agent(Protocol):
 
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray, done: np.ndarray) -> None:
         """One transition per env ([num_envs, ...]); `next_obs` is the true terminal cell where done."""
+
+
+def agent_record(agent: Agent) -> dict[str, str | None]:
+    """The env, checkpoint hash and dataset an agent was made from, as far as it says: what the
+    harness records in the results and checks against the protocol's env and every shard's.
+
+    Explicit attributes win; otherwise a checkpoint-backed agent's `meta` (the checkpoint JSON:
+    `weights_sha256`, `dataset.{id, content_hash, env}`) is read.
+    """
+    meta = getattr(agent, "meta", None)
+    meta = meta if isinstance(meta, dict) else {}
+    dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    fallback = {
+        "env": dataset.get("env"),
+        "checkpoint_hash": meta.get("weights_sha256"),
+        "dataset_id": dataset.get("id"),
+        "dataset_hash": dataset.get("content_hash"),
+    }
+    record = {}
+    for key, default in fallback.items():
+        value = getattr(agent, key, None)
+        value = default if value is None else value
+        record[key] = None if value is None else str(value)
+    return record

@@ -2,9 +2,10 @@
 
 Why: the paper-size Meta-World protocols take hours of one core (ML1 pick-place: 50 goals x
 3 seeds x 2,000 episodes, ~4 h). Shards run anywhere the build's jobs run (local processes or
-a Ray cluster) and merge into one results document, with the curves `[seed, task, episode]`
-in the protocol's order, the summary recomputed from them as always, and the sharding recorded
-in `cost` and in the `command` that reproduces the run.
+a Ray cluster) and merge into one rollout, with the curves `[seed, task, episode]` in the
+protocol's order; the harness documents it as one results document, the summary recomputed from
+the curves as always, and the sharding recorded in `cost` and in the `command` that reproduces
+the run.
 
 What a shard's curves depend on: the agent, its checkpoint and settings, the seed and the
 shard's tasks, never the executor, the worker or the other shards. Each shard seeds the
@@ -29,21 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from icrl_bench.agents.base import Agent
-from icrl_bench.bench.harness import (
-    ProgressFn,
-    Rollout,
-    _seed_key,
-    _test_tasks,
-    agent_record,
-    check_evaluation,
-    evaluate_agent,
-    run_protocol,
-)
+from icrl_bench.agents.base import agent_record
 from icrl_bench.bench.protocols import EvalProtocol
+from icrl_bench.bench.rollout import ProgressFn, Rollout, protocol_tasks, run_protocol, seed_list_key
 from icrl_bench.devices import cpu_threads
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.executors import ExecutorConfig, open_executor, require
+from icrl_bench.executors import ExecutorConfig, open_executor
 from icrl_bench.executors.driver import Job, RetryPolicy, run_jobs
 
 
@@ -58,7 +50,7 @@ class Shard:
     def key(self, n_tasks: int) -> int:
         """The harness seed of this shard: a whole seed draws as a run of that seed alone does."""
         if len(self.positions) == n_tasks:
-            return _seed_key([self.seed])
+            return seed_list_key([self.seed])
         text = json.dumps({"seed": self.seed, "task_positions": list(self.positions)})
         return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
@@ -88,32 +80,39 @@ def run_shard(spec: dict[str, Any], progress: Any = None) -> dict[str, Any]:
     return {"rollout": rollout, "record": agent_record(agent)}
 
 
-def evaluate_sharded(
-    agent: Agent,
+@dataclass(frozen=True)
+class Sharded:
+    """A sharded run: the merged rollout, and how it was sharded (for the results' cost and command)."""
+
+    rollout: Rollout
+    cost: dict[str, Any]  # executor, workers, shards, task_groups, retried_shards
+    command: str  # what the reproducing command adds
+
+
+def run_sharded(
     protocol: EvalProtocol,
     name: str,
     checkpoint: str | os.PathLike | None,
-    seeds: list[int] | None,
+    checkpoint_hash: str | None,
+    seeds: list[int],
     n_episodes: int | None,
     settings: dict[str, Any],
     progress: ProgressFn | None,
     n_tasks: int | None,
     executor: ExecutorConfig,
     task_groups: int = 1,
-) -> dict:
-    """Run the protocol as seeds x task-group shards on `executor` and document the merged run.
+) -> Sharded:
+    """Run the protocol as seeds x task-group shards on `executor` and merge them into one rollout.
 
-    `agent` is the driver's own copy: it is checked (env, checkpoint) before any shard starts,
-    and every shard must report the same checkpoint hash.
+    The caller has checked the agent (env, checkpoint) before; every shard must report
+    `checkpoint_hash`, the checkpoint the caller's own copy of the agent was made from.
     """
-    require(executor)
-    record, seeds = check_evaluation(agent, protocol, name, seeds)  # before any shard starts
     if not seeds:
         raise IcrlBenchError("need at least one seed; got none.")
     n_episodes = protocol.n_episodes if n_episodes is None else n_episodes
     if n_episodes <= 0:
         raise IcrlBenchError(f"need at least one episode; got {n_episodes}.")
-    tasks, _ = _test_tasks(protocol, n_tasks)
+    tasks, _ = protocol_tasks(protocol, n_tasks)
     shards = plan_shards(seeds, len(tasks), task_groups)
     base = {"protocol": protocol.name, "agent": name, "checkpoint": None if checkpoint is None else str(checkpoint),
             "settings": settings, "n_episodes": n_episodes, "n_tasks": n_tasks, "threads": torch.get_num_threads()}
@@ -136,16 +135,13 @@ def evaluate_sharded(
         raise IcrlBenchError(f"shard seed {shards[index].seed}, tasks {list(shards[index].positions)} failed "
                              f"{failure.tries} times: {failure.error}")
     merged = _merge(shards, outputs, len(seeds), len(tasks), n_episodes, time.perf_counter() - started)
-    expected = record["checkpoint_hash"]
     for output in outputs.values():
-        if output["record"]["checkpoint_hash"] != expected:
-            raise IcrlBenchError(f"a shard ran checkpoint {output['record']['checkpoint_hash']}, not {expected}: "
+        if output["record"]["checkpoint_hash"] != checkpoint_hash:
+            raise IcrlBenchError(f"a shard ran checkpoint {output['record']['checkpoint_hash']}, not {checkpoint_hash}: "
                                  f"every node must see the same file at {checkpoint}.")
-    results = evaluate_agent(agent, protocol, name, checkpoint, seeds, n_episodes, settings, None, n_tasks, rollout=merged)
-    results["cost"].update({"executor": executor.name, "workers": pool.slots, "shards": len(shards), "task_groups": task_groups,
-                            "retried_shards": report.retried})
-    results["command"] += f" --executor {executor.name} --task-groups {task_groups}"
-    return results
+    cost = {"executor": executor.name, "workers": pool.slots, "shards": len(shards), "task_groups": task_groups,
+            "retried_shards": report.retried}
+    return Sharded(merged, cost, f" --executor {executor.name} --task-groups {task_groups}")
 
 
 def _merge(shards: list[Shard], outputs: dict[int, dict[str, Any]], n_seeds: int, n_tasks: int, n_episodes: int,
