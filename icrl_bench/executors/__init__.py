@@ -12,20 +12,19 @@ is the driver's, one loop for every executor: `icrl_bench.executors.driver.run_j
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from icrl_bench.errors import IcrlBenchError, unknown
+from icrl_bench.executors.base import Executor, Finished, ProgressSink
+from icrl_bench.executors.local import InProcess, ProcessPool, default_workers
+from icrl_bench.executors.ray_cluster import RayExecutor, check_reachable, import_ray
 
 EXECUTORS = {
     "local": "processes on this machine, one job per process (the default)",
     "ray": "a Ray cluster (pip install 'icrl-bench[ray]'); --address auto or HOST:PORT",
 }
-
-ProgressSink = Callable[[int, int], None]
-"""Called by an executor with (job key, units done since the last report)."""
 
 
 @dataclass(frozen=True)
@@ -56,41 +55,9 @@ class ExecutorConfig:
             raise IcrlBenchError(f"--address {self.address} is for --executor ray; drop it or add --executor ray.")
 
 
-@dataclass(frozen=True)
-class Finished:
-    """How one submitted job ended: a value, an exception it raised, or its worker's death."""
-
-    key: int
-    value: Any = None
-    error: BaseException | None = None  # what the job raised (retried: a simulator's crash may not recur)
-    lost: str | None = None  # the worker died under the job (killed, out of memory, node lost): not the job's fault
-
-
-class Executor(Protocol):
-    """What the driver needs of a place to run jobs."""
-
-    name: str
-    slots: int  # jobs that run at once
-    in_flight: int  # jobs submitted at once (queued ones wait in the executor, their results in its store)
-
-    def submit(self, key: int, fn: Callable[..., Any], args: tuple) -> None:
-        """Start `fn(*args, progress=...)`; `key` names this attempt in `poll`'s answers."""
-        ...
-
-    def poll(self, timeout: float, progress: ProgressSink) -> list[Finished]:
-        """Wait up to `timeout` s for jobs to end; forward the progress reported meanwhile."""
-        ...
-
-    def close(self, cancel: bool) -> None:
-        """Release the workers; with `cancel`, stop the jobs still running (an interrupted driver)."""
-        ...
-
-
 def require(config: ExecutorConfig) -> None:
     """Fail now, in one line, before any work is written: a missing extra, an address where no one answers."""
     if config.name == "ray":
-        from icrl_bench.executors.ray_cluster import check_reachable, import_ray
-
         import_ray()
         check_reachable(config.address)
 
@@ -98,11 +65,7 @@ def require(config: ExecutorConfig) -> None:
 def make_executor(config: ExecutorConfig, n_jobs: int) -> Executor:
     """The executor `config` names, sized for `n_jobs` jobs."""
     if config.name == "ray":
-        from icrl_bench.executors.ray_cluster import RayExecutor
-
         return RayExecutor(config.address, config.workers, config.gpus_per_job)
-    from icrl_bench.executors.local import InProcess, ProcessPool, default_workers
-
     workers = min(config.workers or default_workers(), max(n_jobs, 1))
     return InProcess() if workers == 1 else ProcessPool(workers)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.executors import Executor
+from icrl_bench.executors.base import Executor
 
 POLL_S = 0.25  # how often the driver looks at progress while jobs run
 

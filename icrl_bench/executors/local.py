@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from icrl_bench.executors import Finished, ProgressSink
+from icrl_bench.executors.base import Finished, ProgressSink
 
 
 def default_workers() -> int:

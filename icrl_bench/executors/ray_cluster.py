@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from icrl_bench.errors import IcrlBenchError, missing_extra
-from icrl_bench.executors import Finished, ProgressSink
+from icrl_bench.executors.base import Finished, ProgressSink
 
 CONNECT_TIMEOUT_S = 5.0  # a HOST:PORT that does not accept a TCP connection in this time is refused
 PROGRESS_EVERY_S = 0.5  # a worker sends its progress at most this often (one actor call each)
