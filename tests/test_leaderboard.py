@@ -192,6 +192,26 @@ def test_leaderboard_cli(real_results, tmp_path, monkeypatch):
     assert verified.exit_code == 0 and "verified" in verified.output
 
 
+def test_the_leaderboard_directory_comes_from_the_environment_and_a_user_default_is_seeded(real_results, tmp_path, monkeypatch):
+    """$ICRL_BENCH_LEADERBOARD replaces the default; the user data directory an installed package
+    defaults to starts as a copy of the shipped entries, once (an entry the user removed stays removed)."""
+    from icrl_bench import paths
+
+    chosen = tmp_path / "chosen"
+    monkeypatch.setenv(paths.LEADERBOARD_ENV_VAR, str(chosen))
+    submitted = runner.invoke(app, ["leaderboard", "submit", str(write(tmp_path, real_results["random"]))])
+    assert submitted.exit_code == 0, submitted.output
+    assert len(entry_files(chosen)) == 1  # an explicit directory is never seeded
+    monkeypatch.delenv(paths.LEADERBOARD_ENV_VAR)
+    user = tmp_path / "user-data" / "leaderboard"
+    monkeypatch.setattr(paths, "default_leaderboard_dir", lambda: user)
+    shipped = sorted(p.name for p in (leaderboard.SHIPPED_DIR / "entries").glob("*.json"))
+    assert [p.name for p, _ in leaderboard.list_entries()] == shipped
+    (user / "entries" / shipped[0]).unlink()
+    assert [p.name for p, _ in leaderboard.list_entries()] == shipped[1:]
+    assert not [p for p in user.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
 def test_the_leaderboard_and_metrics_never_import_torch():
     """The design's contract: scoring and ranking work without the deep-learning stack."""
     import subprocess

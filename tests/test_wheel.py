@@ -134,3 +134,17 @@ def test_download_train_evaluate_reproduce_and_submit_from_the_wheel(installed):
     assert "stay_agent:Stay" in shown and ",oracle," in shown
 
     assert _package_files(installed.package) == before, "a command wrote inside the installed package"
+
+
+def test_an_installation_without_its_shipped_tree_says_so_in_one_line(tmp_path, monkeypatch):
+    """A wheel built without its data (an old build, a broken MANIFEST.in) fails naming what is missing."""
+    from icrl_bench import paths
+    from icrl_bench.bench.reproduction import paper_results
+    from icrl_bench.errors import IcrlBenchError
+    from icrl_bench.training import load_run_config
+
+    monkeypatch.setattr(paths, "SHIPPED_ROOT", tmp_path / "_shipped")
+    with pytest.raises(IcrlBenchError, match=r"^baselines is missing from this installation .* reinstall icrl-bench"):
+        load_run_config("ad", "darkroom")
+    with pytest.raises(IcrlBenchError, match=r"^reproduction/paper_results.yaml is missing from this installation"):
+        paper_results("darkroom")
