@@ -45,10 +45,11 @@ def random_transition(rng: np.random.Generator, n: int):
     return obs, rng.integers(0, 5, n), rng.integers(0, 2, n), next_obs, np.zeros(n, bool)
 
 
-@pytest.mark.parametrize("agent, layout", [(a, "dicp") for a in FLAT] + [("ad", "dense"), ("dicp-ad", "dense")])
+@pytest.mark.parametrize("agent, layout", [(a, "dicp") for a in FLAT] + [("ad", "dense"), ("dicp-ad", "dense"), ("dicp-ad", "dense+xy")])
 def test_cached_acting_equals_full_recompute(agent: str, layout: str) -> None:
     """Logits of the agent's cached acting equal a full forward of the same context, before and after the window slides."""
-    model = small_model(agent, layout=layout)
+    xy = {"state_features": "cell+xy"} if layout.endswith("+xy") else {}
+    model = small_model(agent, layout=layout.removesuffix("+xy"), **xy)
     actor = TransformerAgent(agent, model)
     actor.reset(3, DARKROOM)
     rng = np.random.default_rng(0)
@@ -278,6 +279,20 @@ def test_dense_layout_is_refused_where_it_is_not_implemented() -> None:
             model_config(agent, {**(SMALL_IDT if agent == "idt" else SMALL), "layout": "dense"})
     with pytest.raises(IcrlBenchError, match="layout must be one of dicp, dense"):
         model_config("ad", {**SMALL, "layout": "sparse"})
+    with pytest.raises(IcrlBenchError, match="state_features 'cell\\+xy' is a dense-layout option"):
+        model_config("ad", {**SMALL, "state_features": "cell+xy"})
+    with pytest.raises(IcrlBenchError, match="state_features must be one of cell, cell\\+xy"):
+        model_config("ad", {**SMALL, "layout": "dense", "state_features": "xy"})
+
+
+def test_cell_xy_tokens_see_coordinates() -> None:
+    """With state_features cell+xy, two cells' tokens differ by the linear map of their coordinates' difference."""
+    model = small_model("dicp-ad", layout="dense", state_features="cell+xy").eval()
+    with torch.no_grad():
+        model.embed_state.weight.zero_()  # leave only the coordinates and the "none" action and reward
+        first, second = (model.tokens(torch.tensor([[cell]]), None, None)[0, 0] for cell in ([2, 3], [2, 4]))
+        step = model.embed_xy.weight[:, 1] / (model.config.grid_size - 1)
+    torch.testing.assert_close(second - first, step, atol=1e-6, rtol=0)
 
 
 def test_an_edited_checkpoint_json_is_refused(tmp_path: Path) -> None:

@@ -131,6 +131,7 @@ class DenseAD(nn.Module):
         n_embd = config.transformer.n_embd
         self.transformer = Transformer(config.transformer)
         self.embed_state = self.space.state_embedding(n_embd)
+        self.embed_xy = nn.Linear(config.dim_state, n_embd) if config.state_features == "cell+xy" else None
         self.embed_prev_action = nn.Embedding(config.num_actions + 1, n_embd)  # index num_actions: none
         self.embed_prev_reward = nn.Embedding(config.n_reward_classes + 1, n_embd)  # index n_reward_classes: none
         self.pred_action = self.space.action_head(n_embd)
@@ -152,7 +153,10 @@ class DenseAD(nn.Module):
         if T > 1:
             prev_action = torch.cat([first_action, self.space.action(steps.action[:, : T - 1])], dim=1)  # [B, T]
             prev_reward = torch.cat([first_reward, self.space.reward(steps.reward[:, : T - 1])], dim=1)  # [B, T]
-        return self.embed_state(self.space.state(obs)) + self.embed_prev_action(prev_action) + self.embed_prev_reward(prev_reward)
+        x = self.embed_state(self.space.state(obs)) + self.embed_prev_action(prev_action) + self.embed_prev_reward(prev_reward)
+        if self.embed_xy is not None:  # coordinates scaled to [0, 1]
+            x = x + self.embed_xy(obs.to(self.embed_xy.weight.dtype) / (self.config.grid_size - 1))
+        return x
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.loss(batch)

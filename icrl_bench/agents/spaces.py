@@ -207,6 +207,7 @@ Space = GridSpace | ContinuousSpace
 
 KINDS = ("discrete", "continuous")
 LAYOUTS = ("dicp", "dense")
+STATE_FEATURES = ("cell", "cell+xy")
 
 
 @dataclass
@@ -265,11 +266,19 @@ class GridModelConfig(ModelConfig):
     dim_state: int = 2
     n_reward_classes: int = 2
     label_smoothing: float = 0.0
+    # The dense layout's state in a token: a learned vector per cell ("cell"), or that plus a linear
+    # map of the cell's (x, y) ("cell+xy"), which the official context tokens see (a Linear over
+    # coordinates): a goal cell never rewarded in training is still near the cells it borders.
+    state_features: str = "cell"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.state_features not in STATE_FEATURES:
+            raise ValueError(f"state_features must be one of {', '.join(STATE_FEATURES)}, got {self.state_features!r}")
+        if self.state_features != "cell" and self.layout != "dense":
+            raise ValueError(f"state_features {self.state_features!r} is a dense-layout option; the dicp layout's tokens fix their own")
 
     def space(self) -> GridSpace:
         return GridSpace(self)
