@@ -126,7 +126,7 @@ def build_dataset_cmd(
     from icrl_bench.data.dataset import load_dataset
 
     manifest = load_dataset(result.dataset_id, root).manifest
-    check = published_hash_check(result.dataset_id, result.content_hash, manifest_hash=manifest.get("manifest_hash"))
+    check = published_hash_check(result.dataset_id, result.content_hash, manifest_hash=manifest.manifest_hash)
     if check is not None:
         console.print(f"[green]{check[1]}[/]" if check[0] else f"[yellow]{check[1]}[/]")
 
@@ -155,9 +155,8 @@ def datasets_list(
         if m is None:
             table.add_row(entry.dataset_id, "[red]unreadable[/]", "", human_bytes(entry.size_bytes), "")
             continue
-        shape = m["shape"]
-        table.add_row(entry.dataset_id, m["source"]["name"], f"{shape['n_tasks']}x{shape['n_streams']}x{shape['n_steps']}",
-                      human_bytes(entry.size_bytes), m["content_hash"][:8])
+        table.add_row(entry.dataset_id, m.source.name, f"{m.shape.n_tasks}x{m.shape.n_streams}x{m.shape.n_steps}",
+                      human_bytes(entry.size_bytes), m.content_hash[:8])
     console.print(table)
 
 
@@ -182,17 +181,18 @@ def datasets_info(dataset_id: str, root: RootOption = None, tasks: Annotated[int
 
     ds = load_dataset(dataset_id, root)
     m = ds.manifest
-    console.print(f"[bold]{m['dataset_id']}[/]  {m['description']}")
+    console.print(f"[bold]{m.dataset_id}[/]  {m.description}")
     facts = Table.grid(padding=(0, 2))
+    took = "" if m.build.wall_time_s is None else f" in {m.build.wall_time_s:.1f} s"  # None: imported, not built here
     for key, value in (
-        ("env", f"{m['env']} ({m['env_spec']['gym_id']}, horizon {m['env_spec']['horizon']})"),
-        ("shape", f"{m['shape']['n_tasks']} tasks x {m['shape']['n_streams']} streams x {m['shape']['n_steps']} steps"),
-        ("split", f"{int((ds.split == 0).sum())} train / {int((ds.split == 1).sum())} test tasks ({m['split']['rule'] if 'train_ratio' not in m['split'] else 'paper split'}, seed {m['split']['seed']})"),
-        ("source", f"{m['source']['name']} " + ", ".join(f"{k}={v}" for k, v in m["source"]["hyperparameters"].items())),
-        ("seeds", f"base {m['seeds']['base']}: {m['seeds']['rule']}"),
-        ("content hash", m["content_hash"]),
-        ("built", f"{m['provenance']['created_at']} in {m['build']['wall_time_s']:.1f} s, code {m['provenance']['code_commit']}"),
-        ("packages", ", ".join(f"{k} {v}" for k, v in m["provenance"]["packages"].items())),
+        ("env", f"{m.env} ({m.env_spec.gym_id}, horizon {m.env_spec.horizon})"),
+        ("shape", f"{m.shape.n_tasks} tasks x {m.shape.n_streams} streams x {m.shape.n_steps} steps"),
+        ("split", f"{int((ds.split == 0).sum())} train / {int((ds.split == 1).sum())} test tasks ({m.split.rule if m.split.train_ratio is None else 'paper split'}, seed {m.split.seed})"),
+        ("source", f"{m.source.name} " + ", ".join(f"{k}={v}" for k, v in m.source.hyperparameters.items())),
+        ("seeds", f"base {m.seeds.base}: {m.seeds.rule}"),
+        ("content hash", m.content_hash),
+        ("built", f"{m.provenance.created_at}{took}, code {m.provenance.code_commit}"),
+        ("packages", ", ".join(f"{k} {v}" for k, v in m.provenance.packages.items())),
         ("path", str(ds.path)),
     ):
         facts.add_row(f"[bold]{key}[/]", value)

@@ -7,6 +7,7 @@ import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
 
+from icrl_bench.documents import Document
 from icrl_bench.paths import IN_CHECKOUT, REPO_ROOT
 
 TRACKED_PACKAGES = ("icrl-bench", "numpy", "torch", "gymnasium", "stable-baselines3", "zarr", "h5py")
@@ -51,3 +52,12 @@ def provenance() -> dict:
         "code_commit": code_commit(),
         "machine": machine(),
     }
+
+
+class Provenance(Document):
+    """`provenance()` as a schema, for the documents that carry it (dataset manifests, results)."""
+
+    created_at: str
+    packages: dict[str, str]
+    code_commit: str | None
+    machine: dict[str, str]

@@ -317,7 +317,7 @@ def test_registered_source_runs_through_the_builder_deterministically_and_resume
         "darkroom", "tiny", source="batched-ppo", root=tmp_path / "b", workers=1, show_progress=False
     )
     assert first.dataset_id == resolve("darkroom", "tiny", source="batched-ppo").dataset_id and first.tasks_run == 9
-    manifest = store.open_dataset_group(first.path, first.dataset_id).attrs[store.MANIFEST_KEY]
+    _, manifest = store.open_dataset(first.path, first.dataset_id)
     assert manifest["source"]["name"] == "batched-ppo"
     assert first.content_hash == second.content_hash
 

@@ -18,9 +18,11 @@ from icrl_bench.agents.idt import IDTAgent, SortEpisodes
 from icrl_bench.agents.models import build_model, model_config
 from icrl_bench.agents.transformer_agent import TransformerAgent, from_checkpoint
 from icrl_bench.data import store
+from icrl_bench.data.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_KEY, Manifest
 from icrl_bench.data.sampler import SamplerConfig, WindowSampler
 from icrl_bench.data.schema import continuous_arrays
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.provenance import provenance
 from icrl_bench.training import load_run_config, train
 
 AGENTS = ("ad", "dicp-ad", "idt", "dicp-idt")
@@ -77,13 +79,21 @@ def continuous_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, values in data.items():
         group[name][...] = values
     digests = store.digests(group)
-    group.attrs[store.MANIFEST_KEY] = {
-        "format": store.FORMAT_NAME, "format_version": store.FORMAT_VERSION, "dataset_id": DATASET, "env": ENV,
+    group.attrs[MANIFEST_KEY] = Manifest.build_new({
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "dataset_id": DATASET, "family": "metaworld-ml1", "env": ENV,
+        "version": 1, "preset": "tiny", "description": "synthetic continuous histories", "recipe": None,
+        "source": {"name": "synthetic", "hyperparameters": {}}, "seeds": {"base": 0, "rule": "histories(seed=0)"},
+        "build": {"wall_time_s": 0.0, "workers": 1, "device": "cpu"},
         "shape": {"n_tasks": 4, "n_streams": 3, "n_steps": 200},
-        "env_spec": {"kind": "continuous", "obs_dim": OBS_DIM, "action_dim": ACTION_DIM, "horizon": HORIZON},
-        "arrays": {name: {"shape": list(group[name].shape), "sha256": digest} for name, digest in digests.items()},
+        "env_spec": {"gym_id": "Meta-World/ML1-reach-v3", "kind": "continuous", "horizon": HORIZON, "obs_dim": OBS_DIM,
+                     "action_dim": ACTION_DIM, "param_names": ["goal_x", "goal_y", "goal_z"], "n_env_tasks": 4},
+        "split": {"seed": 0, "rule": "the last task is the test task", "train": [0, 1, 2], "test": [3]},
+        "next_obs_at_episode_end": "true terminal observation",
+        "arrays": {name: {"shape": list(group[name].shape), "dtype": str(group[name].dtype), "chunks": list(group[name].chunks),
+                          "sha256": digest, "doc": ""} for name, digest in digests.items()},
         "content_hash": store.content_hash(digests),
-    }
+        "provenance": provenance(),
+    }).to_dict()
     store.consolidate(path)
     return root
 

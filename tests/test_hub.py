@@ -31,8 +31,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from icrl_bench.cli import app
-from icrl_bench.data import hf_export, hub, store
+from icrl_bench.data import hf_export, hub
 from icrl_bench.data.dataset import load_dataset
+from icrl_bench.data.manifest import manifest_hash
 from icrl_bench.errors import IcrlBenchError
 
 TINY = "darkroom-tiny-v3"
@@ -327,7 +328,7 @@ def _edit_manifest(tag_dir: Path, change, rehash: bool) -> None:
     manifest = json.loads(path.read_text())
     change(manifest)
     if rehash:
-        manifest["manifest_hash"] = store.manifest_hash(manifest)
+        manifest["manifest_hash"] = manifest_hash(manifest)
     path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     export = json.loads((tag_dir / hf_export.EXPORT_FILE).read_text())
     export["files"][hf_export.MANIFEST_FILE] |= hf_export.file_record(path)
@@ -348,7 +349,7 @@ def test_an_edited_manifest_with_its_file_hash_resynced_is_refused(tampered_remo
 
 
 def test_a_catalog_pinned_manifest_hash_catches_an_edit_that_rewrote_every_hash(remote, tampered_remote, tmp_path):
-    pinned = store.manifest_hash(json.loads((_tag_dir(remote) / hf_export.MANIFEST_FILE).read_text()))
+    pinned = manifest_hash(json.loads((_tag_dir(remote) / hf_export.MANIFEST_FILE).read_text()))
     content = json.loads((_tag_dir(remote) / hf_export.EXPORT_FILE).read_text())["content_hash"]
 
     def catalog(mirror: Path) -> Path:
@@ -539,7 +540,7 @@ def test_catalog_ids_resolve_through_the_catalog(tmp_path):
 @pytest.mark.parametrize("dataset_id, tag", [("darkroom-v1", "v1"), ("darkroom-small-v3", "small-v3"), ("dark-key-to-door-tiny-v3", "tiny-v3")])
 def test_version_tags(dataset_id, tag):
     family = "dark-key-to-door" if dataset_id.startswith("dark-key") else "darkroom"
-    assert hf_export.version_tag({"dataset_id": dataset_id, "family": family}) == tag
+    assert hf_export.version_tag(dataset_id, family) == tag
 
 
 # --------------------------------------------------------------------------- CLI

@@ -139,7 +139,8 @@ def test_a_known_dataset_hash_is_accepted(real_results, tmp_path, isolated_root,
     """Known = built under the data root (read from its zarr.json) or listed in the catalog."""
     store = isolated_root / "datasets" / "darkroom-small-v1"
     store.mkdir(parents=True)
-    manifest = {"dataset_id": "darkroom-small-v1", "content_hash": "cd" * 32}
+    shipped = json.loads((REPO_ROOT / "datasets" / "hub" / "darkroom" / "small-v3" / "icrl_bench" / "manifest.json").read_text())
+    manifest = {**shipped, "dataset_id": "darkroom-small-v1", "content_hash": "cd" * 32}  # a whole manifest: a partial one names no dataset
     (store / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {"icrl_bench": manifest}}))
     data = copy.deepcopy(real_results["random"])
     data["agent"].update(dataset_id="darkroom-small-v1", dataset_hash="cd" * 32)

@@ -73,7 +73,7 @@ def test_an_edited_manifest_field_is_caught_by_the_manifest_hash(copy_root):
 def test_the_catalog_pins_the_manifest_of_the_shipped_dataset():
     """The pin is the hash of what is shipped; a rebuild (whose build facts differ) has the same one."""
     from icrl_bench.data.hub import load_catalog
-    from icrl_bench.data.store import manifest_hash
+    from icrl_bench.data.manifest import manifest_hash
     from icrl_bench.paths import REPO_ROOT
 
     shipped = json.loads((REPO_ROOT / "datasets" / "hub" / "darkroom" / "small-v3" / "icrl_bench" / "manifest.json").read_text())

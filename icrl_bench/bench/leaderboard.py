@@ -41,6 +41,7 @@ from icrl_bench.bench.reporting import (
     dumps_results,
     plot_learning_curves,
 )
+from icrl_bench.data.manifest import read_store_manifest
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import atomic_path, write_atomic
 from icrl_bench.paths import DATASET_ID_PATTERN, catalog_path, data_root, from_repo_relative, shipped
@@ -264,18 +265,15 @@ HASH_OR_ID = {"checkpoint_hash": r"[0-9a-f]{64}", "dataset_hash": r"[0-9a-f]{64}
 def known_datasets(root: str | os.PathLike | None = None, catalog: Path | None = None) -> dict[str, str]:
     """Dataset id -> content hash, for the datasets built under the data root and those in the catalog.
 
-    Read straight from each store's `zarr.json` (the manifest lives in the group attributes), so
-    no Zarr or torch import is needed.
+    Each store's manifest is read from its `zarr.json` (`manifest.read_store_manifest`), so no Zarr
+    or torch import is needed; a directory without a readable manifest names no known dataset.
     """
     known: dict[str, str] = {}
     directory = data_root(root) / "datasets"
     for meta in sorted(directory.glob("*/zarr.json")) if directory.is_dir() else []:
-        try:
-            manifest = json.loads(meta.read_text()).get("attributes", {}).get("icrl_bench", {})
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(manifest, dict) and isinstance(manifest.get("content_hash"), str):
-            known[str(manifest.get("dataset_id", meta.parent.name))] = manifest["content_hash"]
+        manifest = read_store_manifest(meta.parent)
+        if manifest is not None:
+            known[manifest.dataset_id] = manifest.content_hash
     catalog = catalog_path(catalog)
     if catalog.is_file():
         entries = (yaml.safe_load(catalog.read_text()) or {}).get("datasets") or {}

@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from icrl_bench.data import store
+from icrl_bench.data.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_KEY, Manifest
 from icrl_bench.data.recipes import BuildPlan, resolve
 from icrl_bench.data.schema import ArraySpec, family_arrays
 from icrl_bench.devices import resolve_device
@@ -152,14 +153,13 @@ def run_plan(
 
 
 def _already_built(final: Path, plan: BuildPlan) -> BuildResult:
-    group = store.open_dataset_group(final, plan.dataset_id)
-    manifest = group.attrs[store.MANIFEST_KEY]
-    if manifest.get("recipe") != json.loads(json.dumps(plan.to_dict())):
+    _, manifest = store.open_dataset(final, plan.dataset_id)
+    if manifest.recipe != json.loads(json.dumps(plan.to_dict())):
         raise IcrlBenchError(
             f"{final} holds a dataset {plan.dataset_id} built from another recipe; "
             f"run `icrl-bench datasets delete {plan.dataset_id}` to rebuild it."
         )
-    return BuildResult(plan.dataset_id, final, manifest["content_hash"], True, 0, manifest["build"]["wall_time_s"])
+    return BuildResult(plan.dataset_id, final, manifest.content_hash, True, 0, manifest.build.wall_time_s)
 
 
 @contextmanager
@@ -397,22 +397,23 @@ def _split_rule(env: Any) -> dict[str, Any]:
     }
 
 
-def finalize(staging: Path, final: Path, manifest: dict[str, Any]) -> str:
+def finalize(staging: Path, final: Path, given: dict[str, Any]) -> str:
     """Hash a complete staging store, write its manifest, and rename it into place.
 
-    `manifest` holds what only the caller knows (id, recipe or origin, source); the
-    shapes, split, env constants, array hashes and provenance are added here.
+    `given` holds the manifest fields only the caller knows (id, recipe or origin, source); the
+    shapes, split, env constants, array hashes and provenance are added here, and the whole is
+    checked against the `Manifest` schema before anything is written.
     """
     group = zarr.open_group(store=str(staging), mode="r+", zarr_format=3)
     digests = store.digests(group)
     content_hash = store.content_hash(digests)
-    env = get_family(manifest["env"])
+    env = get_family(given["env"])
     split = env.split()
     obs_shape = group["obs"].shape
-    manifest = {
-        "format": store.FORMAT_NAME,
-        "format_version": store.FORMAT_VERSION,
-        **manifest,
+    manifest = Manifest.build_new({
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        **given,
         "shape": {"n_tasks": obs_shape[0], "n_streams": obs_shape[1], "n_steps": obs_shape[2]},
         "env_spec": {
             "gym_id": env.gym_id,
@@ -442,9 +443,8 @@ def finalize(staging: Path, final: Path, manifest: dict[str, Any]) -> str:
         },
         "content_hash": content_hash,
         "provenance": provenance(),
-    }
-    manifest["manifest_hash"] = store.manifest_hash(manifest)
-    group.attrs[store.MANIFEST_KEY] = manifest
+    })
+    group.attrs[MANIFEST_KEY] = manifest.to_dict()
     store.consolidate(staging)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.rename(staging, final)

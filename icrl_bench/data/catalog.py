@@ -10,26 +10,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from icrl_bench.data.manifest import Manifest, Shape
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import CATALOG_ENV_VAR, DATASET_ID_PATTERN, catalog_path
-
-
-class Shape(BaseModel):
-    """A dataset's extent: learning histories of n_steps transitions, n_streams per task."""
-
-    model_config = ConfigDict(extra="forbid")
-    n_tasks: int = Field(gt=0)
-    n_streams: int = Field(gt=0)
-    n_steps: int = Field(gt=0)
-
-    @property
-    def transitions(self) -> int:
-        return self.n_tasks * self.n_streams * self.n_steps
 
 
 class CatalogEntry(BaseModel):
@@ -44,7 +31,7 @@ class CatalogEntry(BaseModel):
     revision: str | None = Field(None, description="the tag (or commit) that pins this version")
     build: str | None = Field(None, description="the command that builds it, for entries not published to a remote")
     content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    manifest_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="store.manifest_hash of its manifest")
+    manifest_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="manifest.manifest_hash of its manifest")
     shape: Shape | None = Field(None, description="tasks x streams x steps (the manifest's shape)")
     download_bytes: int | None = Field(None, ge=0, description="bytes a download moves (the export's files); published entries only")
     description: str = ""
@@ -100,11 +87,11 @@ def entry_directory(entry: CatalogEntry, catalog: str | os.PathLike | None = Non
     return folder if folder.is_dir() else None
 
 
-def remote_manifest(entry: CatalogEntry, catalog: str | os.PathLike | None = None) -> dict[str, Any] | None:
-    """The manifest of a published revision, where it can be read without the network (a directory remote)."""
+def remote_manifest(entry: CatalogEntry, catalog: str | os.PathLike | None = None) -> Manifest | None:
+    """The manifest of a published revision, where it can be read without the network (a directory
+    remote); None where it cannot (a Hub remote, a missing or corrupt file: `download` says which)."""
     folder = entry_directory(entry, catalog)
     try:
-        manifest = json.loads((folder / "icrl_bench" / "manifest.json").read_text()) if folder else None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return Manifest.model_validate(json.loads((folder / "icrl_bench" / "manifest.json").read_text())) if folder else None
+    except (OSError, ValueError):  # unreadable, not JSON, or not a manifest (ValidationError is a ValueError)
         return None
-    return manifest if isinstance(manifest, dict) else None

@@ -19,6 +19,7 @@ import zarr
 
 from icrl_bench.data import store
 from icrl_bench.data.catalog import catalog_entry
+from icrl_bench.data.manifest import Manifest
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import DATASET_ID_PATTERN, check_dataset_id, data_root
 
@@ -33,35 +34,35 @@ class LearningHistoryDataset:
         >>> ds["reward"][ds.train_rows[0]]     # [stream, step] of the first train task
     """
 
-    def __init__(self, path: Path, group: zarr.Group):
+    def __init__(self, path: Path, group: zarr.Group, manifest: Manifest):
         self.path = path
         self.group = group
-        self.manifest: dict[str, Any] = dict(group.attrs[store.MANIFEST_KEY])
+        self.manifest = manifest
 
     @property
     def dataset_id(self) -> str:
-        return self.manifest["dataset_id"]
+        return self.manifest.dataset_id
 
     @property
     def array_names(self) -> list[str]:
-        return sorted(self.manifest["arrays"])
+        return sorted(self.manifest.arrays)
 
     def __getitem__(self, name: str) -> CheckedArray:
-        if name not in self.manifest["arrays"]:
+        if name not in self.manifest.arrays:
             raise KeyError(f"{self.dataset_id} has no array {name!r}; it has {', '.join(self.array_names)}")
         return CheckedArray(self.group[name], self.dataset_id, name)
 
     @property
     def n_tasks(self) -> int:
-        return self.manifest["shape"]["n_tasks"]
+        return self.manifest.shape.n_tasks
 
     @property
     def n_streams(self) -> int:
-        return self.manifest["shape"]["n_streams"]
+        return self.manifest.shape.n_streams
 
     @property
     def n_steps(self) -> int:
-        return self.manifest["shape"]["n_steps"]
+        return self.manifest.shape.n_steps
 
     @cached_property
     def task_index(self) -> np.ndarray:
@@ -98,7 +99,7 @@ class LearningHistoryDataset:
         """
         if split is not None and split not in SPLITS:
             raise IcrlBenchError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} or None (all tasks).")
-        per_step = [name for name in self.array_names if self.manifest["arrays"][name]["shape"][:3] == [self.n_tasks, self.n_streams, self.n_steps]]
+        per_step = [name for name in self.array_names if self.manifest.arrays[name].shape[:3] == [self.n_tasks, self.n_streams, self.n_steps]]
         names = per_step if arrays is None else list(arrays)
         unknown = sorted(set(names) - set(per_step))
         if unknown:
@@ -119,16 +120,16 @@ class LearningHistoryDataset:
 
     def verify(self) -> str:
         """Recompute every array's hash; returns the content hash or raises naming the bad array."""
-        recorded = {name: meta["sha256"] for name, meta in self.manifest["arrays"].items()}
+        recorded = {name: meta.sha256 for name, meta in self.manifest.arrays.items()}
         actual = store.digests(self.group, sorted(recorded))
         for name in sorted(recorded):
             if actual[name] != recorded[name]:
                 raise store.CorruptArrayError(name, "does not match its recorded sha256: the dataset is corrupt; delete and rebuild or re-download it")
         content = store.content_hash(actual)
-        if content != self.manifest["content_hash"]:
+        if content != self.manifest.content_hash:
             raise IcrlBenchError(f"{self.dataset_id}: the manifest's content hash does not match its arrays; the manifest was edited.")
-        recorded_manifest = self.manifest.get("manifest_hash")  # absent in datasets made before 2026-11-30
-        if recorded_manifest is not None and recorded_manifest != store.manifest_hash(self.manifest):
+        recorded_manifest = self.manifest.manifest_hash  # absent in datasets made before 2026-11-30
+        if recorded_manifest is not None and recorded_manifest != self.manifest.computed_hash():
             raise IcrlBenchError(f"{self.dataset_id}: the manifest's fields do not match its manifest_hash; the manifest was edited: "
                                  "delete and rebuild or re-download it.")
         return content
@@ -203,7 +204,7 @@ def load_dataset(dataset_id: str, root: str | os.PathLike | None = None) -> Lear
     path = dataset_path(dataset_id, root)
     if not path.exists():
         raise missing_dataset_error(dataset_id, root)
-    return LearningHistoryDataset(path, store.open_dataset_group(path, dataset_id))
+    return LearningHistoryDataset(path, *store.open_dataset(path, dataset_id))
 
 
 def missing_dataset_error(dataset_id: str, root: str | os.PathLike | None) -> IcrlBenchError:
@@ -242,7 +243,7 @@ def local_content_hash(dataset_id: str, root: str | os.PathLike | None) -> str |
     if not dataset_path(dataset_id, root).exists():
         return None
     try:
-        return load_dataset(dataset_id, root).manifest.get("content_hash", "")
+        return load_dataset(dataset_id, root).manifest.content_hash
     except IcrlBenchError:
         return ""
 
@@ -251,7 +252,7 @@ def local_content_hash(dataset_id: str, root: str | os.PathLike | None) -> str |
 class LocalDataset:
     dataset_id: str
     path: Path
-    manifest: dict[str, Any] | None  # None: the directory is not a readable dataset
+    manifest: Manifest | None  # None: the directory is not a readable dataset
     size_bytes: int
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from icrl_bench.data.catalog import CatalogEntry, catalog_entry, load_catalog, remote_manifest
 from icrl_bench.data.dataset import dataset_path, load_dataset, local_content_hash, missing_dataset_error
+from icrl_bench.data.manifest import Manifest, Shape
 from icrl_bench.fileio import human_bytes
 from icrl_bench.paths import check_dataset_id, data_root
 
@@ -28,7 +29,7 @@ class DatasetFacts:
     local_path: Path | None  # None: not on this machine
     size_bytes: int | None  # on disk, where local
     download_bytes: int | None  # what a download moves, where the catalog says
-    shape: dict[str, int] | None  # n_tasks, n_streams, n_steps
+    shape: Shape | None
     arrays: list[tuple[str, str, list[int]]] = field(default_factory=list)  # name, dtype, shape
     env: str | None = None
     source: str | None = None
@@ -47,17 +48,16 @@ def describe(dataset_id: str, root: str | os.PathLike | None = None, catalog: st
         return _local(dataset_id, root, entry)
     if entry is None:
         raise missing_dataset_error(dataset_id, root)
-    manifest = remote_manifest(entry, catalog) or {}
-    shape = entry.shape.model_dump() if entry.shape else manifest.get("shape")
+    manifest = remote_manifest(entry, catalog)
     return DatasetFacts(
         dataset_id=dataset_id,
-        description=" ".join((entry.description or manifest.get("description", "")).split()),
+        description=" ".join((entry.description or (manifest.description if manifest else "")).split()),
         local_path=None,
         size_bytes=None,
         download_bytes=entry.download_bytes,
-        shape=shape,
+        shape=entry.shape or (manifest.shape if manifest else None),
         arrays=_arrays(manifest),
-        env=manifest.get("env"),
+        env=manifest.env if manifest else None,
         source=_source(manifest),
         content_hash=entry.content_hash,
         made=_made(manifest),
@@ -71,7 +71,7 @@ def _local(dataset_id: str, root: str | os.PathLike | None, entry: CatalogEntry 
     manifest = ds.manifest
     if entry is None:
         match = "not in the catalog"
-    elif entry.content_hash == manifest["content_hash"]:
+    elif entry.content_hash == manifest.content_hash:
         match = "the catalog's content exactly"
     else:
         match = f"differs from the catalog's {entry.content_hash[:12]} (`icrl-bench build-dataset` prints why)"
@@ -81,38 +81,36 @@ def _local(dataset_id: str, root: str | os.PathLike | None, entry: CatalogEntry 
         made = f"downloaded from {origin['source']}; " + (made or "")
     return DatasetFacts(
         dataset_id=dataset_id,
-        description=" ".join(str(manifest.get("description", "")).split()),
+        description=" ".join(manifest.description.split()),
         local_path=ds.path,
         size_bytes=sum(f.stat().st_size for f in ds.path.rglob("*") if f.is_file()),
         download_bytes=entry.download_bytes if entry else None,
-        shape=manifest.get("shape"),
+        shape=manifest.shape,
         arrays=_arrays(manifest),
-        env=manifest.get("env"),
+        env=manifest.env,
         source=_source(manifest),
-        content_hash=manifest.get("content_hash"),
+        content_hash=manifest.content_hash,
         made=made,
         published=entry.where if entry else None,
         catalog_match=match,
     )
 
 
-def _arrays(manifest: dict[str, Any]) -> list[tuple[str, str, list[int]]]:
-    return [(name, meta["dtype"], list(meta["shape"])) for name, meta in sorted((manifest.get("arrays") or {}).items())]
+def _arrays(manifest: Manifest | None) -> list[tuple[str, str, list[int]]]:
+    return [(name, meta.dtype, list(meta.shape)) for name, meta in sorted(manifest.arrays.items())] if manifest else []
 
 
-def _source(manifest: dict[str, Any]) -> str | None:
-    source = manifest.get("source")
-    if not isinstance(source, dict):
+def _source(manifest: Manifest | None) -> str | None:
+    if manifest is None:
         return None
-    settings = ", ".join(f"{k}={v}" for k, v in sorted((source.get("hyperparameters") or {}).items()))
-    return f"{source.get('name')} ({settings})" if settings else str(source.get("name"))
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(manifest.source.hyperparameters.items()))
+    return f"{manifest.source.name} ({settings})" if settings else manifest.source.name
 
 
-def _made(manifest: dict[str, Any]) -> str | None:
-    made = manifest.get("provenance")
-    if not isinstance(made, dict):
+def _made(manifest: Manifest | None) -> str | None:
+    if manifest is None:
         return None
-    return f"code {made.get('code_commit') or 'unknown'}, {made.get('created_at', 'time unknown')}"
+    return f"code {manifest.provenance.code_commit or 'unknown'}, {manifest.provenance.created_at}"
 
 
 def fact_rows(facts: DatasetFacts, root: str | os.PathLike | None = None) -> list[tuple[str, str]]:
@@ -120,8 +118,8 @@ def fact_rows(facts: DatasetFacts, root: str | os.PathLike | None = None) -> lis
     shape = facts.shape
     rows = [
         ("where", str(facts.local_path) if facts.local_path else f"not under {data_root(root)}"),
-        ("shape", f"{shape['n_tasks']:,} tasks x {shape['n_streams']:,} streams x {shape['n_steps']:,} steps "
-                  f"({shape['n_tasks'] * shape['n_streams'] * shape['n_steps']:,} transitions)" if shape else "unknown"),
+        ("shape", f"{shape.n_tasks:,} tasks x {shape.n_streams:,} streams x {shape.n_steps:,} steps "
+                  f"({shape.transitions:,} transitions)" if shape else "unknown"),
         ("size", "; ".join(part for part in (
             f"{human_bytes(facts.size_bytes)} on disk" if facts.size_bytes is not None else "",
             f"{human_bytes(facts.download_bytes)} to download" if facts.download_bytes is not None else "",

@@ -37,6 +37,7 @@ import zarr
 
 from icrl_bench.data import store
 from icrl_bench.data.dataset import LearningHistoryDataset, dataset_path, load_dataset, local_content_hash
+from icrl_bench.data.manifest import MANIFEST_KEY, Manifest, Split, parse_manifest
 from icrl_bench.data.schema import ArraySpec
 from icrl_bench.errors import IcrlBenchError, missing_extra
 from icrl_bench.fileio import file_sha256, write_text_atomic
@@ -93,13 +94,12 @@ class ImportResult:
     already_present: bool
 
 
-def version_tag(manifest: dict[str, Any]) -> str:
+def version_tag(dataset_id: str, family: str) -> str:
     """The git tag that pins a dataset in its family's repo: its id without the family.
 
     `darkroom-v3` -> `v3`, `darkroom-small-v3` -> `small-v3`, so `my-org/icrl-darkroom@v3`
     is the paper-size dataset and every preset of a family shares one repo.
     """
-    dataset_id, family = manifest["dataset_id"], manifest.get("family", "")
     return dataset_id[len(family) + 1 :] if family and dataset_id.startswith(family + "-") else dataset_id
 
 
@@ -129,15 +129,14 @@ class Column:
         return {"dtype": self.dtype, "tail": list(self.tail), "per_task": self.per_task, "doc": self.doc}
 
 
-def columns_of(manifest: dict[str, Any]) -> list[Column]:
+def columns_of(manifest: Manifest) -> list[Column]:
     """The manifest's arrays as columns: per-step arrays are those shaped [task, stream, step, ...]."""
-    lead = [manifest["shape"][k] for k in ("n_tasks", "n_streams", "n_steps")]
+    lead = [manifest.shape.n_tasks, manifest.shape.n_streams, manifest.shape.n_steps]
     columns = []
-    for name, meta in manifest["arrays"].items():
-        shape = list(meta["shape"])
-        per_task = shape[:3] != lead
-        tail = tuple(shape[1:] if per_task else shape[3:])
-        columns.append(Column(name, meta["dtype"], tail, per_task, meta.get("doc", "")))
+    for name, meta in manifest.arrays.items():
+        per_task = meta.shape[:3] != lead
+        tail = tuple(meta.shape[1:] if per_task else meta.shape[3:])
+        columns.append(Column(name, meta.dtype, tail, per_task, meta.doc))
     rank = {name: i for i, name in enumerate(COLUMN_ORDER)}
     return sorted(columns, key=lambda c: (rank.get(c.name, len(rank)), c.name))
 
@@ -214,14 +213,14 @@ def export_hf(
         (work / DATA_DIR).mkdir()
         (work / "icrl_bench").mkdir()
         files, splits = _write_shards(ds, columns, features, work, shard_bytes)
-        (work / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        (work / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=1, sort_keys=True) + "\n")
         files[MANIFEST_FILE] = file_record(work / MANIFEST_FILE)
         export = {
             "format": EXPORT_FORMAT,
             "format_version": EXPORT_FORMAT_VERSION,
             "dataset_id": dataset_id,
-            "content_hash": manifest["content_hash"],
-            "shape": manifest["shape"],
+            "content_hash": manifest.content_hash,
+            "shape": manifest.shape.to_dict(),
             "columns": {c.name: c.to_dict() for c in columns},
             "files": dict(sorted(files.items())),
         }
@@ -234,7 +233,7 @@ def export_hf(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return ExportResult(dataset_id, out, export["files"], manifest["content_hash"], time.perf_counter() - started)
+    return ExportResult(dataset_id, out, export["files"], manifest.content_hash, time.perf_counter() - started)
 
 
 def _write_shards(
@@ -312,7 +311,7 @@ def _size_category(n_rows: int) -> str:
 
 
 def dataset_card(
-    manifest: dict[str, Any],
+    manifest: Manifest,
     columns: list[Column],
     features: Features,
     splits: dict[str, dict[str, int]],
@@ -326,9 +325,9 @@ def dataset_card(
     n_rows = sum(s["num_examples"] for s in splits.values())
     card_data = DatasetCardData(
         license=license,
-        pretty_name=f"icrl-bench {manifest['dataset_id']}",
+        pretty_name=f"icrl-bench {manifest.dataset_id}",
         task_categories=["reinforcement-learning"],
-        tags=list(dict.fromkeys(["in-context-reinforcement-learning", "learning-histories", "icrl-bench", manifest["family"], manifest["env"]])),
+        tags=list(dict.fromkeys(["in-context-reinforcement-learning", "learning-histories", "icrl-bench", manifest.family, manifest.env])),
         size_categories=[_size_category(n_rows)],
     )
     MetadataConfigs(
@@ -350,9 +349,9 @@ def refresh_card(folder: str | os.PathLike, license: str | None = None, repo_id:
     e.g. after the card's text changed; the data files are not touched. `license`: the card's own unless given."""
     folder = Path(folder)
     card = DatasetCard.load(folder / CARD_FILE)
-    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest = parse_manifest(json.loads((folder / MANIFEST_FILE).read_text()), folder / MANIFEST_FILE, "export the dataset again.")
     export = json.loads((folder / EXPORT_FILE).read_text())
-    n_streams = manifest["shape"]["n_streams"]
+    n_streams = manifest.shape.n_streams
     splits = {s["name"]: {"num_examples": s["num_examples"], "num_bytes": s["num_bytes"], "tasks": s["num_examples"] // n_streams}
               for s in card.data.dataset_info["splits"]}
     columns = columns_of(manifest)
@@ -366,34 +365,33 @@ def _shape_text(column: Column) -> str:
     return f"[{', '.join(dims)}]" if dims else "scalar"
 
 
-def _card_body(manifest: dict[str, Any], columns: list[Column], splits: dict[str, dict[str, int]], repo_id: str | None,
+def _card_body(manifest: Manifest, columns: list[Column], splits: dict[str, dict[str, int]], repo_id: str | None,
                revision: str | None, license: str = "cc-by-4.0", local_dir: str | None = None) -> str:
     m = manifest
-    shape, env, source = m["shape"], m["env_spec"], m["source"]
+    shape, env, source, prov = m.shape, m.env_spec, m.source, m.provenance
     repo = repo_id or "<org>/<repo>"
-    rev = revision or version_tag(m)
-    hyper = ", ".join(f"`{k}={v}`" for k, v in source["hyperparameters"].items())
+    rev = revision or version_tag(m.dataset_id, m.family)
+    hyper = ", ".join(f"`{k}={v}`" for k, v in source.hyperparameters.items())
     column_rows = "\n".join(
         ["| `task_row`, `stream` | int32 | scalar | where the row sits in the Zarr store: `[task_row, stream]` |"]
         + [f"| `{c.name}` | {c.dtype} | {_shape_text(c)} | {c.doc} |" for c in columns]
     )
     split_lines = "\n".join(f"- `{name}`: {v['tasks']} tasks, {v['num_examples']} rows" for name, v in splits.items())
-    prov = m.get("provenance", {})
-    packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
-    return f"""# {m['dataset_id']}
+    packages = ", ".join(f"{k} {v}" for k, v in prov.packages.items())
+    return f"""# {m.dataset_id}
 
-{m.get('description', '').strip()}
+{m.description.strip()}
 
 Learning histories for in-context reinforcement learning (Algorithm Distillation, IDT, DPT,
-DICP), recorded by icrl-bench: the source algorithm `{source['name']}`
-learned each of {shape['n_tasks']} tasks of `{m['env']}` (`{env['gym_id']}`, horizon {env['horizon']},
-task parameters {', '.join(env['param_names'])}) in {shape['n_streams']} parallel streams of
-{shape['n_steps']} steps, and every transition was kept.
+DICP), recorded by icrl-bench: the source algorithm `{source.name}`
+learned each of {shape.n_tasks} tasks of `{m.env}` (`{env.gym_id}`, horizon {env.horizon},
+task parameters {', '.join(env.param_names)}) in {shape.n_streams} parallel streams of
+{shape.n_steps} steps, and every transition was kept.
 
 ## Layout
 
 One row per learning history (task, stream): {sum(v['num_examples'] for v in splits.values())} rows, each with
-sequences of {shape['n_steps']} steps. Splits follow {_split_text(m['split'])}:
+sequences of {shape.n_steps} steps. Splits follow {_split_text(m.split)}:
 
 {split_lines}
 
@@ -401,21 +399,21 @@ sequences of {shape['n_steps']} steps. Splits follow {_split_text(m['split'])}:
 |---|---|---|---|
 {column_rows}
 
-`next_obs` at an episode's end: {m.get('next_obs_at_episode_end', 'see the manifest')}.
-{_env_facts_text(env)}
-{_load_text(m['dataset_id'], repo, rev, local_dir)}
+`next_obs` at an episode's end: {m.next_obs_at_episode_end}.
+{_env_facts_text(env.to_dict())}
+{_load_text(m.dataset_id, repo, rev, local_dir)}
 ## Provenance
 
-- Source algorithm `{source['name']}`: {hyper}
-- Seeds: base {m['seeds']['base']}; {m['seeds']['rule']}
-- Content hash (sha256 over every array's canonical bytes; `icrl-bench datasets verify`): `{m['content_hash']}`
-- Created {prov.get('created_at', '?')} from code {prov.get('code_commit', '?')}; {packages}
+- Source algorithm `{source.name}`: {hyper}
+- Seeds: base {m.seeds.base}; {m.seeds.rule}
+- Content hash (sha256 over every array's canonical bytes; `icrl-bench datasets verify`): `{m.content_hash}`
+- Created {prov.created_at} from code {prov.code_commit}; {packages}
 - The full manifest (recipe, split, per-array hashes) is `{MANIFEST_FILE}`; file sizes and hashes are in `{EXPORT_FILE}`.
 
 ## License
 
 The data is released under `{license}`: the histories were generated by icrl-bench's own runs
-of `{source['name']}`; the environments are the DICP paper's (and Meta-World's, MIT, for its tasks).
+of `{source.name}`; the environments are the DICP paper's (and Meta-World's, MIT, for its tasks).
 
 ## Citation
 
@@ -436,7 +434,7 @@ If you use this dataset, cite the method papers and icrl-bench:
 }}
 @software{{icrl_bench,
   title = {{icrl-bench: learning-history datasets, in-context RL agents and a benchmark}},
-  note  = {{dataset {m['dataset_id']}, content hash {m['content_hash']}}}
+  note  = {{dataset {m.dataset_id}, content hash {m.content_hash}}}
 }}
 ```
 """
@@ -469,10 +467,10 @@ python -c "import icrl_bench; print(icrl_bench.load_dataset('{dataset_id}').mani
 """
 
 
-def _split_text(split: dict[str, Any]) -> str:
-    if "train_ratio" in split:
-        return f"the paper's task split (seed {split['seed']}, train ratio {split['train_ratio']})"
-    return f"{split['rule']}"
+def _split_text(split: Split) -> str:
+    if split.train_ratio is not None:
+        return f"the paper's task split (seed {split.seed}, train ratio {split.train_ratio})"
+    return split.rule
 
 
 def _env_facts_text(env: dict[str, Any]) -> str:
@@ -541,19 +539,20 @@ def import_hf(
         raise IcrlBenchError(f"{folder}: {EXPORT_FILE} does not list {MANIFEST_FILE}, so its hash cannot be checked; the export is corrupt.")
     verify_files(folder, export)
     try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        raw = json.loads((folder / MANIFEST_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise IcrlBenchError(f"{folder}: {MANIFEST_FILE} is not valid JSON ({err}); the export is corrupt.") from None
-    dataset_id = manifest.get("dataset_id") if isinstance(manifest, dict) else None
-    if dataset_id is None or manifest.get("format") != store.FORMAT_NAME or dataset_id != export.get("dataset_id"):
+    manifest = parse_manifest(raw, folder / MANIFEST_FILE, "the export is corrupt; nothing was imported.")
+    dataset_id = manifest.dataset_id
+    if dataset_id != export.get("dataset_id"):
         raise IcrlBenchError(f"{folder}: {MANIFEST_FILE} is not the manifest of {export['dataset_id']}.")
-    if manifest["content_hash"] != export["content_hash"]:
+    if manifest.content_hash != export["content_hash"]:
         raise IcrlBenchError(f"{folder}: the manifest's content hash differs from {EXPORT_FILE}'s; the export is corrupt.")
-    check_expected_hash(dataset_id, manifest["content_hash"], expected_hash)
+    check_expected_hash(dataset_id, manifest.content_hash, expected_hash)
     check_manifest_hash(dataset_id, manifest, expected_manifest_hash)
     root_dir = ensure_writable(data_root(root), "datasets", "staging")
     existing = local_content_hash(dataset_id, root)
-    if existing == manifest["content_hash"]:
+    if existing == manifest.content_hash:
         return ImportResult(dataset_id, dataset_path(dataset_id, root), existing, True)
     refuse_to_replace(dataset_id, root, existing)
     staging_parent = root_dir / "staging"
@@ -562,7 +561,7 @@ def import_hf(
     try:
         group = _rebuild(folder, export, manifest, staging)
         _check_digests(dataset_id, group, manifest)
-        group.attrs[store.MANIFEST_KEY] = manifest
+        group.attrs[MANIFEST_KEY] = manifest.to_dict()  # as the export lists it, key order included
         if origin:
             group.attrs["icrl_bench_origin"] = origin  # where it came from; not part of the manifest
         store.consolidate(staging)
@@ -576,7 +575,7 @@ def import_hf(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ImportResult(dataset_id, final, manifest["content_hash"], False)
+    return ImportResult(dataset_id, final, manifest.content_hash, False)
 
 
 def check_expected_hash(dataset_id: str, actual: str, expected: str | None) -> None:
@@ -587,11 +586,11 @@ def check_expected_hash(dataset_id: str, actual: str, expected: str | None) -> N
         )
 
 
-def check_manifest_hash(dataset_id: str, manifest: dict[str, Any], expected: str | None) -> None:
+def check_manifest_hash(dataset_id: str, manifest: Manifest, expected: str | None) -> None:
     """The manifest must match its recorded hash, and the pinned one if given: its fields (horizon,
     split, env facts) are covered by no array hash, so an edit with export.json resynced is caught here."""
-    actual = store.manifest_hash(manifest)
-    for what, wanted in (("its own manifest_hash", manifest.get("manifest_hash")), ("the catalog's pin", expected)):
+    actual = manifest.computed_hash()
+    for what, wanted in (("its own manifest_hash", manifest.manifest_hash), ("the catalog's pin", expected)):
         if wanted is not None and actual != wanted:
             raise IcrlBenchError(f"{dataset_id}: the manifest does not match {what} ({actual[:12]} vs {wanted[:12]}); "
                                  "it was edited: nothing was imported.")
@@ -607,12 +606,11 @@ def refuse_to_replace(dataset_id: str, root: str | os.PathLike | None, existing:
     )
 
 
-def _rebuild(folder: Path, export: dict[str, Any], manifest: dict[str, Any], staging: Path) -> zarr.Group:
+def _rebuild(folder: Path, export: dict[str, Any], manifest: Manifest, staging: Path) -> zarr.Group:
     """Fill a fresh store (the builder's chunking) from the Parquet shards, task by task."""
-    shape = manifest["shape"]
-    n_tasks, n_streams, n_steps = shape["n_tasks"], shape["n_streams"], shape["n_steps"]
+    n_tasks, n_streams, n_steps = manifest.shape.n_tasks, manifest.shape.n_streams, manifest.shape.n_steps
     columns = [Column(n, c["dtype"], tuple(c["tail"]), c["per_task"], c.get("doc", "")) for n, c in export["columns"].items()]
-    if sorted(c.name for c in columns) != sorted(manifest["arrays"]):
+    if sorted(c.name for c in columns) != sorted(manifest.arrays):
         raise IcrlBenchError(f"{folder}: the export's columns are not the manifest's arrays; the export is corrupt.")
     group = store.create(staging, [c.spec() for c in columns], n_tasks, n_streams, n_steps)
     seen = np.zeros(n_tasks, dtype=bool)
@@ -622,7 +620,7 @@ def _rebuild(folder: Path, export: dict[str, Any], manifest: dict[str, Any], sta
         try:
             _import_shard(pq.read_table(folder / name), columns, group, per_task, seen, n_streams, n_steps)
         except (ValueError, KeyError, IndexError, pa.ArrowException) as err:
-            raise IcrlBenchError(f"{name} does not hold valid rows of {manifest['dataset_id']} ({err}); nothing was imported.") from None
+            raise IcrlBenchError(f"{name} does not hold valid rows of {manifest.dataset_id} ({err}); nothing was imported.") from None
     if not seen.all():
         raise IcrlBenchError(f"the export lacks task rows {np.flatnonzero(~seen).tolist()[:10]}; nothing was imported.")
     for column_name, values in per_task.items():
@@ -656,8 +654,8 @@ def _import_shard(table: pa.Table, columns: list[Column], group: zarr.Group, per
             group[column.name][int(row)] = blocks[i]
 
 
-def _check_digests(dataset_id: str, group: zarr.Group, manifest: dict[str, Any]) -> None:
-    recorded = {name: meta["sha256"] for name, meta in manifest["arrays"].items()}
+def _check_digests(dataset_id: str, group: zarr.Group, manifest: Manifest) -> None:
+    recorded = {name: meta.sha256 for name, meta in manifest.arrays.items()}
     actual = store.digests(group, sorted(recorded))
     bad = [name for name in sorted(recorded) if actual[name] != recorded[name]]
     if bad:
@@ -665,5 +663,5 @@ def _check_digests(dataset_id: str, group: zarr.Group, manifest: dict[str, Any])
             f"{dataset_id}: arrays {', '.join(bad)} do not match the manifest's sha256 after import; "
             "the remote files were altered: nothing was imported."
         )
-    if store.content_hash(actual) != manifest["content_hash"]:
+    if store.content_hash(actual) != manifest.content_hash:
         raise IcrlBenchError(f"{dataset_id}: the manifest's content hash does not match its arrays; nothing was imported.")

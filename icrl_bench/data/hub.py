@@ -378,13 +378,13 @@ def push_dataset(
     if spec.revision:
         raise IcrlBenchError(f"push takes a repo without @REVISION ({repo!r}); the tag comes from the dataset id.")
     ds = load_dataset(dataset_id, root)
-    built_by = (ds.manifest.get("provenance") or {}).get("code_commit") or ""
+    built_by = ds.manifest.provenance.code_commit or ""
     if built_by.endswith("-dirty") and not allow_dirty:
         raise IcrlBenchError(
             f"{dataset_id} was built from a checkout with uncommitted changes ({built_by}): nobody could rebuild the published bytes. "
             "Commit, rebuild it from the clean checkout, then push."
         )
-    tag = hf_export.version_tag(ds.manifest)
+    tag = hf_export.version_tag(ds.dataset_id, ds.manifest.family)
     remote = open_remote(spec, token=token, endpoint=endpoint)
     remote.check_push(tag)
     with tempfile.TemporaryDirectory(prefix="icrl-bench-push-") as tmp:

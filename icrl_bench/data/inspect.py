@@ -53,7 +53,7 @@ class LearningSummary:
 
 def learning_summary(ds: LearningHistoryDataset) -> LearningSummary:
     """First- and last-episode mean returns of every task, read one task at a time."""
-    family = get_family(ds.manifest["env"])
+    family = get_family(ds.manifest.env)
     max_returns = family.max_return(ds.task_params) if family.kind == "discrete" else [None] * ds.n_tasks
     rows = []
     for row in range(ds.n_tasks):

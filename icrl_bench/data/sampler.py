@@ -64,7 +64,7 @@ class SamplerConfig:
 
 def check_fits(ds: LearningHistoryDataset, config: SamplerConfig, arrays: tuple[str, ...]) -> None:
     """Refuse a dataset that cannot provide these windows, naming what is missing."""
-    missing = [name for name in arrays if name not in ds.manifest["arrays"]]
+    missing = [name for name in arrays if name not in ds.manifest.arrays]
     if missing:
         raise IcrlBenchError(f"dataset {ds.dataset_id} has no {', '.join(missing)} array (this agent needs it); rebuild it with the current recipe.")
     if ds.n_steps < config.window:

@@ -23,12 +23,10 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from icrl_bench.data.manifest import MANIFEST_KEY, Manifest, is_dataset_attributes, parse_manifest
 from icrl_bench.data.schema import ArraySpec
 from icrl_bench.errors import IcrlBenchError
 
-MANIFEST_KEY = "icrl_bench"
-FORMAT_NAME = "icrl-bench-dataset"
-FORMAT_VERSION = 1
 CHUNK_BYTES = 4 * 2**20
 EVERY_CHUNK_WRITTEN = "every_chunk_written"
 # Zarr reads this option when an array is opened, not from the store's metadata, so it is set for
@@ -113,18 +111,6 @@ def missing_chunks(group: zarr.Group, path: Path) -> tuple[str, int] | None:
     return None
 
 
-MANIFEST_UNHASHED = ("manifest_hash", "build", "provenance")
-"""Manifest fields outside its hash: the hash itself, and how and where this copy was made."""
-
-
-def manifest_hash(manifest: dict) -> str:
-    """sha256 of the manifest's canonical JSON, without `MANIFEST_UNHASHED`: what the data *is*
-    (recipe, source, shape, env facts, split, array hashes) and nothing about when it was made, so
-    a rebuild of the same recipe has the same manifest hash."""
-    fields = {k: v for k, v in manifest.items() if k not in MANIFEST_UNHASHED}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 def consolidate(path: Path) -> None:
     """Consolidate metadata so opening a dataset reads one file (zarr warns it is not in the v3 spec)."""
     with warnings.catch_warnings():
@@ -132,8 +118,8 @@ def consolidate(path: Path) -> None:
         zarr.consolidate_metadata(str(path))
 
 
-def open_dataset_group(path: Path, dataset_id: str) -> zarr.Group:
-    """Open a published dataset's group, or fail with what is wrong and the fix."""
+def open_dataset(path: Path, dataset_id: str) -> tuple[zarr.Group, Manifest]:
+    """Open a published dataset's group and read its manifest, or fail with what is wrong and the fix."""
     if not (path / "zarr.json").is_file():
         raise IcrlBenchError(
             f"{path} is not an icrl-bench dataset (no zarr.json); delete it or choose another --root."
@@ -142,16 +128,17 @@ def open_dataset_group(path: Path, dataset_id: str) -> zarr.Group:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
             group = zarr.open_group(store=str(path), mode="r", zarr_format=3)
-        manifest = dict(group.attrs).get(MANIFEST_KEY)
+        raw = dict(group.attrs).get(MANIFEST_KEY)
     except (json.JSONDecodeError, ValueError, KeyError, OSError) as err:
         raise IcrlBenchError(f"dataset {dataset_id!r} at {path} is corrupt ({err}); run `icrl-bench datasets delete {dataset_id}` and rebuild.") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+    if not is_dataset_attributes(raw):
         raise IcrlBenchError(
             f"{path} is a Zarr group but not an icrl-bench dataset (no manifest); delete it or choose another --root."
         )
+    manifest = parse_manifest(raw, path / "zarr.json", f"run `icrl-bench datasets delete {dataset_id}` and rebuild or download it.")
     missing = missing_chunks(group, path)
     if missing is not None:
         name, n = missing
         raise IcrlBenchError(f"dataset {dataset_id!r} at {path} is incomplete: {n} chunk file(s) of array {name!r} are missing; "
                              f"run `icrl-bench datasets delete {dataset_id}` and rebuild or download it.")
-    return group
+    return group, manifest

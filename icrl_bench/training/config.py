@@ -20,6 +20,7 @@ import yaml
 
 from icrl_bench.agents.models import model_config, model_spec
 from icrl_bench.agents.spaces import ModelConfig
+from icrl_bench.data.manifest import Manifest
 from icrl_bench.envs.metaworld import ML1_PREFIX
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import require_shipped, shipped
@@ -102,12 +103,12 @@ def baseline_path(env: str, agent: str) -> Path:
     return BASELINES_DIR / baseline_env(env) / f"{agent}.yaml"
 
 
-def env_kind(env: str, manifest: dict[str, Any] | None = None) -> str:
+def env_kind(env: str, manifest: Manifest | None = None) -> str:
     """The env's kind: continuous if the dataset's manifest (`env_spec.kind`) or the env family says
     so, else discrete (manifests written before continuous actions existed have no kind)."""
     from icrl_bench.envs import get_family
 
-    if manifest is not None and manifest.get("env_spec", {}).get("kind") == "continuous":
+    if manifest is not None and manifest.env_spec.kind == "continuous":
         return "continuous"
     return "continuous" if getattr(get_family(env), "kind", "discrete") == "continuous" else "discrete"
 
@@ -227,16 +228,16 @@ def fit_to_dataset(model: ModelConfig, ds) -> ModelConfig:
     """
     values = model.to_dict()
     if model.kind == "continuous":
-        arrays = ds.manifest["arrays"]
-        values.update(obs_dim=int(arrays["obs"]["shape"][-1]), action_dim=int(arrays["action"]["shape"][-1]))
+        arrays = ds.manifest.arrays
+        values.update(obs_dim=arrays["obs"].shape[-1], action_dim=arrays["action"].shape[-1])
     if hasattr(model, "horizon"):
-        horizon = int(ds.manifest["env_spec"]["horizon"])
+        horizon = ds.manifest.env_spec.horizon
         if model.kind == "continuous":
             target_return = model.reward_max * horizon
         else:
             from icrl_bench.envs.families import get_family
 
-            target_return = float(get_family(ds.manifest["env"]).max_return(ds.task_params[ds.train_rows]).max())
+            target_return = float(get_family(ds.manifest.env).max_return(ds.task_params[ds.train_rows]).max())
         values.update(horizon=horizon, target_return=target_return)
     try:
         return type(model).from_dict(values)

@@ -164,9 +164,9 @@ def train(
     ds = load_dataset(dataset, root)
     if run_meta is None:
         config = _new_config(agent, ds, preset, config_path, overrides, steps)
-    elif ds.manifest["content_hash"] != run_meta["dataset"]["content_hash"]:
+    elif ds.manifest.content_hash != run_meta["dataset"]["content_hash"]:
         raise IcrlBenchError(f"dataset {dataset} changed since the run started (content hash differs); it cannot be resumed on it.")
-    dataset_info = {"id": ds.dataset_id, "content_hash": ds.manifest["content_hash"], "env": ds.manifest["env"],
+    dataset_info = {"id": ds.dataset_id, "content_hash": ds.manifest.content_hash, "env": ds.manifest.env,
                     "root": str(root) if root is not None else None}
     torch.manual_seed(config.train.seed)
     model = build_model(config.agent, config.model).to(dev)
@@ -197,7 +197,7 @@ def _device(device: str, world: int) -> torch.device:
 
 def _new_config(agent: str, ds, preset: str | None, config_path, overrides: list[str] | None, steps: int | None) -> RunConfig:
     """A new run's config: the baseline YAML (or `config_path`), its preset, `--set`, `--steps`, fitted to the dataset."""
-    env = ds.manifest["env"]
+    env = ds.manifest.env
     config = load_run_config(agent, env, preset, config_path, env_kind(env, ds.manifest), parse_overrides(overrides or []))
     if steps is not None:
         try:
