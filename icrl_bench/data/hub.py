@@ -63,6 +63,16 @@ class RemoteSpec:
         return f"{self.location}{at}" if self.kind == "hub" else f"file://{urllib.parse.quote(self.location)}{at}"
 
 
+def _directory(location: str, spec: str) -> str:
+    """A directory remote's absolute path, or a one-line error saying why `location` is none."""
+    try:
+        return str(Path(location).expanduser().resolve())
+    except RuntimeError:  # "~user/..." for a user this machine does not know
+        raise IcrlBenchError(f"{spec!r}: cannot expand the home directory in {location!r}; give an absolute path.") from None
+    except ValueError:  # an embedded NUL byte, which no path can hold
+        raise IcrlBenchError(f"{spec!r} is not a dataset source: a path cannot hold a NUL byte.") from None
+
+
 def parse_remote(spec: str) -> RemoteSpec:
     """`ORG/NAME[@REV]`, `hf://datasets/ORG/NAME[@REV]`, `file:///DIR[@REV]` or a path `/DIR[@REV]`.
 
@@ -76,13 +86,10 @@ def parse_remote(spec: str) -> RemoteSpec:
         if parsed.netloc not in ("", "localhost"):
             raise IcrlBenchError(f"{spec!r}: only local file:// URLs are supported (file:///path/to/repo@REV).")
         location, revision = _split_revision(urllib.parse.unquote(parsed.path), spec)
-        return RemoteSpec("dir", str(Path(location).resolve()), revision)
+        return RemoteSpec("dir", _directory(location, spec), revision)
     if text.startswith(("/", "./", "../", "~")):
         location, revision = _split_revision(text, spec)
-        try:
-            return RemoteSpec("dir", str(Path(location).expanduser().resolve()), revision)
-        except RuntimeError:  # "~user/..." for a user this machine does not know
-            raise IcrlBenchError(f"{spec!r}: cannot expand the home directory in {location!r}; give an absolute path.") from None
+        return RemoteSpec("dir", _directory(location, spec), revision)
     location, revision = _split_revision(text, spec, hub=True)
     if not HUB_REPO_ID.match(location) or not _valid_repo_id(location):
         raise IcrlBenchError(
