@@ -591,8 +591,8 @@ def results_export(
     dir: LeaderboardDirOption = None,
 ) -> None:
     """Write score matrices for rliable (performance profiles, probability of improvement, IQM CIs)."""
-    from icrl_bench.bench.leaderboard import load_entry, ranking
-    from icrl_bench.bench.results import EXPORT_FORMATS, export_rliable
+    from icrl_bench.bench.leaderboard import ranking
+    from icrl_bench.bench.results import EXPORT_FORMATS, export_rliable, load_results
 
     if format not in EXPORT_FORMATS:
         raise IcrlBenchError(f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}.")
@@ -605,7 +605,7 @@ def results_export(
                                  f"{env} has entries under several protocols ({', '.join(groups)}); pass one, e.g. --env {next(iter(groups))}.")
         documents = [(f"{name} entry {i + 1}", entry) for name, entries in groups.items() for i, entry in enumerate(entries)]
     else:
-        documents = [(str(path), load_entry(path)) for path in files or []]
+        documents = [(str(path), load_results(path)) for path in files or []]
     check_writable(out.parent, f"--out {out}", "choose a directory you can write to")
     export = export_rliable(documents, out, metric)
     shapes = ", ".join(f"{label} {runs}x{tasks}" for label, (runs, tasks) in export.shapes.items())

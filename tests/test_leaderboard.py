@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from icrl_bench.bench import leaderboard
 from icrl_bench.bench.harness import evaluate
+from icrl_bench.bench.results import MAX_RESULTS_BYTES, load_results
 from icrl_bench.cli import app
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import REPO_ROOT
@@ -161,13 +162,13 @@ def test_verify_reruns_an_entry(real_results, tmp_path):
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.name for p in COMMITTED])
 def test_every_committed_entry_validates(path):
-    data = leaderboard.load_entry(path)
+    data = load_results(path)
     leaderboard.validate(data, where=str(path))
     assert path.name == leaderboard.entry_filename(data)
 
 
 def test_committed_entries_are_distinct():
-    hashes = [leaderboard.curves_hash(leaderboard.load_entry(p)) for p in COMMITTED]
+    hashes = [leaderboard.curves_hash(load_results(p)) for p in COMMITTED]
     assert len(set(hashes)) == len(hashes)
 
 
@@ -249,17 +250,16 @@ def test_provenance_is_required_and_must_name_the_right_dataset(tmp_path, monkey
 
 
 def test_oversized_and_deeply_nested_files_are_one_line_errors(tmp_path):
-    from icrl_bench.bench import leaderboard
     from icrl_bench.errors import IcrlBenchError
 
     big = tmp_path / "big.json"
-    big.write_text('{"pad": "' + "x" * (leaderboard.MAX_ENTRY_BYTES + 1) + '"}')
+    big.write_text('{"pad": "' + "x" * (MAX_RESULTS_BYTES + 1) + '"}')
     with pytest.raises(IcrlBenchError, match="more than an evaluation writes"):
-        leaderboard.load_entry(big)
+        load_results(big)
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(IcrlBenchError, match="nests too deeply"):
-        leaderboard.load_entry(deep)
+        load_results(deep)
 
 
 def test_rendered_markdown_escapes_what_an_agent_name_carries():

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from icrl_bench.bench import leaderboard, results
@@ -131,3 +134,94 @@ def test_results_cli(tmp_path, monkeypatch):
     assert both.exit_code == 1 and "not both" in both.output
     unknown = runner.invoke(app, ["results", "export", str(old), "--format", "csv"])
     assert unknown.exit_code == 1 and "unknown export format 'csv'" in unknown.output
+
+
+# --- the schema -------------------------------------------------------------------------------
+
+REPRODUCED = sorted((REPO_ROOT / "reproduction").glob("**/results/*.json")) + sorted((REPO_ROOT / "reproduction").glob("**/run*/*-darkroom.json"))
+
+
+@pytest.mark.parametrize("path", committed("*.json"), ids=lambda p: p.stem)
+def test_every_committed_entry_reads_back_byte_for_byte(path: Path):
+    text = path.read_text()
+    parsed = results.parse_results(json.loads(text), str(path))
+    assert results.dumps_results(parsed.to_dict()) == text
+
+
+@pytest.mark.parametrize("path", REPRODUCED, ids=lambda p: "/".join(p.parts[-3:]))
+def test_reproduction_results_upgrade_to_valid_entries(path: Path, tmp_path: Path):
+    """Schema 1 (no IQM intervals, no env_steps, no protocol horizon): upgraded, it is a current document."""
+    copy_path = tmp_path / path.name
+    shutil.copy(path, copy_path)
+    results.upgrade(copy_path)
+    text = copy_path.read_text()
+    upgraded = json.loads(text)
+    assert results.dumps_results(results.parse_results(upgraded, str(copy_path)).to_dict()) == text
+    leaderboard.validate(upgraded, where=str(copy_path))
+
+
+def test_the_harness_writes_what_the_schema_reads_back():
+    from icrl_bench.bench.harness import evaluate
+
+    data = evaluate("random", env="darkroom", seeds=[0, 1], n_episodes=2)
+    assert results.parse_results(data, "run").to_dict() == data
+    assert list(data) == list(results.Results.model_fields)
+
+
+SMALL = committed("darkroom-permuted-v1--random--*.json")[0]
+
+
+def shuffled(value, rng: random.Random):
+    if isinstance(value, dict):
+        keys = list(value)
+        rng.shuffle(keys)
+        return {key: shuffled(value[key], rng) for key in keys}
+    return value
+
+
+@st.composite
+def documents(draw) -> dict:
+    """Results as any version of the harness wrote them: optional facts present or not, whole or
+    fractional returns, any key order."""
+    data = json.loads(SMALL.read_text())
+    if draw(st.booleans()):
+        data["agent"]["planner_revision"] = draw(st.integers(0, 9))
+    if draw(st.booleans()):
+        data["agent"]["label"] = draw(st.text(max_size=12))
+    if draw(st.booleans()):
+        data["cost"].update(executor="ray", workers=draw(st.integers(1, 64)), shards=5, task_groups=1, retried_shards=0)
+    for part, key in (("cost", "env_steps"), ("protocol", "horizon"), ("protocol", "headline")):
+        if draw(st.booleans()):
+            data[part].pop(key, None)
+    number = st.one_of(st.integers(0, 30), st.floats(0, 30, allow_nan=False).map(lambda v: round(v, 4)))
+    data["curves"]["return"][0][0] = draw(st.lists(number, min_size=50, max_size=50))
+    data["protocol"].update(draw(st.dictionaries(st.sampled_from(["note", "future_fact"]), st.text(max_size=8), max_size=2)))
+    return shuffled(data, random.Random(draw(st.integers())))
+
+
+@given(data=documents())
+@settings(max_examples=40, deadline=None)
+def test_any_results_document_round_trips_exactly(data):
+    parsed = results.parse_results(data, "doc")
+    assert json.dumps(parsed.to_dict()) == json.dumps(data)  # the same bytes, key order included
+    assert leaderboard.curves_hash(parsed.to_dict()) == leaderboard.curves_hash(data)
+
+
+@pytest.mark.parametrize(
+    "corrupt, problem",
+    [
+        (lambda d: d.update(colour="blue"), "colour: Extra inputs are not permitted"),
+        (lambda d: d["cost"].pop("torch_threads"), "cost.torch_threads: Field required"),
+        (lambda d: d["agent"].update(name=""), "agent.name: String should have at least 1 character"),
+        (lambda d: d["summary"]["final_return"].update(per_seed="high"), "summary.final_return.per_seed: Input should be a valid list"),
+        (lambda d: d["provenance"].update(host="x"), "provenance.host: Extra inputs are not permitted"),
+    ],
+)
+def test_a_corrupt_results_document_is_refused_in_one_line(corrupt, problem, tmp_path: Path):
+    data = json.loads(SMALL.read_text())
+    corrupt(data)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(IcrlBenchError) as info:
+        leaderboard.submit(path, tmp_path / "board")
+    assert str(info.value).startswith(f"{path} does not match the results schema: {problem}") and "\n" not in str(info.value)

@@ -7,7 +7,7 @@
 
 The run itself is `icrl_bench.bench.rollout.run_protocol` (every test task x seed in one batch),
 or its shards on an executor (`icrl_bench.bench.harness_sharded`); either way this module turns
-the rollout into one results document, summarized from its curves.
+the rollout into one results document (`icrl_bench.bench.results.Results`), summarized from its curves.
 
 What an agent may expose besides the protocol, all optional attributes read once per run
 (`icrl_bench.agents.base.agent_record`): `env` (the env its checkpoint was trained on; a mismatch
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from icrl_bench.agents.base import Agent, agent_record
-from icrl_bench.bench.harness_sharded import run_sharded
+from icrl_bench.bench.harness_sharded import Sharded, run_sharded
 from icrl_bench.bench.protocols import EvalProtocol, get_protocol
-from icrl_bench.bench.reporting import RESULTS_SCHEMA_VERSION, dumps_results
+from icrl_bench.bench.results import RESULTS_SCHEMA_VERSION, Results, dumps_results
 from icrl_bench.bench.rollout import ProgressFn, Rollout, protocol_tasks, run_protocol
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.executors import ExecutorConfig, require
@@ -88,10 +88,7 @@ def evaluate(
     record, seeds = check_evaluation(instance, protocol, agent, seeds)  # before any shard starts
     sharded = run_sharded(protocol, agent, checkpoint, record["checkpoint_hash"], seeds, n_episodes, settings, progress, n_tasks,
                           executor, task_groups)
-    results = evaluate_agent(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, None, n_tasks, rollout=sharded.rollout)
-    results["cost"].update(sharded.cost)
-    results["command"] += sharded.command
-    return results
+    return evaluate_agent(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, None, n_tasks, sharded=sharded)
 
 
 def evaluate_agent(
@@ -104,57 +101,62 @@ def evaluate_agent(
     settings: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
     n_tasks: int | None = None,
-    rollout: Rollout | None = None,
+    sharded: Sharded | None = None,
 ) -> dict:
-    """Run an already-made agent under `protocol` and build its results document.
+    """Run an already-made agent under `protocol` and build its results document (`Results`, as JSON data).
 
-    A `rollout` already run (the merged shards of a sharded evaluation) is documented as is.
+    A `sharded` run (the merged shards of `harness_sharded.run_sharded`) is documented as is, with
+    its sharding in the cost and in the command that reproduces it.
     """
     record, seeds = check_evaluation(agent, protocol, name, seeds)
     n_episodes = protocol.n_episodes if n_episodes is None else n_episodes
     tasks, params = protocol_tasks(protocol, n_tasks)
-    rollout = run_protocol(agent, protocol, seeds, n_episodes, progress, n_tasks) if rollout is None else rollout
+    rollout = run_protocol(agent, protocol, seeds, n_episodes, progress, n_tasks) if sharded is None else sharded.rollout
     # Grid-world returns are whole numbers, stored as integers (half the size); Meta-World's are
     # stored to 1e-4, and every metric is computed from exactly what is stored.
     integral = (rollout.returns % 1 == 0).all()
     returns = rollout.returns.astype(int) if integral else np.round(rollout.returns, RETURN_DECIMALS)
-    summary = protocol.summarize(returns, rollout.success)
-    return {
-        "schema_version": RESULTS_SCHEMA_VERSION,
-        "protocol": protocol.describe(),
-        "env": protocol.env,
-        "agent": {
+    revision = getattr(agent, "planner_revision", None)
+    results = Results(
+        schema_version=RESULTS_SCHEMA_VERSION,
+        protocol=protocol.describe(),
+        env=protocol.env,
+        agent={
             "name": name,
             "checkpoint": portable_path(checkpoint),
             "checkpoint_hash": record["checkpoint_hash"],
             "dataset_id": record["dataset_id"],
             "dataset_hash": record["dataset_hash"],
             "settings": dict(settings or {}),
-            **({"planner_revision": revision} if (revision := getattr(agent, "planner_revision", None)) is not None else {}),
+            **({"planner_revision": revision} if revision is not None else {}),
         },
-        "standard": seeds == list(protocol.seeds) and n_episodes == protocol.n_episodes and len(tasks) == protocol.n_test_tasks,
-        "test_tasks": {"indices": [int(i) for i in tasks], "params": params.tolist()},
-        "seeds": seeds,
-        "n_episodes": n_episodes,
-        "curves": {
-            "return": returns.tolist(),
-            "success": None if rollout.success is None else rollout.success.astype(int).tolist(),
-        },
-        "summary": summary,
-        "cost": {
-            "num_envs": rollout.num_envs,
-            "steps": rollout.steps,
-            "env_steps": rollout.steps * rollout.num_envs,
-            "act_s_per_step": rollout.act_seconds / rollout.steps,
-            "act_s_per_action": rollout.act_seconds / (rollout.steps * rollout.num_envs),
-            "observe_s_per_step": rollout.observe_seconds / rollout.steps,
-            "env_s_per_step": rollout.env_seconds / rollout.steps,
-            "total_s": rollout.total_seconds,
-            "forward_passes_per_action": None if rollout.forward_passes is None else rollout.forward_passes / rollout.steps,
-            "torch_threads": torch.get_num_threads(),
-        },
-        "command": reproduce_command(name, checkpoint, protocol, seeds, n_episodes, settings or {}, n_tasks),
-        "provenance": provenance(),
+        standard=seeds == list(protocol.seeds) and n_episodes == protocol.n_episodes and len(tasks) == protocol.n_test_tasks,
+        test_tasks={"indices": [int(i) for i in tasks], "params": params.tolist()},
+        seeds=seeds,
+        n_episodes=n_episodes,
+        curves={"return": returns.tolist(), "success": None if rollout.success is None else rollout.success.astype(int).tolist()},
+        summary=protocol.summarize(returns, rollout.success),
+        cost=run_cost(rollout, sharded),
+        command=reproduce_command(name, checkpoint, protocol, seeds, n_episodes, settings or {}, n_tasks) + (sharded.command if sharded else ""),
+        provenance=provenance(),
+    )
+    return results.to_dict()
+
+
+def run_cost(rollout: Rollout, sharded: Sharded | None = None) -> dict[str, Any]:
+    """What a run cost: batched steps, seconds per step and per action (`ResultsCost`); a sharded run adds how it was sharded."""
+    return {
+        "num_envs": rollout.num_envs,
+        "steps": rollout.steps,
+        "env_steps": rollout.steps * rollout.num_envs,
+        "act_s_per_step": rollout.act_seconds / rollout.steps,
+        "act_s_per_action": rollout.act_seconds / (rollout.steps * rollout.num_envs),
+        "observe_s_per_step": rollout.observe_seconds / rollout.steps,
+        "env_s_per_step": rollout.env_seconds / rollout.steps,
+        "total_s": rollout.total_seconds,
+        "forward_passes_per_action": None if rollout.forward_passes is None else rollout.forward_passes / rollout.steps,
+        "torch_threads": torch.get_num_threads(),
+        **(sharded.cost if sharded is not None else {}),
     }
 
 

@@ -25,22 +25,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from icrl_bench import paths
 from icrl_bench.bench import metrics
 from icrl_bench.bench.protocols import PROTOCOLS, EvalProtocol, get_protocol
-from icrl_bench.bench.reporting import (
-    RANK_KEYS,
-    RESULTS_SCHEMA_VERSION,
-    agent_label,
-    dumps_results,
-    plot_learning_curves,
-)
+from icrl_bench.bench.reporting import RANK_KEYS, agent_label, plot_learning_curves
+from icrl_bench.bench.results import Results, dumps_results, load_results, parse_results
 from icrl_bench.data.manifest import read_store_manifest
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import atomic_path, write_atomic
@@ -49,136 +42,20 @@ from icrl_bench.paths import DATASET_ID_PATTERN, catalog_path, data_root, from_r
 SHIPPED_DIR = shipped("leaderboard")  # the reference entries shipped with the code (the checkout's own leaderboard/)
 
 
-# --- schema ------------------------------------------------------------------------------------
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class EstimateModel(_Closed):
-    mean: float
-    ci_low: float | None  # None: fewer than 3 seeds (`metrics.MIN_SEEDS_FOR_CI`)
-    ci_high: float | None
-    iqm: float
-    iqm_ci_low: float | None
-    iqm_ci_high: float | None
-    per_seed: list[float]
-
-
-class SummaryModel(_Closed):
-    """Which of the optional numbers an entry must carry is its protocol's business: the
-    recomputed summary is compared key by key (`metrics.compare_summaries`)."""
-
-    final_return: EstimateModel
-    return_curve: list[float]
-    normalized_score: EstimateModel | None = None  # the grid worlds (exact references)
-    auc: EstimateModel | None = None
-    episodes_to_90: EstimateModel | None = None
-    success_rate: EstimateModel | None = None  # envs with success
-    best_success_rate: EstimateModel | None = None  # Meta-World
-    best_success_curve: list[float] | None = None
-    best_success_at_steps: dict[str, EstimateModel] | None = None
-
-
-class AgentModel(_Closed):
-    name: str = Field(min_length=1)
-    label: str | None = None
-    checkpoint: str | None = None
-    checkpoint_hash: str | None = None
-    dataset_id: str | None = None
-    dataset_hash: str | None = None
-    settings: dict[str, Any] = {}
-    planner_revision: int | None = None  # absent from results made before revisions were recorded
-
-
-class ProtocolModel(_Open):
-    name: str
-    env: str
-    version: int
-    references: dict[str, float]
-
-
-class TestTasksModel(_Closed):
-    indices: list[int]
-    params: list[list[float]]  # grid cells (whole numbers) or Meta-World goals
-
-
-class CurvesModel(_Closed):
-    returns: list[list[list[float]]] = Field(alias="return")
-    success: list[list[list[int]]] | None = None
-
-
-class ProvenanceModel(_Open):
-    created_at: str
-    packages: dict[str, str]
-    code_commit: str | None
-    machine: dict[str, str]
-
-
-class EntryModel(_Closed):
-    """A results document of `icrl-bench evaluate` (schema version 2)."""
-
-    schema_version: Literal[RESULTS_SCHEMA_VERSION]
-    protocol: ProtocolModel
-    env: str
-    agent: AgentModel
-    standard: bool
-    test_tasks: TestTasksModel
-    seeds: list[int]
-    n_episodes: int = Field(gt=0)
-    curves: CurvesModel
-    summary: SummaryModel
-    cost: dict[str, Any]
-    command: str
-    provenance: ProvenanceModel
-
-
 # --- validation --------------------------------------------------------------------------------
 
 
-MAX_ENTRY_BYTES = 4 << 20  # the largest protocol (Meta-World ML1, 50 tasks x 3 seeds x 2,000 episodes) writes ~1 MB
 TRAINED_AGENTS = ("ad", "dpt", "idt", "dicp-ad", "dicp-dpt", "dicp-idt")  # their entries must name checkpoint and dataset
 
 
-def load_entry(path: str | os.PathLike) -> dict:
-    """Read a results/entry JSON file, or fail in one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise IcrlBenchError(f"no results file at {path}; make one with `icrl-bench evaluate --agent NAME`.")
-    if path.stat().st_size > MAX_ENTRY_BYTES:
-        raise IcrlBenchError(f"{path} is {path.stat().st_size:,} bytes, more than an evaluation writes ({MAX_ENTRY_BYTES:,}); "
-                             "submit the file `icrl-bench evaluate` wrote.")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise IcrlBenchError(f"{path} is not valid JSON ({err}); submit the file `icrl-bench evaluate` wrote.") from None
-    except RecursionError:
-        raise IcrlBenchError(f"{path} nests too deeply to be a results document; submit the file `icrl-bench evaluate` wrote.") from None
-    if not isinstance(data, dict):
-        raise IcrlBenchError(f"{path} is not a results document (a JSON object), got {type(data).__name__}.")
-    return data
-
-
-def validate(data: dict, where: str = "entry") -> tuple[EntryModel, EvalProtocol]:
+def validate(data: dict, where: str = "entry") -> tuple[Results, EvalProtocol]:
     """Every check of an entry except duplicates; returns the parsed entry and its protocol."""
     if data.get("schema_version") == 1:
         raise IcrlBenchError(
             f"{where} was written under results schema 1, whose summary took the IQM of per-seed means and normalized by "
             f"the mean references; recompute its summary from its curves: `icrl-bench results upgrade {where}`."
         )
-    try:
-        entry = EntryModel.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        location = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise IcrlBenchError(
-            f"{where} does not match the results schema: {location}: {first['msg']} ({err.error_count()} problem(s) in all)."
-        ) from None
+    entry = parse_results(data, where)
     protocol = get_protocol(entry.protocol.name)  # unknown / old / retired versions fail here
     if entry.env != protocol.env or entry.protocol.env != protocol.env:
         raise IcrlBenchError(f"{where}: env {entry.env!r} does not match its protocol {protocol.name}.")
@@ -337,12 +214,12 @@ def _identity(data: dict) -> tuple:
 def list_entries(leaderboard_dir: str | os.PathLike | None = None) -> list[tuple[Path, dict]]:
     """Every committed entry file with its contents, by file name."""
     directory = entries_dir(leaderboard_dir)
-    return [(path, load_entry(path)) for path in sorted(directory.glob("*.json"))] if directory.is_dir() else []
+    return [(path, load_results(path)) for path in sorted(directory.glob("*.json"))] if directory.is_dir() else []
 
 
 def submit(results_path: str | os.PathLike, leaderboard_dir: str | os.PathLike | None = None) -> Path:
     """Validate a results file and add it to the leaderboard; returns the entry's path."""
-    data = load_entry(results_path)
+    data = load_results(results_path)
     validate(data, where=str(results_path))
     directory = entries_dir(leaderboard_dir)
     for path, existing in list_entries(leaderboard_dir):
@@ -451,7 +328,7 @@ def verify(entry_path: str | os.PathLike) -> Verification:
     """Re-run an entry's evaluation from its agent and checkpoint, and compare the curves."""
     from icrl_bench.bench.harness import evaluate  # the only place the leaderboard runs agents (torch)
 
-    data = load_entry(entry_path)
+    data = load_results(entry_path)
     entry, protocol = validate(data, where=str(entry_path))
     checkpoint = entry.agent.checkpoint
     if checkpoint is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,9 +23,6 @@ RANK_KEYS = {
     "best_success_rate": ("best_success_rate", "success_rate", "final_return"),
 }
 
-# Results documents: 2 since the summary follows rliable (IQM over all seed x task scores, stratified
-# bootstrap CIs, per-task normalization); 1 took the IQM of per-seed means (`icrl-bench results upgrade`).
-RESULTS_SCHEMA_VERSION = 2
 PERCENT = "{:.1f}%"  # success rates are stored as fractions and shown as percentages
 # (summary key, column title, format); a dotted key reads a nested estimate, and a key ending in
 # IQM_SUFFIX shows the estimate's IQM (with its CI) instead of its mean.
@@ -63,16 +59,6 @@ def metric(summary: dict, key: str) -> dict | None:
     for part in key.removesuffix(IQM_SUFFIX).split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
-
-
-def dumps_results(data: dict) -> str:
-    """JSON for results and entries: indented, but each innermost list of numbers on one line.
-
-    Dark Key-to-Door curves hold 82,000 numbers; one per line would make a 1.5 MB entry.
-    """
-    text = json.dumps(data, indent=1)
-    flat = lambda m: "[" + ",".join(v.strip() for v in m.group(1).split(",")) + "]"
-    return re.sub(r"\[([^\[\]{}\"]+)\]", flat, text) + "\n"
 
 
 def agent_label(results: dict) -> str:

@@ -1,4 +1,10 @@
-"""Results documents after the evaluation: re-summarize them, export their score matrices.
+"""Results documents: their schema, reading and writing them, re-summarizing, exporting scores.
+
+`Results` is the one schema of what `icrl-bench evaluate` writes: the harness builds it
+(`harness.evaluate_agent`) and the leaderboard validates entries against it (`leaderboard.validate`,
+which then checks the numbers against the protocol). Like the dataset manifest it gives back
+exactly the JSON it was built from or read (`to_dict`), so validating an entry changes no byte of
+it. Fields added after schema 2 began (a shard's cost, the planner revision) are optional.
 
 `upgrade` recomputes a results file's summary from its raw curves under the current metric
 definitions (`metrics`, results schema `RESULTS_SCHEMA_VERSION`): the curves are the data, the
@@ -6,24 +12,181 @@ summary is derived, so a change of definition never needs a re-run. `export_rlia
 `{agent: [runs, tasks]}` score matrices that rliable's `get_interval_estimates`,
 `create_performance_profile` and `probability_of_improvement` take.
 
-Torch-free, like the leaderboard: only numpy, the pinned protocol facts and the metrics.
+Torch-free, like the leaderboard: only numpy, pydantic, the pinned protocol facts and the metrics.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, ValidationError
 
 from icrl_bench.bench import metrics
 from icrl_bench.bench.protocols import EvalProtocol, get_protocol
-from icrl_bench.bench.reporting import RESULTS_SCHEMA_VERSION, agent_label, dumps_results, unique_labels
+from icrl_bench.bench.reporting import agent_label, unique_labels
+from icrl_bench.documents import Document, OpenDocument, first_problem
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import atomic_path, write_atomic
+from icrl_bench.provenance import Provenance
+
+# Results documents: 2 since the summary follows rliable (IQM over all seed x task scores, stratified
+# bootstrap CIs, per-task normalization); 1 took the IQM of per-seed means (`icrl-bench results upgrade`).
+RESULTS_SCHEMA_VERSION = 2
+MAX_RESULTS_BYTES = 4 << 20  # the largest protocol (Meta-World ML1, 50 tasks x 3 seeds x 2,000 episodes) writes ~1 MB
+Number = int | float  # as the JSON has it: grid returns and cells are whole numbers, written without a fraction
+
+
+# --- schema ------------------------------------------------------------------------------------
+
+
+class ResultsEstimate(Document):
+    mean: float
+    ci_low: float | None  # None: fewer than 3 seeds (`metrics.MIN_SEEDS_FOR_CI`)
+    ci_high: float | None
+    iqm: float
+    iqm_ci_low: float | None
+    iqm_ci_high: float | None
+    per_seed: list[float]
+
+
+class ResultsSummary(Document):
+    """Which of the optional numbers a document must carry is its protocol's business: the
+    recomputed summary is compared key by key (`metrics.compare_summaries`)."""
+
+    final_return: ResultsEstimate
+    normalized_score: ResultsEstimate | None = None  # the grid worlds (exact references)
+    auc: ResultsEstimate | None = None
+    episodes_to_90: ResultsEstimate | None = None
+    return_curve: list[float]
+    success_rate: ResultsEstimate | None = None  # envs with success
+    best_success_rate: ResultsEstimate | None = None  # Meta-World
+    best_success_curve: list[float] | None = None
+    best_success_at_steps: dict[str, ResultsEstimate] | None = None
+
+
+class ResultsProtocol(OpenDocument):
+    """`EvalProtocol.describe()`: the protocol's pinned facts as the run saw them."""
+
+    name: str
+    env: str
+    version: int
+    n_episodes: int
+    seeds: list[int]
+    sample_actions: bool
+    final_window: int
+    n_test_tasks: int
+    test_tasks_sha256: str
+    horizon: int | None = None  # absent from documents made before 2026-11-22 (schema 1, upgraded)
+    headline: str | None = None
+    references: dict[str, Number]
+    measured: str
+
+
+class ResultsAgent(Document):
+    name: str = Field(min_length=1)
+    label: str | None = None
+    checkpoint: str | None = None
+    checkpoint_hash: str | None = None
+    dataset_id: str | None = None
+    dataset_hash: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    planner_revision: int | None = None  # absent from results made before revisions were recorded
+
+
+class ResultsTasks(Document):
+    indices: list[int]
+    params: list[list[Number]]  # grid cells (whole numbers) or Meta-World goals
+
+
+class ResultsCurves(Document):
+    returns: list[list[list[Number]]] = Field(alias="return")  # [seed, task, episode]
+    success: list[list[list[int]]] | None = None  # 0/1, the same shape; None where the env has no success
+
+
+class ResultsCost(Document):
+    """What the run cost: batched steps, seconds per step and per action, and how it was sharded."""
+
+    num_envs: int
+    steps: int
+    env_steps: int | None = None  # absent from documents made before 2026-11-22 (schema 1, upgraded)
+    act_s_per_step: float
+    act_s_per_action: float
+    observe_s_per_step: float
+    env_s_per_step: float
+    total_s: float
+    forward_passes_per_action: float | None
+    torch_threads: int
+    executor: str | None = None  # a sharded run (`harness_sharded`): where, with how many workers and shards
+    workers: int | None = None
+    shards: int | None = None
+    task_groups: int | None = None
+    retried_shards: int | None = None
+
+
+class Results(Document):
+    """A results document of `icrl-bench evaluate` (schema version 2)."""
+
+    schema_version: Literal[RESULTS_SCHEMA_VERSION]
+    protocol: ResultsProtocol
+    env: str
+    agent: ResultsAgent
+    standard: bool
+    test_tasks: ResultsTasks
+    seeds: list[int]
+    n_episodes: int = Field(gt=0)
+    curves: ResultsCurves
+    summary: ResultsSummary
+    cost: ResultsCost
+    command: str
+    provenance: Provenance
+
+
+def parse_results(data: Any, where: str) -> Results:
+    """`data` as `Results`, or a one-line error naming `where` and the first problem."""
+    try:
+        return Results.model_validate(data)
+    except ValidationError as err:
+        raise IcrlBenchError(f"{where} does not match the results schema: {first_problem(err)}.") from None
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    """Read a results (or leaderboard entry) JSON file as any schema version wrote it, or fail in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise IcrlBenchError(f"no results file at {path}; make one with `icrl-bench evaluate --agent NAME`.")
+    if path.stat().st_size > MAX_RESULTS_BYTES:
+        raise IcrlBenchError(f"{path} is {path.stat().st_size:,} bytes, more than an evaluation writes ({MAX_RESULTS_BYTES:,}); "
+                             "submit the file `icrl-bench evaluate` wrote.")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise IcrlBenchError(f"{path} is not valid JSON ({err}); submit the file `icrl-bench evaluate` wrote.") from None
+    except RecursionError:
+        raise IcrlBenchError(f"{path} nests too deeply to be a results document; submit the file `icrl-bench evaluate` wrote.") from None
+    if not isinstance(data, dict):
+        raise IcrlBenchError(f"{path} is not a results document (a JSON object), got {type(data).__name__}.")
+    return data
+
+
+def dumps_results(data: dict) -> str:
+    """JSON for results and entries: indented, but each innermost list of numbers on one line.
+
+    Dark Key-to-Door curves hold 82,000 numbers; one per line would make a 1.5 MB entry.
+    """
+    text = json.dumps(data, indent=1)
+    flat = lambda m: "[" + ",".join(v.strip() for v in m.group(1).split(",")) + "]"
+    return re.sub(r"\[([^\[\]{}\"]+)\]", flat, text) + "\n"
+
+
+# --- reading curves, upgrading -----------------------------------------------------------------
+
 
 EXPORT_FORMATS = ("rliable",)
 EXPORT_SUFFIXES = (".npz", ".json")
@@ -70,20 +233,16 @@ def upgrade(path: str | os.PathLike) -> bool:
     Only `schema_version` and `summary` change; the curves, provenance and everything else stay
     as the evaluation wrote them. Written atomically.
     """
-    from icrl_bench.bench.leaderboard import (
-        load_entry,  # size and JSON checks; the leaderboard imports nothing from here
-    )
-
     path = Path(path)
-    data = load_entry(path)
+    data = load_results(path)
     version = data.get("schema_version")
     if version not in (1, RESULTS_SCHEMA_VERSION):
         raise IcrlBenchError(f"{path} has results schema {version!r}; this version of icrl-bench reads 1 and {RESULTS_SCHEMA_VERSION}.")
     summary = summarize(data, str(path))
     if version == RESULTS_SCHEMA_VERSION and not metrics.compare_summaries(data.get("summary") or {}, summary):
         return False
-    upgraded = {**data, "schema_version": RESULTS_SCHEMA_VERSION, "summary": summary}
-    write_atomic(path, dumps_results(upgraded).encode())
+    upgraded = parse_results({**data, "schema_version": RESULTS_SCHEMA_VERSION, "summary": summary}, str(path))
+    write_atomic(path, dumps_results(upgraded.to_dict()).encode())
     return True
 
 
