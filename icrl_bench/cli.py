@@ -381,7 +381,7 @@ app.add_typer(agents_app, name="agents")
 leaderboard_app = typer.Typer(help="Submit, show, render and verify leaderboard entries.", no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
 LeaderboardDirOption = Annotated[Path | None, typer.Option("--dir", help="Leaderboard directory (default: $ICRL_BENCH_LEADERBOARD, else the repository's leaderboard/; from an installed package, a user data directory seeded with the shipped entries).")]
-results_app = typer.Typer(help="Results files of `evaluate`: re-summarize them, export score matrices.", no_args_is_help=True)
+results_app = typer.Typer(help="Results files of `evaluate`: re-summarize them, compare them per task, export score matrices.", no_args_is_help=True)
 app.add_typer(results_app, name="results")
 
 
@@ -579,6 +579,18 @@ def results_upgrade(files: Annotated[list[Path], typer.Argument(help="Results JS
 
     for path in files:
         console.print(f"[green]upgraded[/] {path}" if upgrade(path) else f"{path} is up to date.")
+
+
+@results_app.command("tasks")
+def results_tasks(
+    files: Annotated[list[Path], typer.Argument(help="Results JSON files of one protocol (leaderboard entries too).")],
+    last: Annotated[int | None, typer.Option(help="Episodes averaged at the end of each run (default: the protocol's final window, 5).")] = None,
+) -> None:
+    """Final return per test task, side by side: which tasks an agent solves and which it never does."""
+    from icrl_bench.bench.reporting import per_task_table
+    from icrl_bench.bench.results import load_results
+
+    console.print(per_task_table([load_results(path) for path in files], last))
 
 
 @results_app.command("export")

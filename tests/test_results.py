@@ -136,6 +136,34 @@ def test_results_cli(tmp_path, monkeypatch):
     assert unknown.exit_code == 1 and "unknown export format 'csv'" in unknown.output
 
 
+def test_results_tasks_shows_each_test_task_and_the_mean_of_the_summary(tmp_path, monkeypatch):
+    from icrl_bench import cli
+    from icrl_bench.bench.reporting import per_task_returns
+
+    monkeypatch.setattr(cli.console, "size", (200, 50))
+    oracle = json.loads(committed("darkroom-v1--oracle--*.json")[0].read_text())
+    failing = copy.deepcopy(oracle)  # an agent that never reaches the second test task in its last episodes
+    failing["agent"]["name"] = "half-oracle"
+    for seed in failing["curves"]["return"]:
+        seed[1][-5:] = [0] * 5
+    finals = per_task_returns(failing)
+    assert finals.shape == (5, 8) and np.all(finals[:, 1] == 0)
+    assert finals.mean() == pytest.approx(oracle["summary"]["final_return"]["mean"] - np.mean(oracle["curves"]["return"][0][1][-5:]) / 8)
+    paths = [tmp_path / "oracle.json", tmp_path / "failing.json"]
+    for path, data in zip(paths, (oracle, failing), strict=True):
+        path.write_text(json.dumps(data))
+    shown = runner.invoke(app, ["results", "tasks", *map(str, paths)])
+    assert shown.exit_code == 0, shown.output
+    second = next(line for line in shown.output.splitlines() if json.dumps(oracle["test_tasks"]["params"][1]) in line)
+    assert "0.0 [0.0, 0.0]" in second and "half-oracle" in shown.output
+    permuted = tmp_path / "permuted.json"
+    permuted.write_text(committed("darkroom-permuted-v1--oracle--*.json")[0].read_text())
+    mixed = runner.invoke(app, ["results", "tasks", str(paths[0]), str(permuted)])
+    assert mixed.exit_code == 1 and "different protocols" in mixed.output
+    too_many = runner.invoke(app, ["results", "tasks", str(paths[0]), "--last", "51"])
+    assert too_many.exit_code == 1 and "--last must be in 1..50" in too_many.output
+
+
 # --- the schema -------------------------------------------------------------------------------
 
 REPRODUCED = sorted((REPO_ROOT / "reproduction").glob("**/results/*.json")) + sorted((REPO_ROOT / "reproduction").glob("**/run*/*-darkroom.json"))

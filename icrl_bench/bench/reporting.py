@@ -16,6 +16,7 @@ import numpy as np
 from rich.table import Table
 
 from icrl_bench.bench import metrics
+from icrl_bench.errors import IcrlBenchError
 
 # What ranks a protocol's entries, best first: its headline metric, then the tie-breakers.
 RANK_KEYS = {
@@ -139,6 +140,40 @@ def results_table(results: dict) -> Table:
         f"; {cost['act_s_per_step'] * 1e3:.3f} ms per batched action ({cost['num_envs']} envs)"
         + ("" if passes is None else f", {passes:.2f} forward passes per action")
     )
+    return table
+
+
+def per_task_returns(results: dict, last: int | None = None) -> np.ndarray:
+    """Each (seed, test task)'s mean return over its last `last` episodes (default: the protocol's
+    final window) -> [seeds, tasks]: the final return before it is averaged over tasks."""
+    returns = np.asarray(results["curves"]["return"], dtype=float)  # [seeds, tasks, episodes]
+    last = results["protocol"]["final_window"] if last is None else last
+    if not 1 <= last <= returns.shape[-1]:
+        raise IcrlBenchError(f"--last must be in 1..{returns.shape[-1]} (the run's episodes), got {last}.")
+    return returns[..., -last:].mean(-1)
+
+
+def per_task_table(documents: Sequence[dict], last: int | None = None) -> Table:
+    """Final return per test task, one column per results document: which tasks an agent solves
+    and which it never does, which the mean over tasks hides. The documents must share a protocol."""
+    protocols = {(d["protocol"]["name"], d["protocol"]["test_tasks_sha256"]) for d in documents}
+    if len(protocols) != 1:
+        names = ", ".join(sorted(name for name, _ in protocols))
+        raise IcrlBenchError(f"these results are of different protocols or test tasks ({names}); compare one protocol's at a time.")
+    first = documents[0]
+    window = first["protocol"]["final_window"] if last is None else last
+    table = Table(title=f"Return per test task on {first['protocol']['name']}: mean over seeds of the last {window} episodes "
+                        "(lowest to highest seed in brackets)")
+    table.add_column("task")
+    table.add_column("params")
+    for label in unique_labels(documents):
+        table.add_column(label, justify="right")
+    finals = [per_task_returns(d, window) for d in documents]  # each [seeds, tasks]
+    tasks = first["test_tasks"]
+    for t, (index, params) in enumerate(zip(tasks["indices"], tasks["params"], strict=True)):
+        cells = [f"{f[:, t].mean():.1f} [{f[:, t].min():.1f}, {f[:, t].max():.1f}]" for f in finals]
+        table.add_row(str(index), json.dumps(params), *cells)
+    table.add_row("mean", "", *(f"{f.mean():.2f}" for f in finals), end_section=True)
     return table
 
 
