@@ -53,6 +53,22 @@ def test_upgrade_recomputes_the_summary_from_the_curves(tmp_path):
     assert results.upgrade(path) is False  # already current: left as it is
 
 
+def test_upgrade_spells_a_shipped_checkpoint_repo_relative(tmp_path):
+    """An entry written with an absolute path into the repository reads the same on every machine after
+    the upgrade: the path in the agent record and the command become what the harness writes now."""
+    entry = committed("darkroom-v1--dpt--934b592b0173.json")[0]
+    current = json.loads(entry.read_text())
+    relative = current["agent"]["checkpoint"]
+    absolute = str(REPO_ROOT / relative)
+    written_elsewhere = {**current, "agent": {**current["agent"], "checkpoint": absolute},
+                         "command": current["command"].replace(relative, absolute)}
+    path = tmp_path / "dpt.json"
+    path.write_text(json.dumps(written_elsewhere))
+    assert results.upgrade(path) is True
+    assert json.loads(path.read_text()) == current
+    assert results.upgrade(path) is False
+
+
 def test_upgrade_refuses_what_it_cannot_read(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema_version": 1, "protocol": {"name": "darkroom/v1"}}))

@@ -34,6 +34,7 @@ from icrl_bench.bench.reporting import agent_label, unique_labels
 from icrl_bench.documents import Document, OpenDocument, first_problem
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import atomic_path, write_atomic
+from icrl_bench.paths import repo_relative
 from icrl_bench.provenance import Provenance
 
 # Results documents: 2 since the summary follows rliable (IQM over all seed x task scores, stratified
@@ -230,8 +231,10 @@ def summarize(data: dict, where: str = "results") -> dict:
 def upgrade(path: str | os.PathLike) -> bool:
     """Rewrite a results file with its summary recomputed under the current schema; True if it changed.
 
-    Only `schema_version` and `summary` change; the curves, provenance and everything else stay
-    as the evaluation wrote them. Written atomically.
+    Only `schema_version`, `summary` and the checkpoint's spelling change: an absolute path inside
+    the shipped tree becomes repo-relative, as the harness writes it now, in the agent record and
+    the command (the checkpoint hash still names the weights). The curves, provenance and
+    everything else stay as the evaluation wrote them. Written atomically.
     """
     path = Path(path)
     data = load_results(path)
@@ -239,11 +242,23 @@ def upgrade(path: str | os.PathLike) -> bool:
     if version not in (1, RESULTS_SCHEMA_VERSION):
         raise IcrlBenchError(f"{path} has results schema {version!r}; this version of icrl-bench reads 1 and {RESULTS_SCHEMA_VERSION}.")
     summary = summarize(data, str(path))
-    if version == RESULTS_SCHEMA_VERSION and not metrics.compare_summaries(data.get("summary") or {}, summary):
+    portable = _portable_checkpoint(data)
+    if version == RESULTS_SCHEMA_VERSION and portable is data and not metrics.compare_summaries(data.get("summary") or {}, summary):
         return False
-    upgraded = parse_results({**data, "schema_version": RESULTS_SCHEMA_VERSION, "summary": summary}, str(path))
+    upgraded = parse_results({**portable, "schema_version": RESULTS_SCHEMA_VERSION, "summary": summary}, str(path))
     write_atomic(path, dumps_results(upgraded.to_dict()).encode())
     return True
+
+
+def _portable_checkpoint(data: dict) -> dict:
+    """`data` with its checkpoint path repo-relative where it lies in the shipped tree (`data` itself if it already is)."""
+    checkpoint = (data.get("agent") or {}).get("checkpoint")
+    portable = repo_relative(checkpoint) if checkpoint else checkpoint
+    if portable == checkpoint:
+        return data
+    command = data.get("command")
+    return {**data, "agent": {**data["agent"], "checkpoint": portable},
+            "command": command.replace(checkpoint, portable) if isinstance(command, str) else command}
 
 
 # --- export -----------------------------------------------------------------------------------
