@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from icrl_bench.training.run_dir import training_seconds
+from icrl_bench.run_records import read_metrics, training_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     run = json.loads((args.run_dir / "run.json").read_text())
     checkpoint = json.loads((args.run_dir / "checkpoint" / "checkpoint.json").read_text())
-    records = [json.loads(line) for line in (args.run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_metrics(args.run_dir / "metrics.jsonl")
     elapsed = training_seconds(records)
     agent, env, dataset = run["agent"], run["env"], run["dataset"]
     train = run["config"]["train"]

@@ -49,6 +49,11 @@ def test_every_learned_row_has_its_budget_and_checkpoint():
             assert row.budget.samples == meta["step"] * meta["train_config"]["batch_size"] > 0
     ad = next(r for r in leaderboard_view.split_rows(leaderboard.ranking("darkroom")["darkroom/v1"])[0] if r.label == "ad @74b56e9c")
     assert ad.budget.text() == "4.04M windows (7,900 x 512), 189 s on one NVIDIA H200"
+    # The laptop DICP-DPT run was resumed: its wall time is every segment's, not the last segment's elapsed_s.
+    dicp_dpt = next(r for r in leaderboard_view.split_rows(leaderboard.ranking("darkroom")["darkroom/v1"])[0] if r.label.startswith("dicp-dpt @118eb035"))
+    records = [json.loads(line) for line in (dicp_dpt.checkpoint / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    last_segment = [r["elapsed_s"] for r in records if "elapsed_s" in r][-1]
+    assert dicp_dpt.budget.seconds > last_segment and "2,519 s" in dicp_dpt.budget.text()
 
 
 def test_a_checkpoint_with_other_weights_gets_no_budget(tmp_path):

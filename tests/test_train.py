@@ -247,7 +247,7 @@ def test_keep_every_keeps_loadable_snapshots_for_learning_curves(tmp_path: Path,
 
 
 def test_training_seconds_add_up_the_segments_of_a_resumed_run() -> None:
-    from icrl_bench.training.run_dir import training_seconds
+    from icrl_bench.run_records import training_seconds
 
     records = [{"step": 50, "elapsed_s": 10.0}, {"step": 100, "elapsed_s": 20.0}, {"step": 100, "val_loss": 1.0},
                {"step": 150, "elapsed_s": 8.0}, {"step": 200, "elapsed_s": 16.0}]  # resumed at step 100

@@ -33,6 +33,7 @@ from icrl_bench.bench.reporting import (
     unique_labels,
 )
 from icrl_bench.paths import from_repo_relative, shipped
+from icrl_bench.run_records import read_metrics, training_seconds
 
 REFERENCE_AGENTS = ("random", "oracle", "source")  # the ends of the scale, shown apart and never ranked
 FORMATS = ("table", "md", "csv", "json")
@@ -123,12 +124,8 @@ def training_budget(folder: Path) -> Budget | None:
     if meta is None or not isinstance(meta.get("step"), int) or not isinstance((meta.get("train_config") or {}).get("batch_size"), int):
         return None
     run = _json(folder / "run.json") or {}
-    seconds = None
     metrics_file = folder / "metrics.jsonl"
-    if metrics_file.is_file():
-        for line in metrics_file.read_text().splitlines():
-            record = json.loads(line) if line.strip().startswith("{") else {}
-            seconds = record.get("elapsed_s", seconds)
+    seconds = training_seconds(read_metrics(metrics_file)) if metrics_file.is_file() else None  # every segment of a resumed run
     hardware = None
     readme = folder / "README.md"
     if readme.is_file():

@@ -30,6 +30,7 @@ from icrl_bench.devices import cpu_threads
 from icrl_bench.errors import IcrlBenchError, unknown
 from icrl_bench.fileio import write_json_atomic
 from icrl_bench.paths import IN_CHECKOUT, require_shipped, shipped
+from icrl_bench.run_records import read_metrics, training_seconds
 
 GRID_AGENTS = ("ad", "dicp-ad", "dpt", "dicp-dpt", "idt", "dicp-idt")
 ENVS = {"darkroom": None, "darkroom-permuted": None, "dark-key-to-door": "small"}  # env -> dataset preset (None: paper size)
@@ -185,10 +186,8 @@ def plot_against_paper(env: str, records: list[AgentRecord], path: Path) -> Path
 
 def budget_of(run_dir: Path, hardware: str | None = None) -> dict[str, Any]:
     """Steps, batch, wall time (every segment of a resumed run) and device of a training run (or a shipped baseline folder)."""
-    from icrl_bench.training.run_dir import training_seconds
-
     run = json.loads((run_dir / "run.json").read_text())
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_metrics(run_dir / "metrics.jsonl")
     steps = max((r["step"] for r in records), default=0)
     train_s = training_seconds(records)
     return {"steps": steps, "batch_size": run["config"]["train"]["batch_size"], "train_s": train_s, "device": run["device"],

@@ -85,19 +85,6 @@ def record_fitted_steps(run_dir: Path, before: int, fitted: int, budget_s: float
     write_json_atomic(run_dir / RUN_FILE, meta, indent=2, sort_keys=True)
 
 
-def training_seconds(records: list[dict[str, Any]]) -> float | None:
-    """A run's training wall time from its metrics records, over every segment of a resumed run
-    (`elapsed_s` restarts at each resume); None without timed records."""
-    total, last, seen = 0.0, 0.0, False
-    for record in records:
-        if "elapsed_s" not in record:
-            continue
-        if record["elapsed_s"] < last:  # a new segment began
-            total += last
-        last, seen = record["elapsed_s"], True
-    return total + last if seen else None
-
-
 def drop_metrics_after(path: Path, step: int) -> None:
     """Keep the metrics lines up to `step`, so a resumed run does not repeat steps."""
     if not path.is_file():
