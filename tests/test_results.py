@@ -19,6 +19,7 @@ from icrl_bench.bench.protocols import get_protocol
 from icrl_bench.cli import app
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import REPO_ROOT
+from tests.test_manifest import shuffled  # any key order, as a JSON writer may produce
 
 ENTRIES = REPO_ROOT / "leaderboard" / "entries"
 runner = CliRunner()
@@ -213,14 +214,6 @@ def test_the_harness_writes_what_the_schema_reads_back():
 
 
 SMALL = committed("darkroom-permuted-v1--random--*.json")[0]
-
-
-def shuffled(value, rng: random.Random):
-    if isinstance(value, dict):
-        keys = list(value)
-        rng.shuffle(keys)
-        return {key: shuffled(value[key], rng) for key in keys}
-    return value
 
 
 @st.composite
