@@ -150,7 +150,7 @@ def per_task_returns(results: dict, last: int | None = None) -> np.ndarray:
     last = results["protocol"]["final_window"] if last is None else last
     if not 1 <= last <= returns.shape[-1]:
         raise IcrlBenchError(f"--last must be in 1..{returns.shape[-1]} (the run's episodes), got {last}.")
-    return returns[..., -last:].mean(-1)
+    return metrics.final_return_scores(returns, last)
 
 
 def per_task_table(documents: Sequence[dict], last: int | None = None) -> Table:
