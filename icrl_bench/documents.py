@@ -27,7 +27,8 @@ from pydantic import (
 class Document(BaseModel):
     """A closed part of a document: an unknown field is a corrupt or foreign file, not an extension."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # ser_json_inf_nan: a number written as Infinity (Python's json does) reads back as Infinity, not null
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, ser_json_inf_nan="constants")
     _order: tuple[str, ...] = PrivateAttr(())  # the field names in the order the JSON gave them
 
     @model_validator(mode="wrap")

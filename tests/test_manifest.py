@@ -91,6 +91,14 @@ def test_any_manifest_round_trips_exactly_and_its_hash_is_stable(raw):
     assert Manifest.model_validate(json.loads(json.dumps(raw))) == manifest
 
 
+def test_a_non_finite_hyperparameter_reads_back_as_written():
+    """Python's json writes inf as Infinity; the model once gave it back as null, changing the manifest's hash."""
+    raw = json.loads(SHIPPED[-1].read_text())
+    raw["source"]["hyperparameters"] = {"target_kl": float("inf"), "floor": float("-inf")}
+    manifest = Manifest.model_validate(raw)
+    assert exact(manifest.to_dict()) == exact(raw) and manifest.computed_hash() == manifest_hash(raw)
+
+
 @pytest.mark.parametrize(
     "corrupt, problem",
     [
