@@ -187,6 +187,15 @@ def _distributed() -> tuple[int, int]:
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
+def _from_rank0(value, world: int):
+    """Rank 0's `value` on every rank: what the ranks must agree on (the run directory, the fitted steps)."""
+    if world == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _device(device: str, world: int) -> torch.device:
     dev = torch.device(resolve_device(device))
     if world > 1 and dev.type == "cuda":  # one GPU per torchrun rank
@@ -219,9 +228,7 @@ def _create_run_dir(run: Run, out, overrides: list[str] | None, on_run_dir: Call
         write_json_atomic(run_dir / RUN_FILE, record, indent=2, sort_keys=True)
         if on_run_dir is not None:
             on_run_dir(run_dir)
-    if run.world > 1:
-        torch.distributed.broadcast_object_list(claimed, src=0)  # every rank reports the directory rank 0 claimed
-    return Path(claimed[0])
+    return Path(_from_rank0(claimed[0], run.world))
 
 
 def _restore_weights(run: Run) -> int:
@@ -321,6 +328,7 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
                 samples_window += tc.batch_size * run.world
                 fitted = budget.after_step(step, tc) if budget is not None else None
                 if fitted is not None:
+                    fitted = _from_rank0(fitted, run.world)  # each rank timed its own probe: a rank that stopped early would hang the rest
                     tc.steps, end = fitted, min(end, fitted)
                     progress.update(task, total=fitted)
                 if step % tc.log_interval == 0 or step == end:
