@@ -1,0 +1,46 @@
+"""Training under torchrun on a CPU (gloo): two ranks, one run directory, one fitted budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from icrl_bench.paths import REPO_ROOT
+from icrl_bench.training.run_dir import latest_checkpoint, saved_step
+from tests.test_train import tiny_config
+
+# Each rank's clock advances (1 + rank) "seconds" per reading, so the two ranks time their
+# --time-budget probes differently and, on their own, would fit different totals: the rank
+# that stopped first would leave the other waiting at its next allreduce for ever.
+SKEWED_CLOCKS = textwrap.dedent("""
+    import os, sys
+    import icrl_bench.training.budget as budget
+    budget.BUDGET_WARMUP_STEPS, budget.BUDGET_PROBE_STEPS = 2, 4
+    clock = iter(range(0, 10**9, 1 + int(os.environ["RANK"])))
+    budget.time.perf_counter = lambda: float(next(clock))
+    from icrl_bench.cli import main
+    sys.argv = ["icrl-bench", *sys.argv[1:]]
+    main()
+""")
+
+
+def test_two_ranks_share_one_run_directory_and_rank_0s_fitted_budget(tmp_path: Path, tiny_root: Path) -> None:
+    config = tiny_config(tmp_path, "ad", steps=100_000, log_interval=2, eval_interval=1_000, ckpt_interval=1_000)
+    driver = tmp_path / "skewed_clocks.py"
+    driver.write_text(SKEWED_CLOCKS)
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(driver),
+               "train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", str(config), "--device", "cpu",
+               "--time-budget", "40", "--threads", "1", "--root", str(tiny_root), "--out", str(out), "-q"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run_dir,) = out.iterdir()  # rank 1 claimed no directory of its own
+    record = json.loads((run_dir / "run.json").read_text())
+    fitted = record["time_budget"]["fitted_steps"]
+    assert record["world_size"] == 2 and record["config"]["train"]["steps"] == fitted
+    assert 6 <= fitted < 100 and saved_step(latest_checkpoint(run_dir)) == fitted
