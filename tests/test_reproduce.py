@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,11 +103,13 @@ def test_bad_input_is_one_line(tmp_path):
         reproduce("dark-key-to-door", "ad", from_shipped=True, out=tmp_path / "o", log=lambda _: None)
 
 
-def test_parallel_evaluations_give_the_same_curves(tmp_path):
+def test_parallel_trainings_and_evaluations_give_the_same_curves(tmp_path):
     logs = []
     one = reproduce("darkroom", "ad,dpt", "tiny", out=tmp_path / "one", root=tmp_path / "root", log=logs.append, **SMOKE)
     two = reproduce("darkroom", "ad,dpt", "tiny", out=tmp_path / "two", root=tmp_path / "root", log=logs.append, jobs=2, **SMOKE)
-    assert any("2 agents, 2 at a time" in line for line in logs)
+    assert any("[train] 2 agents, 2 at a time" in line for line in logs) and any("[evaluate] 2 agents, 2 at a time" in line for line in logs)
+    runs = json.loads((two.parent / "state.json").read_text())["runs"]  # both processes recorded their run: a rerun resumes either
+    assert sorted(runs) == ["ad", "dpt"] and all((two.parent / "runs") in Path(run).parents for run in runs.values())
     for agent in ("ad", "dpt"):
         a = json.loads((one.parent / "results" / f"{agent}.json").read_text())
         b = json.loads((two.parent / "results" / f"{agent}.json").read_text())

@@ -231,7 +231,7 @@ def reproduce(
 ) -> Path:
     """Run (or resume) every stage for `env` and write the report; returns the report's path.
 
-    `jobs` > 1 evaluates that many agents at once, each in its own single-thread process.
+    `jobs` > 1 trains, then evaluates, that many agents at once, each in its own single-thread process.
     """
     from icrl_bench.devices import resolve_device
 
@@ -250,15 +250,7 @@ def reproduce(
         log(f"[report] writing to {out_dir.resolve()} (--out DIR to choose)")
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / STATE_FILE
-    state: dict[str, Any] = {}
-    if state_path.is_file() and not force:
-        try:
-            state = json.loads(state_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            log(f"[state] {state_path} is unreadable; starting the stages afresh")
-    if not isinstance(state, dict) or not isinstance(state.get("runs", {}), dict):
-        state = {}
-    state.setdefault("runs", {})
+    state = {"runs": {}} if force else _read_state(state_path, log)
     presets: dict[str, str | None] = {}
     if not from_shipped:
         from icrl_bench.training import load_run_config, parse_overrides
@@ -282,22 +274,20 @@ def reproduce(
         log(f"[dataset] {env} preset {dataset_preset or 'paper size'}")
         dataset_id = build_dataset(env, dataset_preset, root=root, device=device, show_progress=True).dataset_id
 
-    trained = {}
-    for agent in names:
-        overrides = TINY_OVERRIDES if budget == "tiny" else None
-        trained[agent] = _train_stage(agent, env, dataset_id, presets.get(agent), overrides, device, out_dir, root, state,
-                                      state_path, from_shipped, force, log)
-    evaluation = (env, device, out_dir, seeds, n_episodes, n_tasks, force)
-    if jobs > 1 and len(names) > 1:  # one single-thread process per agent: evaluations are independent
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        log(f"[evaluate] {len(names)} agents, {jobs} at a time")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {agent: pool.submit(_evaluate_in_worker, agent, trained[agent][0], *evaluation) for agent in names}
-            results = {agent: future.result() for agent, future in futures.items()}
+    overrides = TINY_OVERRIDES if budget == "tiny" else None
+    training = {agent: (agent, env, dataset_id, presets.get(agent), overrides, device, out_dir, root, state, state_path, from_shipped, force)
+                for agent in names}
+    if jobs > 1 and len(names) > 1 and not from_shipped:  # one single-thread process per agent: trainings are independent
+        log(f"[train] {len(names)} agents, {jobs} at a time")
+        trained = _in_processes(_train_in_worker, training, jobs)
     else:
-        results = {agent: _evaluate_stage(agent, trained[agent][0], *evaluation, log) for agent in names}
+        trained = {agent: _train_stage(*training[agent], log) for agent in names}
+    evaluation = {agent: (agent, trained[agent][0], env, device, out_dir, seeds, n_episodes, n_tasks, force) for agent in names}
+    if jobs > 1 and len(names) > 1:  # one single-thread process per agent: evaluations are independent
+        log(f"[evaluate] {len(names)} agents, {jobs} at a time")
+        results = _in_processes(_evaluate_in_worker, evaluation, jobs)
+    else:
+        results = {agent: _evaluate_stage(*evaluation[agent], log) for agent in names}
     records = [AgentRecord(agent, results[agent], trained[agent][1]) for agent in names]
 
     header = (f"Made by `icrl-bench reproduce {env}" + (" --from-shipped" if from_shipped else f" --budget {budget} --device {device}")
@@ -361,8 +351,30 @@ def _step_or_zero(run_dir: Path, saved_step) -> int:
 
 
 def _remember(state: dict, state_path: Path, agent: str, run_dir: Path) -> None:
+    """Record `agent`'s run directory in state.json, so a killed reproduction resumes it. Trainings in
+    parallel processes each hold their own copy of `state`: the file is re-read and updated under a lock."""
+    import fcntl
+
     state["runs"][agent] = str(run_dir)
-    write_json_atomic(state_path, state, indent=2, sort_keys=True)
+    with open(state_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        on_disk = _read_state(state_path, lambda _: None)
+        on_disk["runs"][agent] = str(run_dir)
+        write_json_atomic(state_path, on_disk, indent=2, sort_keys=True)
+
+
+def _read_state(state_path: Path, log: Any) -> dict[str, Any]:
+    """state.json's stages, or none where it is missing or unreadable."""
+    state: Any = {}
+    if state_path.is_file():
+        try:
+            state = json.loads(state_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log(f"[state] {state_path} is unreadable; starting the stages afresh")
+    if not isinstance(state, dict) or not isinstance(state.get("runs", {}), dict):
+        state = {}
+    state.setdefault("runs", {})
+    return state
 
 
 def _shipped_hardware(folder: Path) -> str | None:
@@ -382,8 +394,24 @@ def _planned_by_another_revision(agent: dict) -> bool:
     return recorded is not None and recorded != PLANNER_REVISION
 
 
-def _evaluate_in_worker(agent, checkpoint, *evaluation) -> dict:
-    return _evaluate_stage(agent, checkpoint, *evaluation, print)  # one core per evaluation (the networks are small)
+def _in_processes(stage: Any, args_of: dict[str, tuple], jobs: int) -> dict[str, Any]:
+    """`stage(*args_of[agent])` for every agent, `jobs` spawned processes at a time."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {agent: pool.submit(stage, *args) for agent, args in args_of.items()}
+        return {agent: future.result() for agent, future in futures.items()}
+
+
+def _train_in_worker(*training) -> tuple[Path, dict[str, Any]]:
+    device = training[5]
+    with cpu_threads(1 if device == "cpu" else None):  # one core per training: two at once beat one on two threads
+        return _train_stage(*training, print)
+
+
+def _evaluate_in_worker(*evaluation) -> dict:
+    return _evaluate_stage(*evaluation, print)  # one core per evaluation (the networks are small)
 
 
 def _evaluate_stage(agent, checkpoint, env, device, out_dir, seeds, n_episodes, n_tasks, force, log) -> dict:
