@@ -32,8 +32,10 @@ def main() -> None:
     elapsed = training_seconds(records)
     agent, env, dataset = run["agent"], run["env"], run["dataset"]
     train = run["config"]["train"]
+    world = int(run.get("world_size") or 1)
+    launcher = f"torchrun --standalone --nproc-per-node {world} -m icrl_bench train" if world > 1 else "icrl-bench train"
     command = args.command or " ".join(
-        [f"icrl-bench train --agent {agent} --dataset {dataset['id']}"]
+        [f"{launcher} --agent {agent} --dataset {dataset['id']}"]
         + ([f"--preset {run['preset']}"] if run.get("preset") else [])
         + ([f"--device {run['device']}"] if run["device"] != "cpu" else [])
         + [f"--set {o}" for o in run.get("overrides", [])]
@@ -45,6 +47,7 @@ def main() -> None:
     default_line = (f"`icrl-bench evaluate --agent {agent} --env {env}` uses this checkpoint by default." if args.to is None
                     else f"Evaluate it with `icrl-bench evaluate --agent {agent} --env {env} --checkpoint {out.resolve().relative_to(REPO)}`.")
     fitted = (f" (fitted by --time-budget {budget['seconds']:g} s from the config's {budget['config_steps']:,} steps)" if budget else "")
+    per_rank = f" per rank x {world} torchrun ranks" if world > 1 else ""
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
     for name in ("checkpoint.json", checkpoint["weights_file"]):
         shutil.copy2(args.run_dir / "checkpoint" / name, out / "checkpoint" / name)
@@ -60,7 +63,7 @@ Made by the project's own command (`{args.run_dir.name}`):
     {command}
 
 - dataset: `{dataset['id']}` (content hash `{dataset['content_hash']}`)
-- training budget: {checkpoint['step']} steps x batch {train['batch_size']} = {checkpoint['step'] * train['batch_size']:,} windows{fitted}, lr {train['lr']}, {elapsed or 0:.0f} s on {run['device']} ({hardware})
+- training budget: {checkpoint['step']} steps x batch {train['batch_size']}{per_rank} = {checkpoint['step'] * train['batch_size'] * world:,} windows{fitted}, lr {train['lr']}, {elapsed or 0:.0f} s on {run['device']} ({hardware})
 - held-out validation at the last step: {', '.join(f'{k} {v:.3f}' for k, v in sorted(validation.items()))}
 - weights sha256 `{checkpoint['weights_sha256']}`; code `{prov['code_commit']}`; torch {prov['packages']['torch']}
 - optimizer state is not shipped (a run directory has it; `--resume` needs it)
