@@ -185,12 +185,13 @@ def plot_against_paper(env: str, records: list[AgentRecord], path: Path) -> Path
 
 
 def budget_of(run_dir: Path, hardware: str | None = None) -> dict[str, Any]:
-    """Steps, batch, wall time (every segment of a resumed run) and device of a training run (or a shipped baseline folder)."""
+    """Steps, global batch, wall time (every segment of a resumed run) and device of a training run (or a shipped baseline folder)."""
     run = json.loads((run_dir / "run.json").read_text())
     records = read_metrics(run_dir / "metrics.jsonl")
     steps = max((r["step"] for r in records), default=0)
     train_s = training_seconds(records)
-    return {"steps": steps, "batch_size": run["config"]["train"]["batch_size"], "train_s": train_s, "device": run["device"],
+    world = int(run.get("world_size") or 1)  # batch_size is per torchrun rank
+    return {"steps": steps, "batch_size": run["config"]["train"]["batch_size"] * world, "world_size": world, "train_s": train_s, "device": run["device"],
             "preset": run.get("preset"), "layout": run["config"]["model"].get("layout", "dicp"),
             "hardware": hardware or run["device"]}
 
