@@ -202,21 +202,28 @@ class IDT(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.loss(batch)
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        c, space, d2g = self.config, self.space, self.decisions_to_go
+    def blocks(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A window's arrays [B, W, ...], encoded by the space and cut into blocks [B, H, L, ...]."""
         B, W = batch["reward"].shape
-        H, L = W // c.low_per_high, c.low_per_high
+        H, L = W // self.config.low_per_high, self.config.low_per_high
+        space = self.space
+        encoded = {"s": space.state(batch["obs"]), "a": space.action(batch["action"]), "r": space.reward(batch["reward"]),
+                   "s_next": space.state(batch["next_obs"]), "rtg": batch["return_to_go"]}
+        return {k: x.reshape(B, H, L, *x.shape[2:]) for k, x in encoded.items()}
 
-        def blocks(x: torch.Tensor) -> torch.Tensor:
-            return x.reshape(B, H, L, *x.shape[2:])  # [B, W, ...] -> [B, H, L, ...]
-
-        s, a = blocks(space.state(batch["obs"])), blocks(space.action(batch["action"]))
-        r, s_next = blocks(space.reward(batch["reward"])), blocks(space.state(batch["next_obs"]))
-        rtg = batch["return_to_go"].view(B, H, L)
+    def hidden(self, blocks: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Decisions-to-Go hidden states [B, H, L, 4, C] of a window's `blocks` (the training forward; acting must match it)."""
+        s, a, r, s_next, rtg = (blocks[k] for k in ("s", "a", "r", "s_next", "rtg"))
         z_dist = self.reviewing_decisions(s, a, r, s_next)  # [B, H, 2*dim_z]
         z_pred = self.making_decisions(rtg[:, :, 0], s[:, :, 0], z_dist)  # [B, H, 2*dim_z]
-        z = self.sample_z(z_pred, L)  # [B, H, L, dim_z]
-        h = self.decisions_to_go(z, s, a, r)  # [B, H, L, 4, C]
+        z = self.sample_z(z_pred, self.config.low_per_high)  # [B, H, L, dim_z]
+        return self.decisions_to_go(z, s, a, r)  # [B, H, L, 4, C]
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        c, space, d2g = self.config, self.space, self.decisions_to_go
+        blocks = self.blocks(batch)
+        a, r, s_next = blocks["a"], blocks["r"], blocks["s_next"]
+        h = self.hidden(blocks)  # [B, H, L, 4, C]
         loss, metrics = space.action_loss(d2g.pred_action(h[:, :, :, 1]), a)  # at s_t
         if c.dynamics:  # at a_t
             loss_dyn, dyn_metrics = space.reward_loss(d2g.pred_reward(h[:, :, :, 2]), r)
