@@ -186,6 +186,43 @@ def test_idt_cached_acting_equals_full_recompute(agent: str) -> None:
     assert len(actor.blocks) == 2  # n_high = 2 blocks of context
 
 
+
+@pytest.mark.parametrize("agent", IDTS)
+def test_idt_acting_equals_training_forward(agent: str, tiny_root: Path) -> None:
+    """Acting teacher-forced through a sorted stream (reset / action_logits / observe) gives, block by block, the
+    action logits of the training forward on the window that ends at that block: return-to-go falls by each block's
+    reward and restarts at every episode as in the relabelled data, and the context of blocks slides as a window does."""
+    from icrl_bench.agents.idt import IDTAgent, SortEpisodes
+    from icrl_bench.data.dataset import load_dataset
+
+    ds = load_dataset("darkroom-tiny-v3", root=tiny_root)
+    model = small_model(agent)
+    c, L = model.config, model.config.low_per_high
+    arrays = ("obs", "action", "reward", "next_obs", "done")
+    rewarded = 0
+    for row in range(ds.n_tasks):
+        data = SortEpisodes(c.horizon)({k: np.asarray(ds[k][row]) for k in arrays})  # [stream, T, ...]
+        stream = int(data["reward"].sum(1).argmax())  # the stream with the most reward: return-to-go moves
+        # episodes in descending order of return (each keeps its relabelled return-to-go): the rewarded ones come
+        # first, so what their rewards did to return-to-go reaches the blocks and episodes after them
+        data = {k: np.flip(v[stream].reshape(-1, c.horizon, *v.shape[2:]), 0).reshape(v.shape[1:]) for k, v in data.items()}  # [T, ...]
+        rewarded += int(data["reward"].sum())
+        model.config.target_return = float(data["return_to_go"][0])  # the stream's best return, where its episodes start
+        actor = IDTAgent(agent, model, sample=False)  # eval mode: z is the mean in both paths
+        actor.reset(1, DARKROOM)
+        acting = []
+        for t in range(len(data["reward"])):
+            acting.append(actor.action_logits(data["obs"][t][None])[0])
+            actor.observe(*(data[k][t][None] for k in arrays))
+        acting = torch.stack(acting)  # [T, A]
+        for b in range(len(acting) // L):
+            start, end = max(0, b - c.n_high + 1) * L, (b + 1) * L  # the window of (at most n_high) blocks ending at block b
+            window = {k: torch.as_tensor(v[None, start:end]) for k, v in data.items() if k != "done"}
+            with torch.no_grad():
+                h = model.hidden(model.blocks(window))  # [1, H, L, 4, C]
+            torch.testing.assert_close(acting[b * L:end], model.decisions_to_go.pred_action(h[0, -1, :, 1]), atol=1e-5, rtol=0)
+    assert rewarded > 0
+
 # ---- the window sampler ---------------------------------------------------------------------------
 
 
