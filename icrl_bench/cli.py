@@ -581,6 +581,18 @@ def results_upgrade(files: Annotated[list[Path], typer.Argument(help="Results JS
         console.print(f"[green]upgraded[/] {path}" if upgrade(path) else f"{path} is up to date.")
 
 
+@results_app.command("relocate")
+def results_relocate(
+    file: Annotated[Path, typer.Argument(help="A results JSON file, rewritten in place.")],
+    checkpoint: Annotated[Path, typer.Option(help="Another copy of the checkpoint it evaluated (e.g. the folder it was shipped to).")],
+) -> None:
+    """Point results at a shipped copy of their checkpoint, checked by the weights' hash (nothing else changes)."""
+    from icrl_bench.bench.results import relocate
+
+    before = relocate(file, checkpoint)
+    console.print(f"[green]relocated[/] {file}: checkpoint {before} -> {checkpoint} (same weights)")
+
+
 @results_app.command("tasks")
 def results_tasks(
     files: Annotated[list[Path], typer.Argument(help="Results JSON files of one protocol (leaderboard entries too).")],

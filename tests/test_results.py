@@ -70,6 +70,24 @@ def test_upgrade_spells_a_shipped_checkpoint_repo_relative(tmp_path):
     assert results.upgrade(path) is False
 
 
+def test_relocate_points_results_at_a_copy_of_their_checkpoint_and_nothing_else_changes(tmp_path):
+    """Results evaluated from a run directory, whose checkpoint was then shipped: the entry names the shipped copy."""
+    entry = committed("darkroom-v1--dpt--934b592b0173.json")[0]
+    current = json.loads(entry.read_text())
+    shipped = current["agent"]["checkpoint"]
+    run_dir = tmp_path / "runs" / "dpt-run"
+    shutil.copytree(REPO_ROOT / shipped, run_dir)
+    from_run = {**current, "agent": {**current["agent"], "checkpoint": str(run_dir)}, "command": current["command"].replace(shipped, str(run_dir))}
+    path = tmp_path / "dpt.json"
+    path.write_text(results.dumps_results(from_run))
+    assert results.relocate(path, REPO_ROOT / shipped) == str(run_dir)
+    assert json.loads(path.read_text()) == current
+    with pytest.raises(IcrlBenchError, match="but .* was made by"):  # another DPT: other weights
+        results.relocate(path, REPO_ROOT / "baselines" / "darkroom" / "dpt")
+    result = runner.invoke(app, ["results", "relocate", str(path), "--checkpoint", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "Traceback" not in result.output and json.loads(path.read_text()) == current
+
+
 def test_upgrade_refuses_what_it_cannot_read(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema_version": 1, "protocol": {"name": "darkroom/v1"}}))

@@ -250,6 +250,34 @@ def upgrade(path: str | os.PathLike) -> bool:
     return True
 
 
+def relocate(path: str | os.PathLike, checkpoint: str | os.PathLike) -> str:
+    """Point a results file at another copy of the checkpoint it evaluated (say, the folder it was
+    shipped to from its run directory); returns the path recorded before.
+
+    The copy must hold the very weights the results name (`agent.checkpoint_hash`, checked against
+    the file). Only the checkpoint's spelling changes, in the agent record and the command; the
+    curves, provenance and everything else stay as the evaluation wrote them. Written atomically.
+    """
+    from icrl_bench.agents.checkpoint import load_checkpoint  # torch: only for this command
+
+    path = Path(path)
+    data = load_results(path)
+    agent = data["agent"]
+    recorded, before = agent.get("checkpoint_hash"), agent.get("checkpoint")
+    if not recorded or not before:
+        raise IcrlBenchError(f"{path} names no checkpoint (agent {agent['name']!r}): there is nothing to relocate.")
+    found = load_checkpoint(checkpoint, agent["name"]).meta["weights_sha256"]  # verified against the weights file
+    if found != recorded:
+        raise IcrlBenchError(f"{checkpoint} holds weights {found[:12]}, but {path} was made by {recorded[:12]}: "
+                             "point it at a copy of the checkpoint it evaluated.")
+    after = repo_relative(Path(checkpoint).resolve())
+    command = data.get("command")
+    moved = {**data, "agent": {**agent, "checkpoint": after},
+             "command": command.replace(before, after) if isinstance(command, str) else command}
+    write_atomic(path, dumps_results(parse_results(moved, str(path)).to_dict()).encode())
+    return before
+
+
 def _portable_checkpoint(data: dict) -> dict:
     """`data` with its checkpoint path repo-relative where it lies in the shipped tree (`data` itself if it already is)."""
     checkpoint = (data.get("agent") or {}).get("checkpoint")
