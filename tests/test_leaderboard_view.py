@@ -46,7 +46,8 @@ def test_every_learned_row_has_its_budget_and_checkpoint():
             assert row.checkpoint is not None and row.budget is not None, row.label
             meta = json.loads((row.checkpoint / "checkpoint" / "checkpoint.json").read_text())
             assert meta["weights_sha256"] == row.entry["agent"]["checkpoint_hash"]
-            assert row.budget.samples == meta["step"] * meta["train_config"]["batch_size"] > 0
+            ranks = json.loads((row.checkpoint / "run.json").read_text()).get("world_size") or 1  # batch_size is per torchrun rank
+            assert row.budget.samples == meta["step"] * meta["train_config"]["batch_size"] * ranks > 0
     ad = next(r for r in leaderboard_view.split_rows(leaderboard.ranking("darkroom")["darkroom/v1"])[0] if r.label == "ad @74b56e9c")
     assert ad.budget.text() == "4.04M windows (7,900 x 512), 189 s on one NVIDIA H200"
     # The laptop DICP-DPT run was resumed: its wall time is every segment's, not the last segment's elapsed_s.
@@ -54,6 +55,8 @@ def test_every_learned_row_has_its_budget_and_checkpoint():
     records = [json.loads(line) for line in (dicp_dpt.checkpoint / "metrics.jsonl").read_text().splitlines() if line.strip()]
     last_segment = [r["elapsed_s"] for r in records if "elapsed_s" in r][-1]
     assert dicp_dpt.budget.seconds > last_segment and "2,519 s" in dicp_dpt.budget.text()
+    ddp = next(r for r in leaderboard_view.split_rows(leaderboard.ranking("darkroom")["darkroom/v1"])[0] if r.label.startswith("dicp-ad @b9bd7e50"))
+    assert ddp.budget.text().startswith("1.18M windows (18,500 x 32 x 2 ranks), 3,318 s")  # trained by two torchrun ranks
 
 
 def test_a_checkpoint_with_other_weights_gets_no_budget(tmp_path):
@@ -86,7 +89,7 @@ def test_the_readme_ranks_learned_agents_and_lists_references_apart(board):
     readme = (board / "README.md").read_text()
     section = readme.split("## darkroom/v1")[1].split("## darkroom-permuted/v1")[0]
     learned, references = section.split("**Reference agents")
-    assert "| 1 | [ad @74b56e9c](" in learned and "| oracle |" not in learned and "| random |" not in learned
+    assert "| 1 | [" in learned and "[ad @74b56e9c](" in learned and "| oracle |" not in learned and "| random |" not in learned
     assert "| oracle | 17.25 [17.25, 17.25] | 100.0 [100.0, 100.0]" in references
     assert "4.04M windows (7,900 x 512), 189 s on one NVIDIA H200" in learned
     assert "**Metric key.**" in readme and "- **normalized IQM**" in readme

@@ -80,9 +80,10 @@ class Budget:
         return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)
 
     def text(self) -> str:
-        """`4.04M windows (7,900 x 512), 189 s on one NVIDIA H200`."""
+        """`4.04M windows (7,900 x 512), 189 s on one NVIDIA H200`; `(18,500 x 32 x 2 ranks)` under torchrun."""
         where = self.hardware or self.device
-        return (f"{self.windows()} windows ({self.steps:,} x {self.batch_size})"
+        ranks = f" x {self.world_size} ranks" if self.world_size > 1 else ""
+        return (f"{self.windows()} windows ({self.steps:,} x {self.batch_size}{ranks})"
                 + (f", {self.seconds:,.0f} s" if self.seconds is not None else "") + (f" on {where}" if where else ""))
 
 
