@@ -152,8 +152,8 @@ def test_results_cli(tmp_path, monkeypatch):
     monkeypatch.setattr(cli.console, "size", (200, 50))
     board = tmp_path / "board"
     (board / "entries").mkdir(parents=True)
-    for path in committed("darkroom-permuted-v1--*.json"):
-        shutil.copy(path, board / "entries" / path.name)
+    for path in committed("darkroom-permuted-v1--oracle--*.json") + committed("darkroom-permuted-v1--random--*.json"):
+        shutil.copy(path, board / "entries" / path.name)  # the reference agents: a board that later submissions do not change
     out = tmp_path / "scores.npz"
     result = runner.invoke(app, ["results", "export", "--format", "rliable", "--env", "darkroom-permuted", "--dir", str(board), "--out", str(out)])
     assert result.exit_code == 0, result.output
