@@ -1,5 +1,5 @@
-"""Reading a training run's metrics.jsonl, torch-free: the leaderboard, `reproduce` and
-scripts/ship_baseline.py state a run's budget from it without importing the trainer."""
+"""Reading a training run's records (metrics.jsonl, run.json), torch-free: the leaderboard, `reproduce`
+and scripts/ship_baseline.py state a run's budget from them without importing the trainer."""
 
 from __future__ import annotations
 
@@ -24,3 +24,8 @@ def training_seconds(records: list[dict[str, Any]]) -> float | None:
             total += last
         last, seen = record["elapsed_s"], True
     return total + last if seen else None
+
+
+def world_size(run: dict[str, Any]) -> int:
+    """The torchrun ranks that trained a run (its run.json), each on its own `batch_size`; 1 where unrecorded."""
+    return int(run.get("world_size") or 1)

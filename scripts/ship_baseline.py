@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from icrl_bench.run_records import read_metrics, training_seconds
+from icrl_bench.run_records import read_metrics, training_seconds, world_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def main() -> None:
     elapsed = training_seconds(records)
     agent, env, dataset = run["agent"], run["env"], run["dataset"]
     train = run["config"]["train"]
-    world = int(run.get("world_size") or 1)
+    world = world_size(run)
     launcher = f"torchrun --standalone --nproc-per-node {world} -m icrl_bench train" if world > 1 else "icrl-bench train"
     command = args.command or " ".join(
         [f"{launcher} --agent {agent} --dataset {dataset['id']}"]

@@ -33,7 +33,7 @@ from icrl_bench.bench.reporting import (
     unique_labels,
 )
 from icrl_bench.paths import from_repo_relative, shipped
-from icrl_bench.run_records import read_metrics, training_seconds
+from icrl_bench.run_records import read_metrics, training_seconds, world_size
 
 REFERENCE_AGENTS = ("random", "oracle", "source")  # the ends of the scale, shown apart and never ranked
 FORMATS = ("table", "md", "csv", "json")
@@ -133,7 +133,7 @@ def training_budget(folder: Path) -> Budget | None:
         said = next((line for line in readme.read_text().splitlines() if line.startswith("- training budget:")), "")
         found = re.search(r" on \S+ \(([^,()]+)", said)  # "... 189 s on cuda (one NVIDIA H200, two trainings ...)"
         hardware = found[1].strip() if found else None
-    return Budget(meta["step"], meta["train_config"]["batch_size"], int(run.get("world_size") or 1),
+    return Budget(meta["step"], meta["train_config"]["batch_size"], world_size(run),
                   float(seconds) if isinstance(seconds, (int, float)) else None, run.get("device"), hardware)
 
 

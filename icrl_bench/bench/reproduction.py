@@ -30,7 +30,7 @@ from icrl_bench.devices import cpu_threads
 from icrl_bench.errors import IcrlBenchError, unknown
 from icrl_bench.fileio import write_json_atomic
 from icrl_bench.paths import IN_CHECKOUT, require_shipped, shipped
-from icrl_bench.run_records import read_metrics, training_seconds
+from icrl_bench.run_records import read_metrics, training_seconds, world_size
 
 GRID_AGENTS = ("ad", "dicp-ad", "dpt", "dicp-dpt", "idt", "dicp-idt")
 ENVS = {"darkroom": None, "darkroom-permuted": None, "dark-key-to-door": "small"}  # env -> dataset preset (None: paper size)
@@ -190,7 +190,7 @@ def budget_of(run_dir: Path, hardware: str | None = None) -> dict[str, Any]:
     records = read_metrics(run_dir / "metrics.jsonl")
     steps = max((r["step"] for r in records), default=0)
     train_s = training_seconds(records)
-    world = int(run.get("world_size") or 1)  # batch_size is per torchrun rank
+    world = world_size(run)  # batch_size is per torchrun rank
     return {"steps": steps, "batch_size": run["config"]["train"]["batch_size"] * world, "world_size": world, "train_s": train_s, "device": run["device"],
             "preset": run.get("preset"), "layout": run["config"]["model"].get("layout", "dicp"),
             "hardware": hardware or run["device"]}
