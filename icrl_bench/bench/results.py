@@ -270,10 +270,7 @@ def relocate(path: str | os.PathLike, checkpoint: str | os.PathLike) -> str:
     if found != recorded:
         raise IcrlBenchError(f"{checkpoint} holds weights {found[:12]}, but {path} was made by {recorded[:12]}: "
                              "point it at a copy of the checkpoint it evaluated.")
-    after = repo_relative(Path(checkpoint).resolve())
-    command = data.get("command")
-    moved = {**data, "agent": {**agent, "checkpoint": after},
-             "command": command.replace(before, after) if isinstance(command, str) else command}
+    moved = _with_checkpoint(data, repo_relative(Path(checkpoint).resolve()))
     write_atomic(path, dumps_results(parse_results(moved, str(path)).to_dict()).encode())
     return before
 
@@ -282,11 +279,14 @@ def _portable_checkpoint(data: dict) -> dict:
     """`data` with its checkpoint path repo-relative where it lies in the shipped tree (`data` itself if it already is)."""
     checkpoint = (data.get("agent") or {}).get("checkpoint")
     portable = repo_relative(checkpoint) if checkpoint else checkpoint
-    if portable == checkpoint:
-        return data
-    command = data.get("command")
-    return {**data, "agent": {**data["agent"], "checkpoint": portable},
-            "command": command.replace(checkpoint, portable) if isinstance(command, str) else command}
+    return data if portable == checkpoint else _with_checkpoint(data, portable)
+
+
+def _with_checkpoint(data: dict, checkpoint: str) -> dict:
+    """`data` naming `checkpoint` instead of its own, in the agent record and the command that made it."""
+    before, command = data["agent"]["checkpoint"], data.get("command")
+    return {**data, "agent": {**data["agent"], "checkpoint": checkpoint},
+            "command": command.replace(before, checkpoint) if isinstance(command, str) else command}
 
 
 # --- export -----------------------------------------------------------------------------------
