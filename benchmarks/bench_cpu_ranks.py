@@ -32,6 +32,7 @@ from machine_facts import machine_facts
 from rich.console import Console
 from rich.table import Table
 
+from icrl_bench.run_records import read_metrics
 from icrl_bench.training.config import load_run_config, parse_overrides
 
 RESULTS = Path(__file__).parent / "results" / "cpu_ranks.json"
@@ -40,7 +41,7 @@ WAYS = (("1 proc x 1 thread", 1, 1), ("1 proc x 2 threads", 1, 2), ("2 ranks x 1
 
 def steady_steps_per_s(metrics: Path, skip_until: int) -> float:
     """Steps per second between the first logged step past `skip_until` and the last one."""
-    rows = [r for r in map(json.loads, metrics.read_text().splitlines()) if "elapsed_s" in r]
+    rows = [r for r in read_metrics(metrics) if "elapsed_s" in r]
     first = next(r for r in rows if r["step"] > skip_until)
     return (rows[-1]["step"] - first["step"]) / (rows[-1]["elapsed_s"] - first["elapsed_s"])
 
@@ -62,13 +63,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agent", default="dicp-ad")
     parser.add_argument("--dataset", default="darkroom-v3")
+    parser.add_argument("--env", default="darkroom", help="the dataset's env (whose baseline config gives the batch)")
     parser.add_argument("--root")
     parser.add_argument("--preset", default="laptop")
     parser.add_argument("--set", action="append", default=[], help="config override, as `icrl-bench train --set`")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    config = load_run_config(args.agent, "darkroom", args.preset, overrides=parse_overrides(args.set))
+    config = load_run_config(args.agent, args.env, args.preset, overrides=parse_overrides(args.set))
     batch = config.train.batch_size
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-cpu-ranks-") as tmp:
