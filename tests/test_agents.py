@@ -186,7 +186,6 @@ def test_idt_cached_acting_equals_full_recompute(agent: str) -> None:
     assert len(actor.blocks) == 2  # n_high = 2 blocks of context
 
 
-
 @pytest.mark.parametrize("agent", IDTS)
 def test_idt_acting_equals_training_forward(agent: str, tiny_root: Path) -> None:
     """Acting teacher-forced through a sorted stream (reset / action_logits / observe) gives, block by block, the
@@ -222,6 +221,7 @@ def test_idt_acting_equals_training_forward(agent: str, tiny_root: Path) -> None
                 h = model.hidden(model.blocks(window))  # [1, H, L, 4, C]
             torch.testing.assert_close(acting[b * L:end], model.decisions_to_go.pred_action(h[0, -1, :, 1]), atol=1e-5, rtol=0)
     assert rewarded > 0
+
 
 # ---- the window sampler ---------------------------------------------------------------------------
 
