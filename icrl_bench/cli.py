@@ -112,7 +112,7 @@ def build_dataset_cmd(
 ) -> None:
     """Run the source RL algorithm on every task and record its learning histories."""
     from icrl_bench.data.build import build_dataset
-    from icrl_bench.data.hub import published_hash_check
+    from icrl_bench.data.catalog import published_hash_check
 
     result = build_dataset(family, preset, source, seed, workers, root, device, show_progress=not quiet, console=err_console, task=task,
                            executor=executor, address=address)

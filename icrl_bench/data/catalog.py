@@ -95,3 +95,26 @@ def remote_manifest(entry: CatalogEntry, catalog: str | os.PathLike | None = Non
         return Manifest.model_validate(json.loads((folder / "icrl_bench" / "manifest.json").read_text())) if folder else None
     except (OSError, ValueError):  # unreadable, not JSON, or not a manifest (ValidationError is a ValueError)
         return None
+
+
+def published_hash_check(dataset_id: str, content_hash: str, catalog: str | os.PathLike | None = None,
+                         manifest_hash: str | None = None) -> tuple[bool, str] | None:
+    """Whether a local dataset has the content (and manifest) its catalog entry pins: (equal, message), or None if the catalog does not list it."""
+    try:
+        entry = load_catalog(catalog).datasets.get(dataset_id)
+    except IcrlBenchError:
+        return None
+    if entry is None:
+        return None
+    if entry.content_hash == content_hash and manifest_hash is not None and entry.manifest_hash not in (None, manifest_hash):
+        return False, (f"{dataset_id} has the published arrays but another manifest ({manifest_hash[:12]}, catalog "
+                       f"{entry.manifest_hash[:12]}): the recipe's description, split or env facts changed without a version bump.")
+    if entry.content_hash == content_hash:
+        return True, f"{dataset_id} has exactly the published content (catalog hash {content_hash[:12]})."
+    get = (f"`icrl-bench datasets delete {dataset_id}` then `icrl-bench datasets download {dataset_id}`" if entry.repo
+           else "a build on the hardware class the catalog entry names")
+    return False, (
+        f"{dataset_id} differs from the published dataset: hash {content_hash[:12]}, catalog {entry.content_hash[:12]} "
+        f"(another CPU instruction set, torch version or device gives other float bits; see docs/datasets.md). "
+        f"For the published bytes: {get}."
+    )
