@@ -590,7 +590,7 @@ def results_relocate(
     from icrl_bench.bench.results import relocate
 
     before = relocate(file, checkpoint)
-    console.print(f"[green]relocated[/] {file}: checkpoint {before} -> {checkpoint} (same weights)")
+    console.print(f"[green]relocated[/] {file}: checkpoint {before or '(the agent default)'} -> {checkpoint} (same weights)")
 
 
 @results_app.command("tasks")

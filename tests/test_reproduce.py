@@ -12,7 +12,16 @@ from typer.testing import CliRunner
 
 import icrl_bench.training as train_module
 from icrl_bench.bench import harness
-from icrl_bench.bench.reproduction import GRID_AGENTS, Cell, episode_cells, paper_results, reproduce, verdict
+from icrl_bench.bench.reproduction import (
+    GRID_AGENTS,
+    AgentRecord,
+    Cell,
+    episode_cells,
+    paper_results,
+    render_report,
+    reproduce,
+    verdict,
+)
 from icrl_bench.cli import app
 from icrl_bench.errors import IcrlBenchError
 
@@ -37,6 +46,17 @@ def test_cells_and_verdicts():
     assert verdict(ours, 12.0, 1.5) == "within"  # the paper's CI meets ours
     assert verdict(Cell(10.0, 10.0, 10.0, 2), 3.0, None) == "n/a"  # no interval from fewer than 3 seeds
     assert Cell(1.0, 1.0, 1.0, 2).text() == "1.00 [n/a]"
+
+
+def test_the_report_says_which_evaluations_ran_on_a_gpu():
+    def record(agent: str, settings: dict) -> AgentRecord:
+        results = {"curves": {"return": np.ones((3, 2, 50)).tolist()}, "cost": {"total_s": 44.4},
+                   "agent": {"name": agent, "settings": settings, "checkpoint_hash": "ab" * 32}}
+        return AgentRecord(agent, results, {"steps": 10, "batch_size": 4, "train_s": 5.0, "hardware": "here"})
+
+    rows = render_report("darkroom", [record("idt", {"device": "cuda"}), record("ad", {})]).splitlines()
+    assert "| 44 on cuda | `abababababab` |" in next(r for r in rows if r.startswith("| idt | dicp"))
+    assert "| 44 | `abababababab` |" in next(r for r in rows if r.startswith("| ad | dicp"))
 
 
 def test_tiny_run_writes_the_report_and_a_rerun_skips_finished_stages(tmp_path, monkeypatch):

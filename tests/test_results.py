@@ -88,6 +88,21 @@ def test_relocate_points_results_at_a_copy_of_their_checkpoint_and_nothing_else_
     assert result.exit_code == 1 and "Traceback" not in result.output and json.loads(path.read_text()) == current
 
 
+def test_relocate_pins_results_of_a_default_checkpoint_to_its_folder(tmp_path):
+    """Results of `evaluate --agent dpt` (no --checkpoint) keep naming those weights once another checkpoint is the default."""
+    entry = committed("darkroom-v1--dpt--934b592b0173.json")[0]
+    current = json.loads(entry.read_text())
+    shipped = current["agent"]["checkpoint"]
+    of_default = {**current, "agent": {**current["agent"], "checkpoint": None}, "command": "icrl-bench evaluate --agent dpt --env darkroom"}
+    path = tmp_path / "dpt.json"
+    path.write_text(results.dumps_results(of_default))
+    assert results.relocate(path, REPO_ROOT / shipped) is None
+    pinned = json.loads(path.read_text())
+    assert pinned["agent"]["checkpoint"] == shipped
+    assert pinned["command"] == f"icrl-bench evaluate --agent dpt --checkpoint {shipped} --env darkroom"
+    assert {k: v for k, v in pinned.items() if k not in ("agent", "command")} == {k: v for k, v in current.items() if k not in ("agent", "command")}
+
+
 def test_upgrade_refuses_what_it_cannot_read(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema_version": 1, "protocol": {"name": "darkroom/v1"}}))

@@ -145,6 +145,8 @@ def render_report(env: str, records: list[AgentRecord], header: str = "") -> str
         wall = f"{b['train_s']:.0f}" if b.get("train_s") is not None else "n/a"
         cost = record.results.get("cost", {}).get("total_s")
         cost_text = f"{cost:.0f}" if cost is not None else "n/a"
+        eval_device = record.results["agent"].get("settings", {}).get("device", "cpu")
+        cost_text += f" on {eval_device}" if cost is not None and eval_device != "cpu" else ""
         weights = str(record.results["agent"].get("checkpoint_hash") or "")[:12]
         lines.append(f"| {record.agent} | {b.get('layout', 'dicp')} | {steps} | {windows} | {wall} | {b.get('hardware', 'n/a')} | "
                      f"{cost_text} | `{weights}` |")

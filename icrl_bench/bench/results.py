@@ -250,13 +250,15 @@ def upgrade(path: str | os.PathLike) -> bool:
     return True
 
 
-def relocate(path: str | os.PathLike, checkpoint: str | os.PathLike) -> str:
+def relocate(path: str | os.PathLike, checkpoint: str | os.PathLike) -> str | None:
     """Point a results file at another copy of the checkpoint it evaluated (say, the folder it was
-    shipped to from its run directory); returns the path recorded before.
+    shipped to from its run directory); returns the path recorded before (None: the default).
 
     The copy must hold the very weights the results name (`agent.checkpoint_hash`, checked against
     the file). Only the checkpoint's spelling changes, in the agent record and the command; the
-    curves, provenance and everything else stay as the evaluation wrote them. Written atomically.
+    curves, provenance and everything else stay as the evaluation wrote them. Results of an agent's
+    default checkpoint (no path recorded) get the path, so they keep naming those weights after
+    another checkpoint becomes the default. Written atomically.
     """
     from icrl_bench.agents.checkpoint import load_checkpoint  # torch: only for this command
 
@@ -264,7 +266,7 @@ def relocate(path: str | os.PathLike, checkpoint: str | os.PathLike) -> str:
     data = load_results(path)
     agent = data["agent"]
     recorded, before = agent.get("checkpoint_hash"), agent.get("checkpoint")
-    if not recorded or not before:
+    if not recorded:
         raise IcrlBenchError(f"{path} names no checkpoint (agent {agent['name']!r}): there is nothing to relocate.")
     found = load_checkpoint(checkpoint, agent["name"]).meta["weights_sha256"]  # verified against the weights file
     if found != recorded:
@@ -283,10 +285,16 @@ def _portable_checkpoint(data: dict) -> dict:
 
 
 def _with_checkpoint(data: dict, checkpoint: str) -> dict:
-    """`data` naming `checkpoint` instead of its own, in the agent record and the command that made it."""
-    before, command = data["agent"]["checkpoint"], data.get("command")
-    return {**data, "agent": {**data["agent"], "checkpoint": checkpoint},
-            "command": command.replace(before, checkpoint) if isinstance(command, str) else command}
+    """`data` naming `checkpoint` instead of its own (or of the agent's default), in the agent record and the command that made it."""
+    agent, command = data["agent"], data.get("command")
+    before = agent["checkpoint"]
+    if isinstance(command, str):
+        if before:
+            command = command.replace(before, checkpoint)
+        else:  # the default checkpoint: say which one, after `--agent NAME`
+            flag = f"--agent {agent['name']}"
+            command = command.replace(flag, f"{flag} --checkpoint {checkpoint}", 1) if flag in command else f"{command} --checkpoint {checkpoint}"
+    return {**data, "agent": {**agent, "checkpoint": checkpoint}, "command": command}
 
 
 # --- export -----------------------------------------------------------------------------------
