@@ -44,3 +44,39 @@ def test_two_ranks_share_one_run_directory_and_rank_0s_fitted_budget(tmp_path: P
     fitted = record["time_budget"]["fitted_steps"]
     assert record["world_size"] == 2 and record["config"]["train"]["steps"] == fitted
     assert 6 <= fitted < 100 and saved_step(latest_checkpoint(run_dir)) == fitted
+
+
+# Rank 1 alone gets SIGTERM after its 5th step (as when a scheduler signals one process): both
+# ranks must stop after the same step, with rank 0's checkpoint there, instead of rank 1 leaving
+# rank 0 at an allreduce it never answers.
+SIGNAL_RANK_1 = textwrap.dedent("""
+    import os, signal, sys
+    import icrl_bench.training.loop as loop
+    train_step, calls = loop._train_step, [0]
+    def counted(*args, **kwargs):
+        out = train_step(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == 5 and os.environ["RANK"] == "1":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+    loop._train_step = counted
+    from icrl_bench.cli import main
+    sys.argv = ["icrl-bench", *sys.argv[1:]]
+    main()
+""")
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path: Path, tiny_root: Path) -> None:
+    config = tiny_config(tmp_path, "ad", steps=100_000, log_interval=2, eval_interval=1_000, ckpt_interval=1_000)
+    driver = tmp_path / "signal_rank_1.py"
+    driver.write_text(SIGNAL_RANK_1)
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(driver),
+               "train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", str(config), "--device", "cpu",
+               "--threads", "1", "--root", str(tiny_root), "--out", str(out), "-q"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0  # stopped, not finished
+    (run_dir,) = out.iterdir()
+    assert saved_step(latest_checkpoint(run_dir)) == 5, done.stderr[-2000:]
+    assert done.stderr.count("stopped at step 5") == 2  # both ranks, the same step

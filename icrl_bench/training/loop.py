@@ -196,6 +196,16 @@ def _from_rank0(value, world: int):
     return box[0]
 
 
+def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
+    """Whether `flag` is set on any rank: a signal reaches the ranks at different steps, and a rank
+    that stopped alone would leave the others at their next allreduce."""
+    if world == 1:
+        return flag
+    box = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(box, op=torch.distributed.ReduceOp.MAX)
+    return bool(box.item())
+
+
 def _device(device: str, world: int) -> torch.device:
     dev = torch.device(resolve_device(device))
     if world > 1 and dev.type == "cuda":  # one GPU per torchrun rank
@@ -309,7 +319,7 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
     last, val_metrics = {}, {}
     t_start = t_window = time.perf_counter()
     samples_window = 0
-    budget = None
+    budget, stopping = None, False  # stopping: every rank agreed to stop after this step
     if time_budget_s is not None and not run.resumed:
         def record(fitted: int, probe_end: int) -> None:
             if run.rank == 0:
@@ -343,14 +353,15 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
                     val_metrics = validation_metrics(model, val, dev, autocast)
                     log.emit({"step": step, **val_metrics})
                 keep = tc.keep_every and step % tc.keep_every == 0
-                if run.rank == 0 and (step % tc.ckpt_interval == 0 or step == end or stop.requested or keep):
+                stopping = _any_rank(stop.requested, run.world, dev)  # every rank stops at the same step
+                if run.rank == 0 and (step % tc.ckpt_interval == 0 or step == end or stopping or keep):
                     write_checkpoint(run.run_dir, step, run.config, model, optimizer, dev, run.dataset_info, {**last, **val_metrics}, run.made_by)
                 progress.update(task, completed=step)
-                if stop.requested:  # Ctrl-C or SIGTERM: stopped at a step boundary, with a checkpoint there
+                if stopping:  # Ctrl-C or SIGTERM (on any rank): stopped at a step boundary, with a checkpoint there
                     console.print(f"[yellow]stopped at step {step}[/]; resume with: icrl-bench train --resume {run.run_dir}")
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
-        if not stop.requested:  # a second Ctrl-C mid-step: the last checkpoint stands (a mid-step state would not resume exactly)
+        if not stopping:  # a second Ctrl-C mid-step: the last checkpoint stands (a mid-step state would not resume exactly)
             console.print(f"[yellow]interrupted[/]; resume from the last checkpoint with: icrl-bench train --resume {run.run_dir}")
         raise
     finally:
