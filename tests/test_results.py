@@ -82,8 +82,10 @@ def test_relocate_points_results_at_a_copy_of_their_checkpoint_and_nothing_else_
     path.write_text(results.dumps_results(from_run))
     assert results.relocate(path, REPO_ROOT / shipped) == str(run_dir)
     assert json.loads(path.read_text()) == current
+    another = next(d["agent"]["checkpoint"] for d in map(json.loads, map(Path.read_text, committed("darkroom-v1--dpt--*.json")))
+                   if d["agent"]["checkpoint"] and d["agent"]["checkpoint_hash"] != current["agent"]["checkpoint_hash"])
     with pytest.raises(IcrlBenchError, match="but .* was made by"):  # another DPT: other weights
-        results.relocate(path, REPO_ROOT / "baselines" / "darkroom" / "dpt")
+        results.relocate(path, REPO_ROOT / another)
     result = runner.invoke(app, ["results", "relocate", str(path), "--checkpoint", str(tmp_path / "nowhere")])
     assert result.exit_code == 1 and "Traceback" not in result.output and json.loads(path.read_text()) == current
 
