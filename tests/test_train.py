@@ -203,6 +203,46 @@ def test_time_budget_fits_the_total_steps_and_the_schedule_follows(tmp_path: Pat
         run(tmp_path, tiny_root, "ad", time_budget_s=0)
 
 
+def test_time_budget_fits_again_at_the_warmup_end_from_the_speed_since_the_probe(monkeypatch) -> None:
+    """A probe slowed by other work at start-up (2 s a step, then 0.5 s) no longer fixes the whole run."""
+    import icrl_bench.training.budget as budget_module
+
+    monkeypatch.setattr(budget_module, "BUDGET_WARMUP_STEPS", 2)
+    monkeypatch.setattr(budget_module, "BUDGET_PROBE_STEPS", 10)
+    now = [0.0]
+    monkeypatch.setattr(budget_module.time, "perf_counter", lambda: now[0])
+    fits = []
+    watch = budget_module.TimeBudget(100.0, 0, 0.0, lambda fitted, step: fits.append((fitted, step)))
+    tc = TrainConfig(steps=100_000, log_interval=1, warmup_steps=40)
+    returned = {}
+    for step in range(1, 60):
+        now[0] += 2.0 if step <= 12 else 0.5
+        out = watch.after_step(step, tc)
+        if out is not None:
+            returned[step] = out
+    # probe, steps 2..12 at 2 s: 76 s left -> 12 + int(76 * 0.9 / 2) = 46; warm-up end, steps 12..40 at 0.5 s: 62 s left -> 40 + 111
+    assert returned == {12: 46, 40: 151} and fits == [(46, 12), (151, 40)]
+    no_warmup = budget_module.TimeBudget(100.0, 0, 0.0, lambda *_: None)
+    assert [s for s in range(1, 60) if no_warmup.after_step(s, TrainConfig(steps=100_000, log_interval=1)) is not None] == [12]
+
+
+def test_a_refit_budget_runs_its_refit_total_and_records_both(tmp_path: Path, tiny_root: Path, monkeypatch) -> None:
+    import icrl_bench.training.budget as budget_module
+
+    monkeypatch.setattr(budget_module, "BUDGET_PROBE_STEPS", 4)
+    monkeypatch.setattr(budget_module, "BUDGET_WARMUP_STEPS", 2)
+    config = tiny_config(tmp_path, "ad", steps=100_000, log_interval=2, eval_interval=1_000, ckpt_interval=1_000)
+    raw = yaml.safe_load(config.read_text())
+    raw["train"]["warmup_steps"] = 12
+    config.write_text(yaml.safe_dump(raw))
+    clock = iter(range(10**6))
+    monkeypatch.setattr(budget_module.time, "perf_counter", lambda: float(next(clock)))
+    result = run(tmp_path, tiny_root, "ad", config_path=config, time_budget_s=60)
+    budget = json.loads((result.run_dir / "run.json").read_text())["time_budget"]
+    assert budget["probe_steps"] == 12 and budget["config_steps"] == 100_000 and "first_fitted_steps" in budget
+    assert result.step == budget["fitted_steps"] > 12
+
+
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
 def test_a_signal_stops_at_a_step_boundary_and_the_resume_is_exact(signum: str, tmp_path: Path, tiny_root: Path) -> None:
     """Ctrl-C once resumed with other weights (a checkpoint taken mid-step); SIGTERM saved nothing."""

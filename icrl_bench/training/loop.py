@@ -315,15 +315,18 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
         console.print(f"{run.run_dir} already finished ({run.start}/{tc.steps} steps).")
     net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if run.world > 1 else model
     autocast = dev.type == "cuda"  # bf16 autocast on GPU; fp32 on CPU
-    step, end = run.start, tc.steps if stop_after is None else min(tc.steps, run.start + stop_after)
+    stop_at = None if stop_after is None else run.start + stop_after
+    step, end = run.start, tc.steps if stop_at is None else min(tc.steps, stop_at)
     last, val_metrics = {}, {}
     t_start = t_window = time.perf_counter()
     samples_window = 0
     budget, stopping = None, False  # stopping: every rank agreed to stop after this step
     if time_budget_s is not None and not run.resumed:
-        def record(fitted: int, probe_end: int) -> None:
+        config_steps = tc.steps
+
+        def record(fitted: int, timed_to: int) -> None:
             if run.rank == 0:
-                record_fitted_steps(run.run_dir, tc.steps, fitted, time_budget_s, probe_end)
+                record_fitted_steps(run.run_dir, config_steps, fitted, time_budget_s, timed_to)
 
         budget = TimeBudget(time_budget_s, run.start, t_start, record)
     progress = _progress_bar(run, console, show_progress)
@@ -339,7 +342,7 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
                 fitted = budget.after_step(step, tc) if budget is not None else None
                 if fitted is not None:
                     fitted = _from_rank0(fitted, run.world)  # each rank timed its own probe: a rank that stopped early would hang the rest
-                    tc.steps, end = fitted, min(end, fitted)
+                    tc.steps, end = fitted, fitted if stop_at is None else min(stop_at, fitted)
                     progress.update(task, total=fitted)
                 if step % tc.log_interval == 0 or step == end:
                     now = time.perf_counter()

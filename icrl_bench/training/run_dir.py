@@ -78,10 +78,14 @@ def read_run_record(run_dir: Path) -> tuple[dict[str, Any], RunConfig]:
 
 
 def record_fitted_steps(run_dir: Path, before: int, fitted: int, budget_s: float, probe_steps: int) -> None:
-    """run.json after a time budget fixed the total steps: the fitted total, and the config's."""
+    """run.json after a time budget fixed the total steps: the fitted total, and the config's
+    (a refit at the warm-up's end keeps the probe's total as `first_fitted_steps`)."""
     meta = json.loads((run_dir / RUN_FILE).read_text())
     meta["config"]["train"]["steps"] = fitted
+    first = meta.get("time_budget", {})
     meta["time_budget"] = {"seconds": budget_s, "config_steps": before, "fitted_steps": fitted, "probe_steps": probe_steps}
+    if first:
+        meta["time_budget"]["first_fitted_steps"] = first.get("first_fitted_steps", first["fitted_steps"])
     write_json_atomic(run_dir / RUN_FILE, meta, indent=2, sort_keys=True)
 
 
