@@ -276,6 +276,31 @@ def test_a_signal_stops_at_a_step_boundary_and_the_resume_is_exact(signum: str, 
     assert steps == sorted(set(steps)) and steps[-1] == 400
 
 
+def test_a_sigterm_to_the_process_group_stops_at_a_step_boundary_with_loader_workers(tmp_path: Path, tiny_root: Path) -> None:
+    """A scheduler's preemption (or `timeout`) signals the loader workers too: they leave cleanly, the trainer checkpoints."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tiny_config(tmp_path, "ad", steps=100_000, ckpt_interval=1000, eval_interval=1000, log_interval=1)
+    args = [sys.executable, "-m", "icrl_bench", "train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", str(config),
+            "--device", "cpu", "--root", str(tiny_root), "--out", str(tmp_path / "runs"), "--quiet", "--threads", "1",
+            "--set", "train.num_workers=2"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "runs").glob("*/metrics.jsonl")):
+        time.sleep(0.05)
+    time.sleep(0.5)  # mid-training, the workers running
+    os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert "stopped at step" in err and "Traceback" not in err, err
+    run_dir = next((tmp_path / "runs").iterdir())
+    stopped = json.loads((run_dir / "checkpoint" / "trainer_state.json").read_text())["step"]
+    assert f"stopped at step {stopped}" in err
+
+
 def test_keep_every_keeps_loadable_snapshots_for_learning_curves(tmp_path: Path, tiny_root: Path) -> None:
     from icrl_bench.agents.checkpoint import load_checkpoint
 

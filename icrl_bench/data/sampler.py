@@ -19,6 +19,7 @@ are kept out of training: `validation_batches` cuts fixed windows from them.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -181,8 +182,19 @@ class WindowSampler(IterableDataset):
 
 def make_loader(sampler: WindowSampler, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over the sampler's batches (already batched: batch_size=None)."""
-    extra = {"persistent_workers": True, "prefetch_factor": 4} if num_workers > 0 else {}
+    extra = {"persistent_workers": True, "prefetch_factor": 4, "worker_init_fn": _stop_on_sigterm} if num_workers > 0 else {}
     return DataLoader(sampler, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **extra)
+
+
+def _stop_on_sigterm(worker_id: int) -> None:
+    """A loader worker leaves on SIGTERM as on Ctrl-C, exiting cleanly.
+
+    A SIGTERM to the whole process group (a cluster scheduler's preemption, `timeout`) otherwise
+    kills the workers by the signal, and the trainer's DataLoader raises mid-step instead of
+    stopping at the step boundary with a checkpoint. PyTorch's worker loop treats
+    KeyboardInterrupt as the main process stopping.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def validation_batches(
