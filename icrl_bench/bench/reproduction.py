@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -384,8 +385,9 @@ def _shipped_hardware(folder: Path) -> str | None:
     readme = folder / "README.md"
     if readme.is_file():
         for line in readme.read_text().splitlines():
-            if line.startswith("- training budget:") and " on " in line:
-                return line.rsplit(" on ", 1)[1].strip()
+            found = re.search(r"\d s on (.+)$", line) if line.startswith("- training budget:") else None
+            if found:  # "... 2838 s on cpu (one core, beside another training on the other core)"
+                return found.group(1).strip()
     return None
 
 
