@@ -345,8 +345,8 @@ def test_grid_checkpoints_without_a_kind_still_load(tmp_path: Path) -> None:
     import json
     import shutil
 
-    legacy = tmp_path / "dicp-ad"
-    shutil.copytree(Path(__file__).parents[1] / "baselines" / "darkroom" / "dicp-ad" / "checkpoint", legacy)
+    legacy = tmp_path / "dicp-ad"  # an H200 checkpoint of 2026-11-30: its weights do not yet bind checkpoint.json's hash
+    shutil.copytree(Path(__file__).parents[1] / "reproduction" / "darkroom" / "gpu-h200-20261130" / "run1" / "dicp-ad" / "checkpoint", legacy)
     meta = json.loads((legacy / "checkpoint.json").read_text())
     del meta["model_config"]["kind"]  # as the first checkpoints were written
     (legacy / "checkpoint.json").write_text(json.dumps(meta))

@@ -177,8 +177,8 @@ def test_a_plugin_without_observe_gets_a_one_line_error():
 def test_registry_errors_name_the_fix():
     with pytest.raises(IcrlBenchError, match=r"unknown agent 'orcle'. Did you mean 'oracle'.*Known: ad, dicp-ad"):
         make_agent("orcle")
-    with pytest.raises(IcrlBenchError, match=r"`icrl-bench train --agent dicp-ad --dataset darkroom-permuted-v3` \(on a CPU: `icrl-bench train --agent dicp-ad --dataset darkroom-permuted-small-v3 --preset cpu`\)"):
-        make_agent("dicp-ad", env="darkroom-permuted")
+    with pytest.raises(IcrlBenchError, match=r"`icrl-bench train --agent dicp-ad --dataset dark-key-to-door-v3` \(on a CPU: `icrl-bench train --agent dicp-ad --dataset dark-key-to-door-small-v3 --preset cpu`\)"):
+        make_agent("dicp-ad", env="dark-key-to-door")  # no checkpoint shipped there
     with pytest.raises(IcrlBenchError, match=r"no attribute 'Nope'"):
         make_agent("tests.test_harness:Nope")
     with pytest.raises(IcrlBenchError, match=r"cannot import module 'no_such_pkg.agents'"):
