@@ -336,7 +336,19 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
         with progress, StopRequest() as stop:
             task = progress.add_task("train", total=tc.steps, completed=run.start, info="")
             while step < end:
-                metrics, grad_norm = _train_step(net, model, optimizer, _to_device(next(batches), dev), lr_at(step, tc), tc.grad_clip, autocast)
+                try:
+                    batch = next(batches)
+                except Exception:
+                    if not stop.requested:
+                        raise
+                    # A group signal (preemption, `timeout`) also stopped the loader's workers, and the
+                    # batch in flight went with them: this is a step boundary too, so stop here.
+                    stopping = True
+                    if run.rank == 0 and step > run.start:
+                        write_checkpoint(run.run_dir, step, run.config, model, optimizer, dev, run.dataset_info, {**last, **val_metrics}, run.made_by)
+                    console.print(f"[yellow]stopped at step {step}[/]; resume with: icrl-bench train --resume {run.run_dir}")
+                    raise KeyboardInterrupt from None
+                metrics, grad_norm = _train_step(net, model, optimizer, _to_device(batch, dev), lr_at(step, tc), tc.grad_clip, autocast)
                 step += 1
                 samples_window += tc.batch_size * run.world
                 fitted = budget.after_step(step, tc) if budget is not None else None
