@@ -17,27 +17,29 @@ from tests.test_train import tiny_config
 # --time-budget probes differently and, on their own, would fit different totals: the rank
 # that stopped first would leave the other waiting at its next allreduce for ever.
 SKEWED_CLOCKS = textwrap.dedent("""
-    import os, sys
+    import os
     import icrl_bench.training.budget as budget
     budget.BUDGET_WARMUP_STEPS, budget.BUDGET_PROBE_STEPS = 2, 4
     clock = iter(range(0, 10**9, 1 + int(os.environ["RANK"])))
     budget.time.perf_counter = lambda: float(next(clock))
-    from icrl_bench.cli import main
-    sys.argv = ["icrl-bench", *sys.argv[1:]]
-    main()
 """)
 
 
-def test_two_ranks_share_one_run_directory_and_rank_0s_fitted_budget(tmp_path: Path, tiny_root: Path) -> None:
+def train_on_two_ranks(tmp_path: Path, tiny_root: Path, patch: str, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """`icrl-bench train` of a tiny AD under torchrun (2 gloo ranks), each rank running `patch` first; (process, --out)."""
     config = tiny_config(tmp_path, "ad", steps=100_000, log_interval=2, eval_interval=1_000, ckpt_interval=1_000)
-    driver = tmp_path / "skewed_clocks.py"
-    driver.write_text(SKEWED_CLOCKS)
+    driver = tmp_path / "driver.py"
+    driver.write_text(patch + 'import sys\nfrom icrl_bench.cli import main\nsys.argv = ["icrl-bench", *sys.argv[1:]]\nmain()\n')
     out = tmp_path / "runs"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(driver),
                "train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", str(config), "--device", "cpu",
-               "--time-budget", "40", "--threads", "1", "--root", str(tiny_root), "--out", str(out), "-q"]
+               "--threads", "1", "--root", str(tiny_root), "--out", str(out), "-q", *args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300), out
+
+
+def test_two_ranks_share_one_run_directory_and_rank_0s_fitted_budget(tmp_path: Path, tiny_root: Path) -> None:
+    done, out = train_on_two_ranks(tmp_path, tiny_root, SKEWED_CLOCKS, "--time-budget", "40")
     assert done.returncode == 0, done.stderr[-2000:]
     (run_dir,) = out.iterdir()  # rank 1 claimed no directory of its own
     record = json.loads((run_dir / "run.json").read_text())
@@ -50,7 +52,7 @@ def test_two_ranks_share_one_run_directory_and_rank_0s_fitted_budget(tmp_path: P
 # ranks must stop after the same step, with rank 0's checkpoint there, instead of rank 1 leaving
 # rank 0 at an allreduce it never answers.
 SIGNAL_RANK_1 = textwrap.dedent("""
-    import os, signal, sys
+    import os, signal
     import icrl_bench.training.loop as loop
     train_step, calls = loop._train_step, [0]
     def counted(*args, **kwargs):
@@ -60,22 +62,11 @@ SIGNAL_RANK_1 = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGTERM)
         return out
     loop._train_step = counted
-    from icrl_bench.cli import main
-    sys.argv = ["icrl-bench", *sys.argv[1:]]
-    main()
 """)
 
 
 def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path: Path, tiny_root: Path) -> None:
-    config = tiny_config(tmp_path, "ad", steps=100_000, log_interval=2, eval_interval=1_000, ckpt_interval=1_000)
-    driver = tmp_path / "signal_rank_1.py"
-    driver.write_text(SIGNAL_RANK_1)
-    out = tmp_path / "runs"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(driver),
-               "train", "--agent", "ad", "--dataset", "darkroom-tiny-v3", "--config", str(config), "--device", "cpu",
-               "--threads", "1", "--root", str(tiny_root), "--out", str(out), "-q"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
+    done, out = train_on_two_ranks(tmp_path, tiny_root, SIGNAL_RANK_1)
     assert done.returncode != 0  # stopped, not finished
     (run_dir,) = out.iterdir()
     assert saved_step(latest_checkpoint(run_dir)) == 5, done.stderr[-2000:]

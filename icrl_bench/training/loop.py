@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 import torch
 from rich.console import Console
@@ -331,6 +331,14 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
         budget = TimeBudget(time_budget_s, run.start, t_start, record)
     progress = _progress_bar(run, console, show_progress)
     log = MetricsLog(run)
+
+    def save() -> None:  # a checkpoint at the current step
+        write_checkpoint(run.run_dir, step, run.config, model, optimizer, dev, run.dataset_info, {**last, **val_metrics}, run.made_by)
+
+    def stop_here() -> NoReturn:  # a clean stop at a step boundary
+        console.print(f"[yellow]stopped at step {step}[/]; resume with: icrl-bench train --resume {run.run_dir}")
+        raise KeyboardInterrupt from None  # not the loader's error, when that is how the stop showed
+
     net.train()
     try:
         with progress, StopRequest() as stop:
@@ -345,9 +353,8 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
                     # batch in flight went with them: this is a step boundary too, so stop here.
                     stopping = True
                     if run.rank == 0 and step > run.start:
-                        write_checkpoint(run.run_dir, step, run.config, model, optimizer, dev, run.dataset_info, {**last, **val_metrics}, run.made_by)
-                    console.print(f"[yellow]stopped at step {step}[/]; resume with: icrl-bench train --resume {run.run_dir}")
-                    raise KeyboardInterrupt from None
+                        save()
+                    stop_here()
                 metrics, grad_norm = _train_step(net, model, optimizer, _to_device(batch, dev), lr_at(step, tc), tc.grad_clip, autocast)
                 step += 1
                 samples_window += tc.batch_size * run.world
@@ -370,11 +377,10 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
                 keep = tc.keep_every and step % tc.keep_every == 0
                 stopping = _any_rank(stop.requested, run.world, dev)  # every rank stops at the same step
                 if run.rank == 0 and (step % tc.ckpt_interval == 0 or step == end or stopping or keep):
-                    write_checkpoint(run.run_dir, step, run.config, model, optimizer, dev, run.dataset_info, {**last, **val_metrics}, run.made_by)
+                    save()
                 progress.update(task, completed=step)
                 if stopping:  # Ctrl-C or SIGTERM (on any rank): stopped at a step boundary, with a checkpoint there
-                    console.print(f"[yellow]stopped at step {step}[/]; resume with: icrl-bench train --resume {run.run_dir}")
-                    raise KeyboardInterrupt
+                    stop_here()
     except KeyboardInterrupt:
         if not stopping:  # a second Ctrl-C mid-step: the last checkpoint stands (a mid-step state would not resume exactly)
             console.print(f"[yellow]interrupted[/]; resume from the last checkpoint with: icrl-bench train --resume {run.run_dir}")
