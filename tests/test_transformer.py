@@ -64,6 +64,17 @@ def test_branching_and_pruning(model: Transformer) -> None:
             torch.testing.assert_close(h2[j, -1], model(seq)[0][0, -1], atol=TOL, rtol=0)
 
 
+def test_cat_stacks_caches_as_one_batch(model: Transformer) -> None:
+    """Caches encoded apart and stacked continue as the batch encoded at once (planning's kept prefixes)."""
+    x, nxt = torch.randn(3, 7, 16), torch.randn(3, 1, 16)
+    with torch.no_grad():
+        _, whole = model(x)
+        stacked = KVCache.cat([model(x[:1])[1], model(x[1:])[1]])
+        torch.testing.assert_close(model(nxt, stacked)[0], model(nxt, whole)[0], atol=TOL, rtol=0)
+        with pytest.raises(ValueError, match="one length"):
+            KVCache.cat([whole, model(x[:, :6])[1]])
+
+
 def test_truncate_undoes_speculative_tokens(model: Transformer) -> None:
     x, y = torch.randn(1, 7, 16), torch.randn(1, 2, 16)
     with torch.no_grad():

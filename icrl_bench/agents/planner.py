@@ -40,7 +40,9 @@ Two ways to get the same numbers:
                     comes *first*, so a new imagined query state invalidates its prefix), the
                     prefix is re-encoded once per level: the window's real part once per env
                     (AD) or per (env, imagined cell) (DPT), then each beam's short imagined tail
-                    on top of a copy of it.
+                    on top of a copy of it. That real part was mostly encoded at the last real
+                    step already, one level deeper: the agent's `RealPrefixes` keep it, and
+                    it is extended by the new real transition (real_prefixes.py).
   `RecomputeWorld`  the reference: every candidate's whole sequence encoded from scratch.
 
 dicp-idt plans with `IDTWorld` / `IDTRecomputeWorld` in its Decisions-to-Go Transformer, whose
@@ -61,6 +63,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from icrl_bench.agents.real_prefixes import RealPrefixes
 from icrl_bench.agents.spaces import state_from_index, state_index
 from icrl_bench.agents.tokens import Transitions
 from icrl_bench.agents.transformer import KVCache, Transformer
@@ -211,10 +214,25 @@ def _imagined(beams: Beams, parent: torch.Tensor, action: torch.Tensor, reward: 
     return Beams(context, next_state, env=base.env, n_real=base.n_real), step, next_state
 
 
-class _World:
-    """A DICP network used as a world model: what both ways of imagining need."""
+def _encode_real(model: nn.Module, real: Transitions, state: torch.Tensor | None, cache: KVCache | None = None,
+                 previous: Transitions | None = None) -> KVCache:
+    """The cache of a window's real part `real` [N, T] (DPT: after query states `state` [N, dim]), or of
+    `real` appended to `cache` (the same part of the window, extended; `previous`: the step before `real`)."""
+    if model.config.layout == "dense":
+        return model.prefill_context(real, cache, previous=previous)
+    if _is_ad(model) or cache is not None:
+        return model.transformer(model.embed_context(real), cache)[1]  # AD's prefill_context; DPT: more context after its query
+    return model.transformer(query_tokens(model, real, state))[1]
 
-    def __init__(self, model: nn.Module):
+
+class _World:
+    """A DICP network used as a world model: what both ways of imagining need.
+
+    `prefixes` (cached worlds): the agent's RealPrefixes, which keep the windows' real parts
+    from one real step to the next; `offset`: the absolute index of the context's first transition.
+    """
+
+    def __init__(self, model: nn.Module, prefixes: RealPrefixes | None = None, offset: int = 0):
         if getattr(model, "dynamics", None) is None:
             raise IcrlBenchError("planning needs a DICP world model (dicp-ad, dicp-dpt, dicp-idt); this network has no dynamics heads.")
         if model.config.kind != "discrete":
@@ -222,6 +240,28 @@ class _World:
         self.model = model
         self.num_actions = model.config.num_actions
         self.grid_size = model.config.grid_size
+        self.prefixes, self.offset = prefixes, offset
+
+    def _real_prefix(self, beams: Beams, first: torch.Tensor) -> KVCache:
+        """The caches [U] of the window's real part for beams `first` (DPT: after each one's query state)."""
+        model = self.model
+        start = window_start(model, len(beams.context))
+        real = beams.context.slice(start, beams.n_real).rows(first)  # [U, T']
+        state = beams.state[first]
+        T = len(real)
+
+        def encode(rows: torch.Tensor, kept: tuple[KVCache, int] | None) -> KVCache:
+            if kept is None:
+                return _encode_real(model, real.rows(rows), state[rows])
+            cache, n = kept  # the cache holds all but the last n real transitions (at least one)
+            ours = real.rows(rows)
+            return _encode_real(model, ours.slice(T - n, T), None, cache, previous=ours.slice(T - n - 1, T - n))
+
+        if self.prefixes is None or T == 0:
+            return encode(torch.arange(len(first), device=first.device), None)
+        cells = [-1] * len(first) if _is_ad(model) else state_index(state, self.grid_size).tolist()
+        keys = [(env, cell, self.offset + start) for env, cell in zip(beams.env[first].tolist(), cells)]
+        return self.prefixes.prefixes(keys, self.offset + beams.n_real, encode, device=first.device)
 
 
 class CachedWorld(_World):
@@ -246,8 +286,7 @@ class CachedWorld(_World):
         ad = _is_ad(model)
         key = beams.env if ad else beams.env * self.grid_size**2 + state_index(beams.state, self.grid_size)  # [N]
         first, inverse = _one_row_per(key)
-        real = beams.context.slice(window_start(model, len(beams.context)), beams.n_real).rows(first)  # [U, T']
-        prefix = model.prefill_context(real) if ad else model.transformer(query_tokens(model, real, beams.state[first]))[1]
+        prefix = self._real_prefix(beams, first)  # [U]
         imagined = beams.context.slice(beams.n_real, None)  # [N, d - 1]
         tail = [model.embed_context(imagined)] if len(imagined) else []
         if ad:
@@ -296,8 +335,8 @@ class DenseWorld(_World):
     not depend on what follows); otherwise every beam's window from scratch (the reference).
     """
 
-    def __init__(self, model: nn.Module, cached: bool = True):
-        super().__init__(model)
+    def __init__(self, model: nn.Module, cached: bool = True, prefixes: RealPrefixes | None = None, offset: int = 0):
+        super().__init__(model, prefixes, offset)
         self.cached = cached
 
     def expand(self, beams: Beams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -317,7 +356,7 @@ class DenseWorld(_World):
         real = beams.context.slice(start, beams.n_real)
         cache = None
         if len(real):  # the window's first token gets "none", as in training
-            cache = model.prefill_context(real.rows(first)).index_select(inverse)
+            cache = self._real_prefix(beams, first).index_select(inverse)
         imagined = beams.context.slice(beams.n_real, None)  # [N, d]
         obs = torch.cat([imagined.obs, beams.state[:, None].to(imagined.obs.dtype)], dim=1)  # [N, d + 1, dim]
         previous = beams.context.slice(beams.n_real - 1, beams.n_real) if len(real) else None  # the last real transition
@@ -400,16 +439,19 @@ class IDTWorld:
 
 def plan(model: nn.Module, context: Transitions, state: torch.Tensor, beam_k: int, depth: torch.Tensor, *, cached: bool = True,
          context_cache: KVCache | None = None, query_cache: KVCache | None = None, logits: torch.Tensor | None = None,
-         sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+         sample: bool = True, generator: torch.Generator | None = None, prefixes: RealPrefixes | None = None,
+         offset: int = 0) -> torch.Tensor:
     """DICP's action [E] for AD / DPT in real query states `state` [E, dim_state] after `context` [E, T].
 
     Cached: pass the agent's `context_cache` (AD), `query_cache` and the policy `logits` there to
-    encode nothing twice; whatever is missing is computed. Recompute (`cached=False`): all three
-    are ignored and everything is encoded from scratch.
+    encode nothing twice; whatever is missing is computed. `prefixes` (the agent's, kept across its
+    real steps, with `offset` the absolute index of `context`'s first transition) lets each level
+    extend the prefix the last step encoded instead of encoding it again. Recompute
+    (`cached=False`): all of these are ignored and everything is encoded from scratch.
     """
     with torch.inference_mode():
         if model.config.layout == "dense":
-            world = DenseWorld(model, cached)
+            world = DenseWorld(model, cached, prefixes, offset)
             if logits is None or not cached:
                 logits, _ = model.policy(state, context)
             root = Beams(context, state, env=torch.arange(len(state), device=state.device), n_real=len(context))
@@ -417,7 +459,7 @@ def plan(model: nn.Module, context: Transitions, state: torch.Tensor, beam_k: in
         if not cached:
             world = RecomputeWorld(model)
             return beam_search(world, Beams(context, state), world.policy(context, state), beam_k, depth, sample, generator)
-        world = CachedWorld(model)
+        world = CachedWorld(model, prefixes, offset)
         if _is_ad(model) and context_cache is None:
             context_cache = model.prefill_context(context)
         if query_cache is None or logits is None:

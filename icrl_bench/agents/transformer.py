@@ -75,6 +75,15 @@ class KVCache:
         """Rows `batch_idx` [B'] of the batch (reorder, prune or duplicate beams)."""
         return KVCache([t.index_select(0, batch_idx) for t in self.k], [t.index_select(0, batch_idx) for t in self.v], self.next_pos)
 
+    @staticmethod
+    def cat(caches: list[KVCache]) -> KVCache:
+        """The sequences of several caches of one length and position, stacked into one batch."""
+        if len({(len(c), c.next_pos) for c in caches}) != 1:
+            raise ValueError(f"caches to stack must have one length and position, got {[(len(c), c.next_pos) for c in caches]}")
+        layers = range(len(caches[0].k))
+        return KVCache([torch.cat([c.k[i] for c in caches]) for i in layers], [torch.cat([c.v[i] for c in caches]) for i in layers],
+                       caches[0].next_pos)
+
     def repeat_interleave(self, repeats: int) -> KVCache:
         """Each sequence `repeats` times in a row: [B, ...] -> [B * repeats, ...] (branching)."""
         return KVCache(

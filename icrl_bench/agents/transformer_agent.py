@@ -39,6 +39,7 @@ from icrl_bench.agents.base import TaskInfo
 from icrl_bench.agents.checkpoint import load_checkpoint
 from icrl_bench.agents.models import model_spec
 from icrl_bench.agents.planner import plan, planning_horizon, query_tokens
+from icrl_bench.agents.real_prefixes import RealPrefixes
 from icrl_bench.agents.sampling import predicted_rewards
 from icrl_bench.agents.tokens import Transitions
 from icrl_bench.agents.transformer import KVCache
@@ -53,6 +54,7 @@ class TransformerAgent(CheckpointAgent):
     context: Transitions | None = None
     _context_cache: KVCache | None = None
     query_cache: KVCache | None = None  # cache up to the last query state (for a planner)
+    reuse_prefixes: bool = True  # keep planning windows' real parts across real steps (real_prefixes.py); off: benchmarks only
 
     @property
     def n_context(self) -> int:
@@ -76,6 +78,7 @@ class TransformerAgent(CheckpointAgent):
         self.planning_horizon = planning_horizon(task_info.env) if self.space.kind == "discrete" and self.beam_k else 0
         self.steps_seen = 0  # since reset (the official `step`)
         self.t_episode = torch.zeros(num_envs, dtype=torch.long, device=dev)  # step within each env's episode
+        self.prefixes = RealPrefixes() if self.reuse_prefixes and self.planning_horizon else None
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -156,7 +159,8 @@ class TransformerAgent(CheckpointAgent):
         if self.planner == "recompute":
             return plan(self.model, self.context, query, self.beam_k, depth, cached=False, sample=self.sample, generator=self.generator)
         return plan(self.model, self.context, query, self.beam_k, depth, context_cache=self.context_cache(), query_cache=self.query_cache,
-                    logits=logits, sample=self.sample, generator=self.generator)
+                    logits=logits, sample=self.sample, generator=self.generator, prefixes=self.prefixes,
+                    offset=self.steps_seen - len(self.context))
 
 
 def from_checkpoint(name: str, checkpoint: str | os.PathLike | Path, device: str | torch.device = "cpu", sample: bool = True,
