@@ -124,21 +124,25 @@ class RMSNorm(nn.Module):
 
 
 def rotary_angles(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin [T, head_dim // 2] for integer `positions` [T].
+    """cos and signed sin [T, head_dim] for integer `positions` [T], laid out for `apply_rotary`:
+    (cos, cos) and (-sin, sin) over the (first half, second half) of a head.
 
     Angles are computed in float64 so that late positions of a long evaluation (tens of
     thousands of steps) keep full float32 precision after the cast.
     """
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device=positions.device) / head_dim))
     angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]  # [T, head_dim/2]
-    return angles.cos().float(), angles.sin().float()
+    cos, sin = angles.cos().float(), angles.sin().float()
+    return torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (first half, second half) of x [B, H, T, D] by the angles [T, D/2]."""
-    x1, x2 = x.float().chunk(2, dim=-1)  # [B, H, T, D/2] each
-    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return rotated.type_as(x)
+    """Rotate pairs (first half, second half) of x [B, H, T, D] by the angles of `rotary_angles` [T, D]:
+    (x1 cos - x2 sin, x2 cos + x1 sin), as x * cos + (x2, x1) * sin in three full-width kernels
+    (the same floats: negating is exact and a sum does not depend on its order)."""
+    dtype, x = x.dtype, x.float()
+    x1, x2 = x.chunk(2, dim=-1)  # [B, H, T, D/2] each
+    return (x * cos + torch.cat([x2, x1], dim=-1) * sin).to(dtype)
 
 
 class CausalSelfAttention(nn.Module):
@@ -146,25 +150,24 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.head_dim = config.n_embd // config.n_head
-        self.rope_base = config.rope_base
         self.attn_dropout = config.attn_dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=True)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=True)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, past_k: torch.Tensor | None, past_v: torch.Tensor | None,
+        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], past_k: torch.Tensor | None, past_v: torch.Tensor | None,
         mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, T, C] after `past` ([B, H, T_past, D] or None) -> y [B, T, C], k, v [B, H, T, D].
 
-        `mask` [T, T_past + T] (True: may attend) replaces the causal rule, e.g. for sibling tokens."""
+        `rotary`: the new tokens' `rotary_angles`. `mask` [T, T_past + T] (True: may attend)
+        replaces the causal rule, e.g. for sibling tokens."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)  # 3 x [B, T, C]
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
-        cos, sin = rotary_angles(positions, self.head_dim, self.rope_base)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         keys = k if past_k is None else torch.cat([past_k.to(k.dtype), k], dim=2)  # [B, H, T_past + T, D]
         values = v if past_v is None else torch.cat([past_v.to(v.dtype), v], dim=2)
         t_past = keys.shape[2] - T
@@ -203,8 +206,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, positions, past_k, past_v, mask=None):
-        h, k, v = self.attn(self.norm_1(x), positions, past_k, past_v, mask)
+    def forward(self, x, rotary, past_k, past_v, mask=None):
+        h, k, v = self.attn(self.norm_1(x), rotary, past_k, past_v, mask)
         x = x + self.dropout(h)
         x = x + self.dropout(self.mlp(self.norm_2(x)))
         return x, k, v
@@ -246,12 +249,13 @@ class Transformer(nn.Module):
             mask = torch.cat([torch.ones(T, past, dtype=torch.bool, device=x.device), torch.eye(T, dtype=torch.bool, device=x.device)], dim=1)
         else:
             positions = torch.arange(cache.next_pos, cache.next_pos + T, device=x.device)  # [T]
+        rotary = rotary_angles(positions, self.config.n_embd // self.config.n_head, self.config.rope_base)  # once for every layer
         x = self.drop(x)
         new_k, new_v = [], []
         for i, block in enumerate(self.blocks):
             past_k = cache.k[i] if cache.k else None
             past_v = cache.v[i] if cache.v else None
-            x, k, v = block(x, positions, past_k, past_v, mask)
+            x, k, v = block(x, rotary, past_k, past_v, mask)
             new_k.append(k)
             new_v.append(v)
         return self.norm_f(x), (cache if siblings else cache.append(new_k, new_v))
