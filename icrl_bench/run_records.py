@@ -4,6 +4,7 @@ and scripts/ship_baseline.py state a run's budget from them without importing th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +30,17 @@ def training_seconds(records: list[dict[str, Any]]) -> float | None:
 def world_size(run: dict[str, Any]) -> int:
     """The torchrun ranks that trained a run (its run.json), each on its own `batch_size`; 1 where unrecorded."""
     return int(run.get("world_size") or 1)
+
+
+def shipped_hardware(folder: Path) -> str | None:
+    """What a shipped checkpoint's README says it was trained on: the text after "<seconds> s on " of its
+    "- training budget:" line (scripts/ship_baseline.py writes it), e.g. "cpu (one core, beside another
+    training)"; None without such a line."""
+    readme = Path(folder) / "README.md"
+    if not readme.is_file():
+        return None
+    for line in readme.read_text().splitlines():
+        found = re.search(r"\d s on (.+)$", line) if line.startswith("- training budget:") else None
+        if found:
+            return found.group(1).strip()
+    return None

@@ -49,11 +49,11 @@ def test_cells_and_verdicts():
 
 
 def test_the_hardware_of_a_shipped_checkpoint_is_read_whole_from_its_readme(tmp_path):
-    from icrl_bench.bench.reproduction import _shipped_hardware
+    from icrl_bench.run_records import shipped_hardware
 
     (tmp_path / "README.md").write_text("# ad\n\n- training budget: 3150 steps x batch 64 = 201,600 windows, lr 0.002, "
                                         "2838 s on cpu (one core, beside a training on the other core)\n")
-    assert _shipped_hardware(tmp_path) == "cpu (one core, beside a training on the other core)"
+    assert shipped_hardware(tmp_path) == "cpu (one core, beside a training on the other core)"
 
 
 def test_the_report_says_which_evaluations_ran_on_a_gpu():

@@ -33,7 +33,7 @@ from icrl_bench.bench.reporting import (
     unique_labels,
 )
 from icrl_bench.paths import from_repo_relative, shipped
-from icrl_bench.run_records import read_metrics, training_seconds, world_size
+from icrl_bench.run_records import read_metrics, shipped_hardware, training_seconds, world_size
 
 REFERENCE_AGENTS = ("random", "oracle", "source")  # the ends of the scale, shown apart and never ranked
 FORMATS = ("table", "md", "csv", "json")
@@ -127,12 +127,9 @@ def training_budget(folder: Path) -> Budget | None:
     run = _json(folder / "run.json") or {}
     metrics_file = folder / "metrics.jsonl"
     seconds = training_seconds(read_metrics(metrics_file)) if metrics_file.is_file() else None  # every segment of a resumed run
-    hardware = None
-    readme = folder / "README.md"
-    if readme.is_file():
-        said = next((line for line in readme.read_text().splitlines() if line.startswith("- training budget:")), "")
-        found = re.search(r" on \S+ \(([^,()]+)", said)  # "... 189 s on cuda (one NVIDIA H200, two trainings ...)"
-        hardware = found[1].strip() if found else None
+    said = shipped_hardware(folder) or ""  # "cuda (one NVIDIA H200, two trainings ...)"
+    found = re.search(r"^\S+ \(([^,()]+)", said)
+    hardware = found[1].strip() if found else None
     return Budget(meta["step"], meta["train_config"]["batch_size"], world_size(run),
                   float(seconds) if isinstance(seconds, (int, float)) else None, run.get("device"), hardware)
 

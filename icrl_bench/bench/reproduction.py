@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from icrl_bench.devices import cpu_threads
 from icrl_bench.errors import IcrlBenchError, unknown
 from icrl_bench.fileio import write_json_atomic
 from icrl_bench.paths import IN_CHECKOUT, require_shipped, shipped
-from icrl_bench.run_records import read_metrics, training_seconds, world_size
+from icrl_bench.run_records import read_metrics, shipped_hardware, training_seconds, world_size
 
 GRID_AGENTS = ("ad", "dicp-ad", "dpt", "dicp-dpt", "idt", "dicp-idt")
 ENVS = {"darkroom": None, "darkroom-permuted": None, "dark-key-to-door": "small"}  # env -> dataset preset (None: paper size)
@@ -314,7 +313,7 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
         shipped = default_checkpoint(agent, env)
         if shipped is None:
             raise IcrlBenchError(f"no shipped {agent} checkpoint for {env} under baselines/{env}/; run without --from-shipped to train one.")
-        return shipped, budget_of(shipped, _shipped_hardware(shipped))
+        return shipped, budget_of(shipped, shipped_hardware(shipped))
     from icrl_bench.training import train
     from icrl_bench.training.run_dir import RUN_FILE, saved_step
 
@@ -379,16 +378,6 @@ def _read_state(state_path: Path, log: Any) -> dict[str, Any]:
         state = {}
     state.setdefault("runs", {})
     return state
-
-
-def _shipped_hardware(folder: Path) -> str | None:
-    readme = folder / "README.md"
-    if readme.is_file():
-        for line in readme.read_text().splitlines():
-            found = re.search(r"\d s on (.+)$", line) if line.startswith("- training budget:") else None
-            if found:  # "... 2838 s on cpu (one core, beside another training on the other core)"
-                return found.group(1).strip()
-    return None
 
 
 def _planned_by_another_revision(agent: dict) -> bool:
