@@ -65,6 +65,32 @@ SIGNAL_RANK_1 = textwrap.dedent("""
 """)
 
 
+# Rank 1 alone is signalled while it fetches its 6th batch, which is lost with its loader's workers
+# (what a group signal does to a rank with workers), and rank 0's fetch succeeds: rank 1 cannot take
+# step 6, so rank 0 must not start it either (its gradient allreduce would never be answered).
+LOST_BATCH_ON_RANK_1 = textwrap.dedent("""
+    import os, signal
+    import icrl_bench.training.loop as loop
+    make_loader = loop.make_loader
+    def losing(*args, **kwargs):
+        batches = iter(make_loader(*args, **kwargs))
+        for fetched, batch in enumerate(batches, start=1):
+            if fetched == 6 and os.environ["RANK"] == "1":
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+            yield batch
+    loop.make_loader = losing
+""")
+
+
+def test_a_batch_lost_on_one_rank_after_a_signal_stops_every_rank_before_the_step(tmp_path: Path, tiny_root: Path) -> None:
+    done, out = train_on_two_ranks(tmp_path, tiny_root, LOST_BATCH_ON_RANK_1)
+    assert done.returncode != 0  # stopped, not finished
+    (run_dir,) = out.iterdir()
+    assert saved_step(latest_checkpoint(run_dir)) == 5, done.stderr[-2000:]
+    assert done.stderr.count("stopped at step 5") == 2  # both ranks, the same step
+
+
 def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path: Path, tiny_root: Path) -> None:
     done, out = train_on_two_ranks(tmp_path, tiny_root, SIGNAL_RANK_1)
     assert done.returncode != 0  # stopped, not finished

@@ -320,7 +320,7 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
     last, val_metrics = {}, {}
     t_start = t_window = time.perf_counter()
     samples_window = 0
-    budget, stopping = None, False  # stopping: every rank agreed to stop after this step
+    budget, stopping = None, False  # stopping: every rank agreed to stop at this step boundary
     if time_budget_s is not None and not run.resumed:
         config_steps = tc.steps
 
@@ -332,8 +332,11 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
     progress = _progress_bar(run, console, show_progress)
     log = MetricsLog(run)
 
+    saved = [run.start if run.resumed else None]  # the step of the newest checkpoint (a fresh run stopped at once saves step 0)
+
     def save() -> None:  # a checkpoint at the current step
         write_checkpoint(run.run_dir, step, run.config, model, optimizer, dev, run.dataset_info, {**last, **val_metrics}, run.made_by)
+        saved[0] = step
 
     def stop_here() -> NoReturn:  # a clean stop at a step boundary
         console.print(f"[yellow]stopped at step {step}[/]; resume with: icrl-bench train --resume {run.run_dir}")
@@ -350,9 +353,12 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
                     if not stop.requested:
                         raise
                     # A group signal (preemption, `timeout`) also stopped the loader's workers, and the
-                    # batch in flight went with them: this is a step boundary too, so stop here.
-                    stopping = True
-                    if run.rank == 0 and step > run.start:
+                    # batch in flight went with them: a rank that lost its batch stops here, so every rank does.
+                # Ctrl-C or SIGTERM on any rank: all stop at this boundary, before the step (a signal reaches the
+                # ranks at different moments; one that stopped alone would leave the others at their next allreduce).
+                stopping = _any_rank(stop.requested, run.world, dev)
+                if stopping:
+                    if run.rank == 0 and saved[0] != step:
                         save()
                     stop_here()
                 metrics, grad_norm = _train_step(net, model, optimizer, _to_device(batch, dev), lr_at(step, tc), tc.grad_clip, autocast)
@@ -375,12 +381,9 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
                     val_metrics = validation_metrics(model, val, dev, autocast)
                     log.emit({"step": step, **val_metrics})
                 keep = tc.keep_every and step % tc.keep_every == 0
-                stopping = _any_rank(stop.requested, run.world, dev)  # every rank stops at the same step
-                if run.rank == 0 and (step % tc.ckpt_interval == 0 or step == end or stopping or keep):
+                if run.rank == 0 and (step % tc.ckpt_interval == 0 or step == end or keep):
                     save()
                 progress.update(task, completed=step)
-                if stopping:  # Ctrl-C or SIGTERM (on any rank): stopped at a step boundary, with a checkpoint there
-                    stop_here()
     except KeyboardInterrupt:
         if not stopping:  # a second Ctrl-C mid-step: the last checkpoint stands (a mid-step state would not resume exactly)
             console.print(f"[yellow]interrupted[/]; resume from the last checkpoint with: icrl-bench train --resume {run.run_dir}")
