@@ -428,7 +428,7 @@ def evaluate_cmd(
     beam: Annotated[int | None, typer.Option(help="DICP beam size beam_k (0 = no planning; default for dicp-* agents: the paper's 10).")] = None,
     samples: Annotated[int | None, typer.Option(help="DICP candidate actions per step on continuous-action envs (0 or 1 = no planning; default for dicp-* agents: the paper's 10).")] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads. 1 (the default) is 10-40x faster than 2 on a CPU busy with other jobs; the networks are small.")] = 1,
-    executor: Annotated[str | None, typer.Option(help="Run sharded, one job per seed x task group: local (processes here) or ray (default: one batch in this process).")] = None,
+    executor: Annotated[str | None, typer.Option(help="Run sharded, one job per seed x task group: local (processes here) or ray (default: one batch in this process). Finished shards are kept in OUT/.shards: the same command continues a stopped run.")] = None,
     address: AddressOption = None,
     task_groups: Annotated[int, typer.Option(help="With --executor: test tasks split into this many groups per seed (more shards, smaller batches).")] = 1,
     workers: Annotated[int | None, typer.Option(help="With --executor: shards at once (default: all cores, or the Ray cluster's CPUs).")] = None,
@@ -461,7 +461,8 @@ def evaluate_cmd(
     with Progress(console=err_console, disable=quiet, transient=True) as bar:
         task = bar.add_task(f"evaluating {agent} on {env}", total=None)
         results = evaluate(agent, checkpoint, env, seed_list, episodes, settings, progress=lambda done, total: bar.update(task, completed=done, total=total),
-                           beam_k=beam, n_tasks=tasks, executor=config, task_groups=task_groups)
+                           beam_k=beam, n_tasks=tasks, executor=config, task_groups=task_groups,
+                           shard_dir=None if config is None else out / ".shards")  # a stopped sharded run continues
     json_path, png_path = save_results(results, out)
     console.print(results_table(results))
     console.print(f"[green]wrote[/] {json_path} and {png_path}")

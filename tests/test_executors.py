@@ -99,6 +99,39 @@ def test_sharded_evaluation_merges_to_the_single_seed_runs_and_keeps_determinist
     assert np.asarray(groups["curves"]["return"]).shape == (2, 8, 2)
 
 
+def test_a_stopped_sharded_evaluation_continues_from_its_finished_shards(tmp_path, monkeypatch):
+    """Finished shards are kept; a re-run runs only the missing ones, merges to the same curves, and
+    cleans up. A file that is not a shard is refused with the fix."""
+    from icrl_bench.bench import harness_sharded
+    from icrl_bench.bench.harness import evaluate
+
+    here = ExecutorConfig("local", workers=1)
+    run = {"env": "dark-key-to-door", "seeds": [0, 3], "n_episodes": 2, "n_tasks": 4, "executor": here}
+    whole = evaluate("random", **run)
+    shards = tmp_path / ".shards"
+    merge = harness_sharded._merge
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # stopped after every shard finished, before the merge
+
+    monkeypatch.setattr(harness_sharded, "_merge", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate("random", shard_dir=shards, **run)
+    monkeypatch.setattr(harness_sharded, "_merge", merge)
+    kept = sorted(shards.glob("shard-*.json"))
+    assert [p.name.split("-")[1] for p in kept] == ["0", "3"]
+    kept[1].unlink()  # as if stopped while seed 3 ran
+    ran = []
+    run_jobs = harness_sharded.run_jobs
+    monkeypatch.setattr(harness_sharded, "run_jobs", lambda pool, fn, jobs, *a, **k: ran.append(len(jobs)) or run_jobs(pool, fn, jobs, *a, **k))
+    resumed = evaluate("random", shard_dir=shards, **run)
+    assert ran == [1] and resumed["curves"] == whole["curves"]
+    assert not list(shards.glob("shard-*.json"))  # merged: the shards are gone
+    kept[0].write_text("{not json")
+    with pytest.raises(IcrlBenchError, match="not a finished shard.*delete it"):
+        evaluate("random", shard_dir=shards, **run)
+
+
 def test_a_build_whose_jobs_ran_on_different_cpu_kernels_says_so():
     """On a cluster the workers' kernels make the bytes; a mix matches no one-machine build."""
     from icrl_bench.data.build import _workers_numerics

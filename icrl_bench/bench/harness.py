@@ -52,6 +52,7 @@ def evaluate(
     n_tasks: int | None = None,
     executor: ExecutorConfig | None = None,
     task_groups: int = 1,
+    shard_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Make agent `agent` (by registry name or `module:Class`), run the protocol, return results.
 
@@ -64,6 +65,7 @@ def evaluate(
             Planning needs a world model, so a positive beam for any other agent is refused.
         executor, task_groups: run sharded, one job per seed x group of test tasks, on that
             executor (`icrl_bench.bench.harness_sharded`); None: one batch in this process.
+        shard_dir: with an executor, keep finished shards there so a stopped run continues.
     """
     from icrl_bench.agents.registry import make_agent, plans
 
@@ -87,7 +89,7 @@ def evaluate(
     require(executor)  # a missing extra or an unreachable cluster, before any work
     record, seeds = check_evaluation(instance, protocol, agent, seeds)  # before any shard starts
     sharded = run_sharded(protocol, agent, checkpoint, record["checkpoint_hash"], seeds, n_episodes, settings, progress, n_tasks,
-                          executor, task_groups)
+                          executor, task_groups, None if shard_dir is None else Path(shard_dir))
     return evaluate_agent(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, None, n_tasks, sharded=sharded)
 
 

@@ -16,6 +16,13 @@ and worker count. It is not the curves of the one-batch run of all seeds togethe
 draws every row's actions from one generator seeded by the whole seed list, so which rows
 share a batch changes the draws of a stochastic agent (a deterministic agent, the oracle,
 gives the same curves either way). The statistics are the same; the draws are not.
+
+Resumable: with a `shard_dir` (the CLI uses `<--out>/.shards/`), each finished shard is written
+there at once, under a name that hashes everything its curves depend on (protocol, agent,
+checkpoint hash, settings, planner revision, episodes, seed, tasks, harness key), and a run with
+the same arguments loads it instead of running it again. So an evaluation of hours (DICP planning
+on Darkroom-Permuted on a CPU) can be stopped and continued, shard by shard. The files go when
+the shards are merged.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +45,7 @@ from icrl_bench.devices import cpu_threads
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.executors import ExecutorConfig, open_executor
 from icrl_bench.executors.driver import Job, RetryPolicy, run_jobs
+from icrl_bench.fileio import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,35 @@ def run_shard(spec: dict[str, Any], progress: Any = None) -> dict[str, Any]:
     return {"rollout": rollout, "record": agent_record(agent)}
 
 
+def shard_file(shard_dir: Path, spec: dict[str, Any], checkpoint_hash: str | None) -> Path:
+    """Where a finished shard of `spec` is kept: named by a hash of everything its curves depend on."""
+    from icrl_bench.agents.planner import PLANNER_REVISION
+
+    identity = {k: v for k, v in spec.items() if k not in ("checkpoint", "threads")}  # where the file is, how many threads: not what it is
+    identity.update(checkpoint_hash=checkpoint_hash, planner_revision=PLANNER_REVISION, positions=list(spec["positions"]))
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return shard_dir / f"shard-{spec['seed']}-{digest}.json"
+
+
+def save_shard(path: Path, output: dict[str, Any]) -> None:
+    """A finished shard's rollout and agent record, written atomically (a killed run leaves no half file)."""
+    rollout = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(output["rollout"]).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"rollout": rollout, "record": output["record"]}))
+
+
+def load_shard(path: Path) -> dict[str, Any]:
+    """A shard that `save_shard` wrote; a file that is not one is refused, naming the fix."""
+    try:
+        data = json.loads(path.read_text())
+        fields = data["rollout"]
+        rollout = Rollout(**{**fields, "returns": np.asarray(fields["returns"], dtype=np.float64),
+                             "success": None if fields["success"] is None else np.asarray(fields["success"], dtype=bool)})
+        return {"rollout": rollout, "record": dict(data["record"])}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise IcrlBenchError(f"{path} is not a finished shard of this evaluation ({err}); delete it and run again.") from None
+
+
 @dataclass(frozen=True)
 class Sharded:
     """A sharded run: the merged rollout, and how it was sharded (for the results' cost and command)."""
@@ -101,11 +139,13 @@ def run_sharded(
     n_tasks: int | None,
     executor: ExecutorConfig,
     task_groups: int = 1,
+    shard_dir: Path | None = None,
 ) -> Sharded:
     """Run the protocol as seeds x task-group shards on `executor` and merge them into one rollout.
 
     The caller has checked the agent (env, checkpoint) before; every shard must report
     `checkpoint_hash`, the checkpoint the caller's own copy of the agent was made from.
+    `shard_dir`: keep finished shards there, and take the ones a stopped run left (module docstring).
     """
     if not seeds:
         raise IcrlBenchError("need at least one seed; got none.")
@@ -116,10 +156,12 @@ def run_sharded(
     shards = plan_shards(seeds, len(tasks), task_groups)
     base = {"protocol": protocol.name, "agent": name, "checkpoint": None if checkpoint is None else str(checkpoint),
             "settings": settings, "n_episodes": n_episodes, "n_tasks": n_tasks, "threads": torch.get_num_threads()}
-    jobs = [Job(({**base, "seed": s.seed, "positions": s.positions, "seed_key": s.key(len(tasks))},), units=n_episodes)
-            for s in shards]
-    outputs: dict[int, dict[str, Any]] = {}
-    done, total = 0, len(shards) * n_episodes
+    specs = [{**base, "seed": s.seed, "positions": s.positions, "seed_key": s.key(len(tasks))} for s in shards]
+    files = [None if shard_dir is None else shard_file(Path(shard_dir), spec, checkpoint_hash) for spec in specs]
+    outputs: dict[int, dict[str, Any]] = {i: load_shard(f) for i, f in enumerate(files) if f is not None and f.is_file()}
+    todo = [i for i in range(len(shards)) if i not in outputs]
+    jobs = [Job((specs[i],), units=n_episodes) for i in todo]
+    done, total = len(outputs) * n_episodes, len(shards) * n_episodes
 
     def advance(n: int) -> None:
         nonlocal done
@@ -127,11 +169,20 @@ def run_sharded(
         if progress is not None:
             progress(done, total)
 
+    def finished(job: int, output: dict[str, Any]) -> None:
+        index = todo[job]
+        if files[index] is not None:
+            save_shard(files[index], output)
+        outputs[index] = output
+
+    if progress is not None and done:
+        progress(done, total)
     started = time.perf_counter()
-    with open_executor(executor, len(jobs)) as pool:
-        report = run_jobs(pool, run_shard, jobs, outputs.__setitem__, advance, RetryPolicy(errors=0, lost=3))
+    with open_executor(executor, max(len(jobs), 1)) as pool:
+        report = run_jobs(pool, run_shard, jobs, finished, advance, RetryPolicy(errors=0, lost=3))
     if report.failures:
-        index, failure = next(iter(report.failures.items()))
+        job, failure = next(iter(report.failures.items()))
+        index = todo[job]
         raise IcrlBenchError(f"shard seed {shards[index].seed}, tasks {list(shards[index].positions)} failed "
                              f"{failure.tries} times: {failure.error}")
     merged = _merge(shards, outputs, len(seeds), len(tasks), n_episodes, time.perf_counter() - started)
@@ -139,6 +190,9 @@ def run_sharded(
         if output["record"]["checkpoint_hash"] != checkpoint_hash:
             raise IcrlBenchError(f"a shard ran checkpoint {output['record']['checkpoint_hash']}, not {checkpoint_hash}: "
                                  f"every node must see the same file at {checkpoint}.")
+    for file in files:
+        if file is not None:
+            file.unlink(missing_ok=True)
     cost = {"executor": executor.name, "workers": pool.slots, "shards": len(shards), "task_groups": task_groups,
             "retried_shards": report.retried}
     return Sharded(merged, cost, f" --executor {executor.name} --task-groups {task_groups}")
