@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from icrl_bench.paths import REPO_ROOT
 from icrl_bench.training.run_dir import latest_checkpoint, saved_step
 from tests.test_train import tiny_config
@@ -83,16 +85,9 @@ LOST_BATCH_ON_RANK_1 = textwrap.dedent("""
 """)
 
 
-def test_a_batch_lost_on_one_rank_after_a_signal_stops_every_rank_before_the_step(tmp_path: Path, tiny_root: Path) -> None:
-    done, out = train_on_two_ranks(tmp_path, tiny_root, LOST_BATCH_ON_RANK_1)
-    assert done.returncode != 0  # stopped, not finished
-    (run_dir,) = out.iterdir()
-    assert saved_step(latest_checkpoint(run_dir)) == 5, done.stderr[-2000:]
-    assert done.stderr.count("stopped at step 5") == 2  # both ranks, the same step
-
-
-def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path: Path, tiny_root: Path) -> None:
-    done, out = train_on_two_ranks(tmp_path, tiny_root, SIGNAL_RANK_1)
+@pytest.mark.parametrize("patch", [SIGNAL_RANK_1, LOST_BATCH_ON_RANK_1], ids=["signal-after-a-step", "batch-lost-with-the-signal"])
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path: Path, tiny_root: Path, patch: str) -> None:
+    done, out = train_on_two_ranks(tmp_path, tiny_root, patch)
     assert done.returncode != 0  # stopped, not finished
     (run_dir,) = out.iterdir()
     assert saved_step(latest_checkpoint(run_dir)) == 5, done.stderr[-2000:]

@@ -45,7 +45,7 @@ from icrl_bench.devices import cpu_threads
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.executors import ExecutorConfig, open_executor
 from icrl_bench.executors.driver import Job, RetryPolicy, run_jobs
-from icrl_bench.fileio import write_text_atomic
+from icrl_bench.fileio import write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def save_shard(path: Path, output: dict[str, Any]) -> None:
     """A finished shard's rollout and agent record, written atomically (a killed run leaves no half file)."""
     rollout = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(output["rollout"]).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps({"rollout": rollout, "record": output["record"]}))
+    write_json_atomic(path, {"rollout": rollout, "record": output["record"]})
 
 
 def load_shard(path: Path) -> dict[str, Any]:
@@ -175,8 +175,8 @@ def run_sharded(
             save_shard(files[index], output)
         outputs[index] = output
 
-    if progress is not None and done:
-        progress(done, total)
+    if done:  # shards a stopped run left
+        advance(0)
     started = time.perf_counter()
     with open_executor(executor, max(len(jobs), 1)) as pool:
         report = run_jobs(pool, run_shard, jobs, finished, advance, RetryPolicy(errors=0, lost=3))

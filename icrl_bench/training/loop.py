@@ -332,11 +332,12 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
     progress = _progress_bar(run, console, show_progress)
     log = MetricsLog(run)
 
-    saved = [run.start if run.resumed else None]  # the step of the newest checkpoint (a fresh run stopped at once saves step 0)
+    saved_at = run.start if run.resumed else None  # the step of the newest checkpoint (a fresh run stopped at once saves step 0)
 
     def save() -> None:  # a checkpoint at the current step
+        nonlocal saved_at
         write_checkpoint(run.run_dir, step, run.config, model, optimizer, dev, run.dataset_info, {**last, **val_metrics}, run.made_by)
-        saved[0] = step
+        saved_at = step
 
     def stop_here() -> NoReturn:  # a clean stop at a step boundary
         console.print(f"[yellow]stopped at step {step}[/]; resume with: icrl-bench train --resume {run.run_dir}")
@@ -358,7 +359,7 @@ def _loop(run: Run, root, console: Console, show_progress: bool, stop_after: int
                 # ranks at different moments; one that stopped alone would leave the others at their next allreduce).
                 stopping = _any_rank(stop.requested, run.world, dev)
                 if stopping:
-                    if run.rank == 0 and saved[0] != step:
+                    if run.rank == 0 and saved_at != step:
                         save()
                     stop_here()
                 metrics, grad_norm = _train_step(net, model, optimizer, _to_device(batch, dev), lr_at(step, tc), tc.grad_clip, autocast)
