@@ -90,16 +90,6 @@ class KVCache:
             [t.repeat_interleave(repeats, dim=0) for t in self.k], [t.repeat_interleave(repeats, dim=0) for t in self.v], self.next_pos
         )
 
-    def append(self, k: list[torch.Tensor], v: list[torch.Tensor]) -> KVCache:
-        """The cache with new keys/values [B, n_head, T_new, head_dim] per layer after it."""
-        if not self.k:
-            return KVCache(list(k), list(v), self.next_pos + k[0].shape[2])
-        return KVCache(
-            [torch.cat([a, b], dim=2) for a, b in zip(self.k, k)],
-            [torch.cat([a, b], dim=2) for a, b in zip(self.v, v)],
-            self.next_pos + k[0].shape[2],
-        )
-
     def truncate(self, length: int) -> KVCache:
         """The first `length` tokens only (undo tokens appended speculatively)."""
         drop = len(self) - length
@@ -137,7 +127,7 @@ def rotary_angles(positions: torch.Tensor, head_dim: int, base: float) -> tuple[
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (first half, second half) of x [B, H, T, D] by the angles of `rotary_angles` [T, D]:
+    """Rotate pairs (first half, second half) of x [..., D] by the angles of `rotary_angles` (broadcast to x):
     (x1 cos - x2 sin, x2 cos + x1 sin), as x * cos + (x2, x1) * sin in three full-width kernels
     (the same floats: negating is exact and a sum does not depend on its order)."""
     dtype, x = x.dtype, x.float()
@@ -156,34 +146,55 @@ class CausalSelfAttention(nn.Module):
 
     def forward(
         self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], past_k: torch.Tensor | None, past_v: torch.Tensor | None,
-        mask: torch.Tensor | None = None,
+        siblings: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, T, C] after `past` ([B, H, T_past, D] or None) -> y [B, T, C], k, v [B, H, T, D].
+        """x [B, T, C] after `past` ([B, H, T_past, D] or None) -> y [B, T, C] and the keys and values of
+        past and new tokens [B, H, T_past + T, D] (the extended cache: concatenated once, here).
 
-        `rotary`: the new tokens' `rotary_angles`. `mask` [T, T_past + T] (True: may attend)
-        replaces the causal rule, e.g. for sibling tokens."""
+        `rotary`: the new tokens' `rotary_angles`. `siblings`: each new token attends to the past
+        and to itself only (`_sibling_attention`); the keys and values returned are then the past's."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=-1)  # 3 x [B, T, C]
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
-        q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        keys = k if past_k is None else torch.cat([past_k.to(k.dtype), k], dim=2)  # [B, H, T_past + T, D]
-        values = v if past_v is None else torch.cat([past_v.to(v.dtype), v], dim=2)
-        t_past = keys.shape[2] - T
+        H, D = self.n_head, self.head_dim
+        qkv = self.qkv(x)  # [B, T, 3C]
+        cos, sin = rotary  # [T, D]
+        # q and k rotated in one pass ([B, T, 2H, D]; ~15% of a 4-layer forward of a batch of prefixes)
+        qk = apply_rotary(qkv[..., : 2 * C].view(B, T, 2 * H, D), cos[:, None], sin[:, None]).transpose(1, 2)  # [B, 2H, T, D]
+        q, k = qk[:, :H], qk[:, H:]  # [B, H, T, D] each
+        v = qkv[..., 2 * C :].view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
         dropout = self.attn_dropout if self.training else 0.0
-        if mask is not None:
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout)
-        elif t_past == 0:
-            y = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout, is_causal=True)
-        elif T == 1:
-            y = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout)  # one new token sees everything
+        if siblings:
+            y = _sibling_attention(q, past_k.to(k.dtype), past_v.to(v.dtype), k, v, dropout)
+            keys, values = past_k, past_v
         else:
-            # New token i (absolute index t_past + i) sees cached tokens and new tokens <= i.
-            mask = torch.ones(T, t_past + T, dtype=torch.bool, device=x.device).tril(diagonal=t_past)  # [T, T_past + T]
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout)
+            keys = k if past_k is None else torch.cat([past_k.to(k.dtype), k], dim=2)  # [B, H, T_past + T, D]
+            values = v if past_v is None else torch.cat([past_v.to(v.dtype), v], dim=2)
+            t_past = keys.shape[2] - T
+            if t_past == 0:
+                y = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout, is_causal=True)
+            elif T == 1:
+                y = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout)  # one new token sees everything
+            else:
+                # New token i (absolute index t_past + i) sees cached tokens and new tokens <= i.
+                mask = torch.ones(T, t_past + T, dtype=torch.bool, device=x.device).tril(diagonal=t_past)  # [T, T_past + T]
+                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).reshape(B, T, C)  # [B, H, T, D] -> [B, T, C]
-        return self.proj(y), k, v
+        return self.proj(y), keys, values
+
+
+def _sibling_attention(q: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       dropout: float) -> torch.Tensor:
+    """Attention of T alternative next tokens [B, H, T, D], each over the past [B, H, P, D] and its own key.
+
+    One softmax over (past scores, own score), without concatenating the past with the new keys:
+    a planner branches A actions off every beam's cache, and that copy cost more than the attention
+    (benchmarks/bench_sibling_attention.py). The same numbers as a masked attention over the
+    concatenation up to float rounding.
+    """
+    scale = q.shape[-1] ** -0.5
+    scores = torch.cat([q @ past_k.transpose(-1, -2), (q * k).sum(-1, keepdim=True)], dim=-1).mul_(scale)  # [B, H, T, P + 1]
+    probs = F.dropout(scores.softmax(-1), dropout, training=dropout > 0)
+    P = past_k.shape[2]
+    return probs[..., :P] @ past_v + probs[..., P:] * v
 
 
 class SwiGLU(nn.Module):
@@ -206,8 +217,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, rotary, past_k, past_v, mask=None):
-        h, k, v = self.attn(self.norm_1(x), rotary, past_k, past_v, mask)
+    def forward(self, x, rotary, past_k, past_v, siblings=False):
+        h, k, v = self.attn(self.norm_1(x), rotary, past_k, past_v, siblings)
         x = x + self.dropout(h)
         x = x + self.dropout(self.mlp(self.norm_2(x)))
         return x, k, v
@@ -243,19 +254,19 @@ class Transformer(nn.Module):
         if len(cache) and cache.batch_size != x.shape[0]:
             raise ValueError(f"cache holds {cache.batch_size} sequences but x has {x.shape[0]}")
         T, past = x.shape[1], len(cache)
-        mask = None
         if siblings:
+            if not past:
+                raise ValueError("sibling tokens branch off a cache; got an empty one")
             positions = torch.full((T,), cache.next_pos, device=x.device)  # [T]: every sibling is the next token
-            mask = torch.cat([torch.ones(T, past, dtype=torch.bool, device=x.device), torch.eye(T, dtype=torch.bool, device=x.device)], dim=1)
         else:
             positions = torch.arange(cache.next_pos, cache.next_pos + T, device=x.device)  # [T]
         rotary = rotary_angles(positions, self.config.n_embd // self.config.n_head, self.config.rope_base)  # once for every layer
         x = self.drop(x)
-        new_k, new_v = [], []
+        keys, values = [], []
         for i, block in enumerate(self.blocks):
             past_k = cache.k[i] if cache.k else None
             past_v = cache.v[i] if cache.v else None
-            x, k, v = block(x, rotary, past_k, past_v, mask)
-            new_k.append(k)
-            new_v.append(v)
-        return self.norm_f(x), (cache if siblings else cache.append(new_k, new_v))
+            x, k, v = block(x, rotary, past_k, past_v, siblings)
+            keys.append(k)
+            values.append(v)
+        return self.norm_f(x), (cache if siblings else KVCache(keys, values, cache.next_pos + T))
