@@ -285,7 +285,12 @@ def reproduce(
         trained = _in_processes(_train_in_worker, training, jobs)
     else:
         trained = {agent: _train_stage(*training[agent], log) for agent in names}
-    evaluation = {agent: (agent, trained[agent][0], env, device, out_dir, seeds, n_episodes, n_tasks, force) for agent in names}
+    # Planning agents first (they take 10-30x longer): started first, the others fill the other
+    # processes around them, and with --jobs the processes end closer together (longest first).
+    from icrl_bench.agents.registry import plans
+
+    evaluation = {agent: (agent, trained[agent][0], env, device, out_dir, seeds, n_episodes, n_tasks, force)
+                  for agent in sorted(names, key=lambda name: not plans(name))}
     if jobs > 1 and len(names) > 1:  # one single-thread process per agent: evaluations are independent
         log(f"[evaluate] {len(names)} agents, {jobs} at a time")
         results = _in_processes(_evaluate_in_worker, evaluation, jobs)
