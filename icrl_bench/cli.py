@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from icrl_bench.devices import keep_freed_memory
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.fileio import human_bytes
 from icrl_bench.paths import check_writable
@@ -83,6 +84,7 @@ def _main(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """Learning-history datasets, in-context RL agents and a benchmark."""
+    keep_freed_memory()  # this process and its workers reuse freed memory instead of faulting it in again
 
 console = Console()
 err_console = Console(stderr=True)

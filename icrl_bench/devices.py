@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -54,3 +57,31 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# glibc's mallopt parameters and the environment variables that set them in a new process.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HEAP_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": (_M_MMAP_THRESHOLD, 32 << 20), "MALLOC_TRIM_THRESHOLD_": (_M_TRIM_THRESHOLD, 1 << 30)}
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed blocks (up to 32 MiB each, 1 GiB in all) for reuse, in this process and the ones it starts.
+
+    Why: by default glibc hands large freed blocks back to the kernel, so a planner that allocates
+    and frees tens of MB of caches per level faults every page in again: on the 2-core CPU that was
+    10% of `reproduce --from-shipped`'s CPU time, in the kernel (benchmarks/bench_allocator.py).
+    Set through mallopt here and through MALLOC_*_ variables for child processes (spawned
+    workers, torchrun ranks), unless the user set those. False where the C library is not glibc.
+    """
+    if os.name != "posix":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl, macOS: no mallopt
+        return False
+    for variable, (parameter, value) in HEAP_SETTINGS.items():
+        if variable not in os.environ:
+            mallopt(parameter, value)
+            os.environ[variable] = str(value)
+    return True
