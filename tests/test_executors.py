@@ -126,6 +126,7 @@ def test_a_stopped_sharded_evaluation_continues_from_its_finished_shards(tmp_pat
     monkeypatch.setattr(harness_sharded, "run_jobs", lambda pool, fn, jobs, *a, **k: ran.append(len(jobs)) or run_jobs(pool, fn, jobs, *a, **k))
     resumed = evaluate("random", shard_dir=shards, **run)
     assert ran == [1] and resumed["curves"] == whole["curves"]
+    assert resumed["cost"]["resumed_shards"] == 1 and whole["cost"]["resumed_shards"] == 0  # the cost says the run was resumed
     assert not list(shards.glob("shard-*.json"))  # merged: the shards are gone
     kept[0].write_text("{not json")
     with pytest.raises(IcrlBenchError, match="not a finished shard.*delete it"):

@@ -239,3 +239,10 @@ def test_results_record_repository_checkpoints_relative_to_the_repository(tmp_pa
     assert portable_path(tmp_path / "run") == str(tmp_path / "run") and portable_path(None) is None
     command = reproduce_command("ad", shipped, get_protocol("darkroom"), [0, 1, 2, 3, 4], 50, {})
     assert "--checkpoint baselines/darkroom/ad" in command and str(REPO_ROOT) not in command
+
+
+def test_an_evaluation_of_the_default_checkpoint_names_it() -> None:
+    results = evaluate("dpt", env="darkroom", seeds=[0], n_episodes=1, n_tasks=1)
+    assert results["agent"]["checkpoint"] == "baselines/darkroom/dpt"  # not None: the default may change later
+    assert "--checkpoint baselines/darkroom/dpt" in results["command"]
+    assert evaluate("random", env="darkroom", seeds=[0], n_episodes=1, n_tasks=1)["agent"]["checkpoint"] is None

@@ -56,9 +56,9 @@ def test_the_hardware_of_a_shipped_checkpoint_is_read_whole_from_its_readme(tmp_
     assert shipped_hardware(tmp_path) == "cpu (one core, beside a training on the other core)"
 
 
-def test_the_report_says_which_evaluations_ran_on_a_gpu():
+def test_the_report_says_which_evaluations_ran_on_a_gpu_and_their_acting_seconds():
     def record(agent: str, settings: dict) -> AgentRecord:
-        results = {"curves": {"return": np.ones((3, 2, 50)).tolist()}, "cost": {"total_s": 44.4},
+        results = {"curves": {"return": np.ones((3, 2, 50)).tolist()}, "cost": {"total_s": 50.0, "act_s_per_step": 0.0444, "steps": 1000},
                    "agent": {"name": agent, "settings": settings, "checkpoint_hash": "ab" * 32}}
         return AgentRecord(agent, results, {"steps": 10, "batch_size": 4, "train_s": 5.0, "hardware": "here"})
 

@@ -248,7 +248,7 @@ class Transformer(nn.Module):
         With `cache=None` this is the ordinary full forward (positions 0..T-1). With `siblings`, the
         T tokens are alternatives for the one next position (a planner's action queries): each
         attends to the cache and to itself only, and the cache comes back unchanged. The same
-        numbers as `x.reshape(B * T, 1, C)` after T copies of the cache, without copying it.
+        numbers, up to float rounding, as `x.reshape(B * T, 1, C)` after T copies of the cache, without copying it.
         """
         cache = cache if cache is not None else KVCache()
         if len(cache) and cache.batch_size != x.shape[0]:

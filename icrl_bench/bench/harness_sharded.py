@@ -123,7 +123,7 @@ class Sharded:
     """A sharded run: the merged rollout, and how it was sharded (for the results' cost and command)."""
 
     rollout: Rollout
-    cost: dict[str, Any]  # executor, workers, shards, task_groups, retried_shards
+    cost: dict[str, Any]  # executor, workers, shards, task_groups, retried_shards, resumed_shards
     command: str  # what the reproducing command adds
 
 
@@ -159,6 +159,7 @@ def run_sharded(
     specs = [{**base, "seed": s.seed, "positions": s.positions, "seed_key": s.key(len(tasks))} for s in shards]
     files = [None if shard_dir is None else shard_file(Path(shard_dir), spec, checkpoint_hash) for spec in specs]
     outputs: dict[int, dict[str, Any]] = {i: load_shard(f) for i, f in enumerate(files) if f is not None and f.is_file()}
+    resumed = len(outputs)
     todo = [i for i in range(len(shards)) if i not in outputs]
     jobs = [Job((specs[i],), units=n_episodes) for i in todo]
     done, total = len(outputs) * n_episodes, len(shards) * n_episodes
@@ -194,7 +195,7 @@ def run_sharded(
         if file is not None:
             file.unlink(missing_ok=True)
     cost = {"executor": executor.name, "workers": pool.slots, "shards": len(shards), "task_groups": task_groups,
-            "retried_shards": report.retried}
+            "retried_shards": report.retried, "resumed_shards": resumed}
     return Sharded(merged, cost, f" --executor {executor.name} --task-groups {task_groups}")
 
 

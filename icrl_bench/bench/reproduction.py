@@ -137,13 +137,16 @@ def render_report(env: str, records: list[AgentRecord], header: str = "") -> str
             row.append(f"{cells[episode].text()} / {theirs.returns[i]:.2f} {verdict(cells[episode], theirs.returns[i], ci)}")
         lines.append(f"| {record.agent} | " + " | ".join(row) + " |")
     lines += ["", "Each cell: ours [CI] / paper verdict.", "", "## Budget spent", "",
-              "| agent | layout | steps x batch | windows | train wall s | trained on | evaluation s | checkpoint |", "|---|---|---|---|---|---|---|---|"]
+              "Acting s: the evaluation's seconds spent choosing actions (a sharded evaluation's summed over its shards: "
+              "CPU time, not wall time).", "",
+              "| agent | layout | steps x batch | windows | train wall s | trained on | acting s | checkpoint |", "|---|---|---|---|---|---|---|---|"]
     for record in records:
         b = record.budget
         windows = f"{b['steps'] * b['batch_size']:,}" if b.get("steps") and b.get("batch_size") else "n/a"
         steps = f"{b.get('steps', 'n/a')} x {b.get('batch_size', 'n/a')}"
         wall = f"{b['train_s']:.0f}" if b.get("train_s") is not None else "n/a"
-        cost = record.results.get("cost", {}).get("total_s")
+        spent = record.results.get("cost", {})
+        cost = spent["act_s_per_step"] * spent["steps"] if "act_s_per_step" in spent else None
         cost_text = f"{cost:.0f}" if cost is not None else "n/a"
         eval_device = record.results["agent"].get("settings", {}).get("device", "cpu")
         cost_text += f" on {eval_device}" if cost is not None and eval_device != "cpu" else ""

@@ -129,6 +129,7 @@ class ResultsCost(Document):
     shards: int | None = None
     task_groups: int | None = None
     retried_shards: int | None = None
+    resumed_shards: int | None = None  # shards a stopped run had finished, loaded instead of run (since 2026-11-30)
 
 
 class Results(Document):
