@@ -137,8 +137,8 @@ def render_report(env: str, records: list[AgentRecord], header: str = "") -> str
             row.append(f"{cells[episode].text()} / {theirs.returns[i]:.2f} {verdict(cells[episode], theirs.returns[i], ci)}")
         lines.append(f"| {record.agent} | " + " | ".join(row) + " |")
     lines += ["", "Each cell: ours [CI] / paper verdict.", "", "## Budget spent", "",
-              "Acting s: the evaluation's seconds spent choosing actions (a sharded evaluation's summed over its shards: "
-              "CPU time, not wall time).", "",
+              ("Acting s: the evaluation's seconds spent choosing actions (a sharded evaluation's summed over its shards, "
+               "which may have run side by side)."), "",
               "| agent | layout | steps x batch | windows | train wall s | trained on | acting s | checkpoint |", "|---|---|---|---|---|---|---|---|"]
     for record in records:
         b = record.budget
