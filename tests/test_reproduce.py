@@ -72,6 +72,7 @@ def test_tiny_run_writes_the_report_and_a_rerun_skips_finished_stages(tmp_path, 
     report = reproduce("darkroom", "ad,dicp-ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
     text = report.read_text()
     assert "| ad | 0." in text and "| dicp-ad |" in text and "/ 0.65" in text and (out / "curves.png").stat().st_size > 0
+    assert "--seeds 0,1,2 --episodes 2 --tasks 2`" in text and "Not the standard protocol" in text  # a smoke run says so
     results = json.loads((out / "results" / "ad.json").read_text())
     assert results["seeds"] == [0, 1, 2] and results["agent"]["dataset_id"] == "darkroom-tiny-v3"
     logs.clear()

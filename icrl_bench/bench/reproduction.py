@@ -301,8 +301,14 @@ def reproduce(
         results = {agent: _evaluate_stage(*evaluation[agent], log) for agent in names}
     records = [AgentRecord(agent, results[agent], trained[agent][1]) for agent in names]
 
+    reduced = " ".join(flag for flag in (f"--seeds {','.join(map(str, seeds))}" if seeds is not None else "",
+                                         f"--episodes {n_episodes}" if n_episodes is not None else "",
+                                         f"--tasks {n_tasks}" if n_tasks is not None else "") if flag)
     header = (f"Made by `icrl-bench reproduce {env}" + (" --from-shipped" if from_shipped else f" --budget {budget} --device {device}")
-              + "`" + (": the shipped checkpoints of baselines/" + env if from_shipped else "") + ".")
+              + (f" {reduced}" if reduced else "") + "`" + (": the shipped checkpoints of baselines/" + env if from_shipped else "") + ".")
+    if any(not record.results.get("standard", True) for record in records):
+        header += (" **Not the standard protocol** (other seeds, fewer episodes or test tasks): a smoke run, not comparable"
+                   " with the paper's numbers.")
     if budget == "laptop" and not from_shipped:
         header += " Budget `laptop`: the per-agent CPU budget of baselines/<env>/<agent>.yaml."
     if notes:
