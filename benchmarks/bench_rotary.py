@@ -17,9 +17,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from timing import per_call_ms
 
 from icrl_bench.agents.transformer import apply_rotary, rotary_angles
 
@@ -34,14 +34,6 @@ def half_width(x: torch.Tensor, positions: torch.Tensor, head_dim: int, base: fl
 
 def full_width(x: torch.Tensor, positions: torch.Tensor, head_dim: int, base: float) -> torch.Tensor:
     return apply_rotary(x, *rotary_angles(positions, head_dim, base))
-
-
-def per_call_ms(fn, *args, repeats: int) -> float:
-    fn(*args)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn(*args)
-    return 1e3 * (time.perf_counter() - start) / repeats
 
 
 def main() -> None:

@@ -17,10 +17,10 @@ ratio, and the largest difference between their outputs (float rounding only). U
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import per_call_ms
 
 from icrl_bench.agents.transformer import _sibling_attention
 
@@ -33,14 +33,6 @@ def masked_sdpa(q, past_k, past_v, k, v) -> torch.Tensor:
 
 def one_softmax(q, past_k, past_v, k, v) -> torch.Tensor:
     return _sibling_attention(q, past_k, past_v, k, v, 0.0)
-
-
-def per_call_ms(fn, *args, repeats: int) -> float:
-    fn(*args)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn(*args)
-    return 1e3 * (time.perf_counter() - start) / repeats
 
 
 def main() -> None:
