@@ -167,9 +167,16 @@ def _instantiate(target: Any, name: str, checkpoint: str | Path | None, kwargs: 
     return agent
 
 
+def checkpoint_for(name: str, checkpoint: str | Path | None, env: str | None) -> str | Path | None:
+    """The checkpoint agent `name` is made from: `checkpoint`, else a built-in trained agent's shipped
+    default for `env` (None: the agent needs none, or none is shipped)."""
+    if checkpoint is None and name in BUILTINS and BUILTINS[name].needs_checkpoint:
+        return default_checkpoint(name, env)
+    return checkpoint
+
+
 def _transformer_agent(name: str, checkpoint: str | Path | None, env: str | None, kwargs: dict[str, Any]) -> Agent:
-    if checkpoint is None:
-        checkpoint = default_checkpoint(name, env)
+    checkpoint = checkpoint_for(name, checkpoint, env)
     if checkpoint is None:
         raise IcrlBenchError(
             f"agent {name!r} needs a trained checkpoint and none is shipped for {env or 'darkroom'}: "

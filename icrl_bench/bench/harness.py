@@ -67,7 +67,7 @@ def evaluate(
             executor (`icrl_bench.bench.harness_sharded`); None: one batch in this process.
         shard_dir: with an executor, keep finished shards there so a stopped run continues.
     """
-    from icrl_bench.agents.registry import BUILTINS, default_checkpoint, make_agent, plans
+    from icrl_bench.agents.registry import checkpoint_for, make_agent, plans
 
     protocol = get_protocol(env)
     settings = dict(agent_settings or {})
@@ -78,9 +78,8 @@ def evaluate(
             settings["beam_k"] = beam_k
         elif beam_k > 0:
             raise IcrlBenchError(f"--beam {beam_k}: only the DICP agents (dicp-ad, dicp-dpt, dicp-idt) plan; {agent!r} has no world model (use --beam 0 or a dicp-* agent).")
-    if checkpoint is None and agent in BUILTINS and BUILTINS[agent].needs_checkpoint:
-        # The shipped default, named: the results keep pointing at these weights after another becomes the default.
-        checkpoint = default_checkpoint(agent, protocol.env)
+    # The shipped default, named: the results keep pointing at these weights after another becomes the default.
+    checkpoint = checkpoint_for(agent, checkpoint, protocol.env)
     instance = make_agent(agent, checkpoint, env=protocol.env, **settings)
     # Record how DICP planned, defaults included, so results are explicit: the beam on the grid
     # worlds, the number of sampled candidates on continuous-action envs.
