@@ -238,7 +238,8 @@ def reproduce(
 ) -> Path:
     """Run (or resume) every stage for `env` and write the report; returns the report's path.
 
-    `jobs` > 1 trains, then evaluates, that many agents at once, each in its own single-thread process.
+    `jobs` > 1 trains that many agents at once, each in its own single-thread process, then evaluates
+    that many seeds at once (on a GPU: agents; `_evaluate_stage`).
     """
     from icrl_bench.devices import resolve_device
 
