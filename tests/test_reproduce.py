@@ -89,7 +89,8 @@ def test_tiny_run_writes_the_report_and_a_rerun_skips_finished_stages(tmp_path, 
     assert sum("results for this checkpoint exist, skipped" in line for line in logs) == 1  # ad does not plan
 
 
-def test_a_kill_in_training_and_one_between_stages_resume(tmp_path, monkeypatch):
+def test_a_kill_in_training_and_one_in_evaluation_resume(tmp_path, monkeypatch):
+    """Darkroom-Permuted evaluates seed by seed on a CPU (`EVAL_BY_SEED`): a kill there loses one seed at most."""
     out, root = tmp_path / "rep", tmp_path / "root"
     real_train = train_module.train
 
@@ -99,7 +100,7 @@ def test_a_kill_in_training_and_one_between_stages_resume(tmp_path, monkeypatch)
 
     monkeypatch.setattr(train_module, "train", killed_after_two_steps)
     with pytest.raises(KeyboardInterrupt):
-        reproduce("darkroom", "ad", "tiny", out=out, root=root, log=lambda _: None, **SMOKE)
+        reproduce("darkroom-permuted", "ad", "tiny", out=out, root=root, log=lambda _: None, **SMOKE)
     monkeypatch.setattr(train_module, "train", real_train)
     run_dir = json.loads((out / "state.json").read_text())["runs"]["ad"]
 
@@ -115,19 +116,19 @@ def test_a_kill_in_training_and_one_between_stages_resume(tmp_path, monkeypatch)
     monkeypatch.setattr(harness_sharded, "run_shard", killed_in_the_second_seed)
     logs = []
     with pytest.raises(KeyboardInterrupt):
-        reproduce("darkroom", "ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
+        reproduce("darkroom-permuted", "ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
     assert any(f"resuming {run_dir} at step 2" in line for line in logs)
     assert [p.name.split("-")[1] for p in (out / "results" / ".shards").glob("shard-*.json")] == ["0"]
     ran.clear()
     monkeypatch.setattr(harness_sharded, "run_shard", lambda spec, progress=None: ran.append(spec["seed"]) or real_run_shard(spec, progress))
     logs.clear()
-    reproduce("darkroom", "ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
+    reproduce("darkroom-permuted", "ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
     assert any("ad: finished (4 steps), skipped" in line for line in logs)
     assert ran == [1, 2]  # the evaluation continued from its kept seed
     results = json.loads((out / "results" / "ad.json").read_text())
     assert results["cost"]["resumed_shards"] == 1 and not list((out / "results" / ".shards").glob("shard-*.json"))
     # the curves are those of `icrl-bench evaluate --executor local` of the same checkpoint
-    sharded = harness.evaluate("ad", run_dir, "darkroom", executor=ExecutorConfig("local", workers=1), **SMOKE)
+    sharded = harness.evaluate("ad", run_dir, "darkroom-permuted", executor=ExecutorConfig("local", workers=1), **SMOKE)
     assert sharded["curves"] == results["curves"] and results["command"].endswith("--executor local --task-groups 1")
 
 
@@ -151,7 +152,7 @@ def test_parallel_trainings_and_evaluations_give_the_same_curves(tmp_path):
     logs = []
     one = reproduce("darkroom", "ad,dpt", "tiny", out=tmp_path / "one", root=tmp_path / "root", log=logs.append, **SMOKE)
     two = reproduce("darkroom", "ad,dpt", "tiny", out=tmp_path / "two", root=tmp_path / "root", log=logs.append, jobs=2, **SMOKE)
-    assert any("[train] 2 agents, 2 at a time" in line for line in logs) and any("seed by seed, 2 at a time" in line for line in logs)
+    assert any("[train] 2 agents, 2 at a time" in line for line in logs) and any("[evaluate] 2 agents, 2 at a time" in line for line in logs)
     runs = json.loads((two.parent / "state.json").read_text())["runs"]  # both processes recorded their run: a rerun resumes either
     assert sorted(runs) == ["ad", "dpt"] and all((two.parent / "runs") in Path(run).parents for run in runs.values())
     for agent in ("ad", "dpt"):

@@ -35,6 +35,11 @@ from icrl_bench.run_records import read_metrics, shipped_hardware, training_seco
 
 GRID_AGENTS = ("ad", "dicp-ad", "dpt", "dicp-dpt", "idt", "dicp-idt")
 ENVS = {"darkroom": None, "darkroom-permuted": None, "dark-key-to-door": "small"}  # env -> dataset preset (None: paper size)
+EVAL_BY_SEED = frozenset({"darkroom-permuted", "dark-key-to-door"})
+"""Envs whose evaluations `reproduce` runs seed by seed on a CPU, resumable: DICP's planning there
+(depth 16, 200-transition windows) takes hours of a core. Darkroom's take minutes and stay one
+batch per agent: the leaderboard entries' draws, and 1.7x less work (DICP-AD's five one-seed
+batches took 593 s of acting where one 40-env batch took 344)."""
 BUDGETS = {"laptop": "laptop", "cpu": "cpu", "paper": None, "tiny": None}  # budget -> preset of baselines/<env>/<agent>.yaml
 TINY_OVERRIDES = ["train.steps=4", "train.batch_size=4", "train.num_workers=0", "model.transformer.n_layer=1", "model.n_transit=20",
                   "train.val_max_tasks=2", "train.val_windows_per_task=2", "train.ckpt_interval=2"]
@@ -239,7 +244,7 @@ def reproduce(
     """Run (or resume) every stage for `env` and write the report; returns the report's path.
 
     `jobs` > 1 trains that many agents at once, each in its own single-thread process, then evaluates
-    that many seeds at once (on a GPU: agents; `_evaluate_stage`).
+    that many agents (or seeds, `EVAL_BY_SEED`) at once.
     """
     from icrl_bench.devices import resolve_device
 
@@ -420,10 +425,10 @@ def _evaluate_stage(agents: list[str], checkpoints: dict[str, Path], env: str, d
                     n_episodes: int | None, n_tasks: int | None, force: bool, jobs: int, log: Any) -> dict[str, dict]:
     """Every agent's results under the env's protocol: the kept ones where still valid, else evaluated.
 
-    On a CPU (hours, for the planning agents on Darkroom-Permuted) every agent's seeds are shards
-    in one pool of `jobs` single-thread processes, each kept in results/.shards/ as it finishes,
-    so a stopped run continues seed by seed; the curves are those of `icrl-bench evaluate
-    --executor local`. On a GPU (minutes) each agent is one batch, `jobs` agents at a time.
+    On a CPU, for the envs of `EVAL_BY_SEED` (hours), every agent's seeds are shards in one pool of
+    `jobs` single-thread processes, each kept in results/.shards/ as it finishes, so a stopped run
+    continues seed by seed; the curves are those of `icrl-bench evaluate --executor local`.
+    Elsewhere (Darkroom; any GPU: minutes) each agent is one batch, `jobs` agents at a time.
     """
     results_dir = out_dir / "results"
     results = {agent: kept for agent in agents
@@ -434,7 +439,7 @@ def _evaluate_stage(agents: list[str], checkpoints: dict[str, Path], env: str, d
     shard_dir = results_dir / ".shards"
     if force:
         shutil.rmtree(shard_dir, ignore_errors=True)
-    if device == "cpu":
+    if device == "cpu" and env in EVAL_BY_SEED:
         from icrl_bench.bench.harness import evaluate_sharded, prepare_agent
         from icrl_bench.executors import ExecutorConfig
 
