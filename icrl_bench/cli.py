@@ -484,7 +484,7 @@ def reproduce_cmd(
     seeds: Annotated[str | None, typer.Option(help="Evaluation seeds (default: the protocol's 0,1,2,3,4).")] = None,
     episodes: Annotated[int | None, typer.Option(help="In-context episodes (default: the protocol's 50).")] = None,
     tasks: Annotated[int | None, typer.Option(help="Only the first N test tasks (a smoke run).")] = None,
-    jobs: Annotated[int, typer.Option(help="Agents trained, then evaluated, at once, one single-thread process each (e.g. 2 on a 2-core laptop).")] = 1,
+    jobs: Annotated[int, typer.Option(help="Single-thread processes at once (e.g. 2 on a 2-core laptop): agents trained, then agents (Darkroom-Permuted, Dark Key-to-Door on a CPU: seeds) evaluated.")] = 1,
     root: RootOption = None,
 ) -> None:
     """Rebuild a paper's grid-world result: dataset, training, evaluation and a report beside the paper's numbers (resumable)."""

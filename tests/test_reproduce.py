@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import icrl_bench.training as train_module
-from icrl_bench.bench import harness
+from icrl_bench.bench import harness, harness_sharded
 from icrl_bench.bench.reproduction import (
     GRID_AGENTS,
     AgentRecord,
@@ -24,6 +24,7 @@ from icrl_bench.bench.reproduction import (
 )
 from icrl_bench.cli import app
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.executors import ExecutorConfig
 
 SMOKE = {"seeds": [0, 1, 2], "n_episodes": 2, "n_tasks": 2}
 
@@ -88,7 +89,8 @@ def test_tiny_run_writes_the_report_and_a_rerun_skips_finished_stages(tmp_path, 
     assert sum("results for this checkpoint exist, skipped" in line for line in logs) == 1  # ad does not plan
 
 
-def test_a_kill_in_training_and_one_between_stages_resume(tmp_path, monkeypatch):
+def test_a_kill_in_training_and_one_in_evaluation_resume(tmp_path, monkeypatch):
+    """Darkroom-Permuted evaluates seed by seed on a CPU (`EVAL_BY_SEED`): a kill there loses one seed at most."""
     out, root = tmp_path / "rep", tmp_path / "root"
     real_train = train_module.train
 
@@ -98,22 +100,36 @@ def test_a_kill_in_training_and_one_between_stages_resume(tmp_path, monkeypatch)
 
     monkeypatch.setattr(train_module, "train", killed_after_two_steps)
     with pytest.raises(KeyboardInterrupt):
-        reproduce("darkroom", "ad", "tiny", out=out, root=root, log=lambda _: None, **SMOKE)
+        reproduce("darkroom-permuted", "ad", "tiny", out=out, root=root, log=lambda _: None, **SMOKE)
     monkeypatch.setattr(train_module, "train", real_train)
     run_dir = json.loads((out / "state.json").read_text())["runs"]["ad"]
 
-    def killed_evaluation(*args, **kwargs):
-        raise KeyboardInterrupt
+    real_run_shard = harness_sharded.run_shard
+    ran = []
 
-    monkeypatch.setattr(harness, "evaluate", killed_evaluation)
+    def killed_in_the_second_seed(spec, progress=None):
+        ran.append(spec["seed"])
+        if len(ran) == 2:
+            raise KeyboardInterrupt  # killed while seed 1 ran: seed 0 is kept
+        return real_run_shard(spec, progress)
+
+    monkeypatch.setattr(harness_sharded, "run_shard", killed_in_the_second_seed)
     logs = []
     with pytest.raises(KeyboardInterrupt):
-        reproduce("darkroom", "ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
+        reproduce("darkroom-permuted", "ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
     assert any(f"resuming {run_dir} at step 2" in line for line in logs)
-    monkeypatch.undo()
+    assert [p.name.split("-")[1] for p in (out / "results" / ".shards").glob("shard-*.json")] == ["0"]
+    ran.clear()
+    monkeypatch.setattr(harness_sharded, "run_shard", lambda spec, progress=None: ran.append(spec["seed"]) or real_run_shard(spec, progress))
     logs.clear()
-    reproduce("darkroom", "ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
-    assert any("ad: finished (4 steps), skipped" in line for line in logs) and (out / "results" / "ad.json").is_file()
+    reproduce("darkroom-permuted", "ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
+    assert any("ad: finished (4 steps), skipped" in line for line in logs)
+    assert ran == [1, 2]  # the evaluation continued from its kept seed
+    results = json.loads((out / "results" / "ad.json").read_text())
+    assert results["cost"]["resumed_shards"] == 1 and not list((out / "results" / ".shards").glob("shard-*.json"))
+    # the curves are those of `icrl-bench evaluate --executor local` of the same checkpoint
+    sharded = harness.evaluate("ad", run_dir, "darkroom-permuted", executor=ExecutorConfig("local", workers=1), **SMOKE)
+    assert sharded["curves"] == results["curves"] and results["command"].endswith("--executor local --task-groups 1")
 
 
 def test_bad_input_is_one_line(tmp_path):

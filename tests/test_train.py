@@ -201,6 +201,14 @@ def test_time_budget_fits_the_total_steps_and_the_schedule_follows(tmp_path: Pat
     assert budget_module.fit_steps(TrainConfig(steps=500, log_interval=100), 60, 0.1, -5.0) == 60  # out of time: stop here
     with pytest.raises(IcrlBenchError, match="--time-budget must be > 0"):
         run(tmp_path, tiny_root, "ad", time_budget_s=0)
+    # a config's own budget (the laptop presets': 45 min) fits the run the same way when no --time-budget is given
+    own = tiny_config(tmp_path / "own", "ad", steps=100_000, log_interval=2, eval_interval=1_000, ckpt_interval=1_000, time_budget_s=40)
+    from_config = run(tmp_path, tiny_root, "ad", config_path=own)
+    budget = json.loads((from_config.run_dir / "run.json").read_text())["time_budget"]
+    assert budget["seconds"] == 40 and budget["config_steps"] == 100_000 and budget["fitted_steps"] == from_config.step < 100
+    assert load_run_config("ad", "darkroom", "laptop").train.time_budget_s == 2700 and TrainConfig().time_budget_s == 0
+    with pytest.raises(IcrlBenchError, match="time_budget_s must be >= 0"):
+        run(tmp_path, tiny_root, "ad", overrides=["train.time_budget_s=-1"])
 
 
 def test_time_budget_fits_again_at_the_warmup_end_from_the_speed_since_the_probe(monkeypatch) -> None:

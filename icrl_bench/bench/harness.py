@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from icrl_bench.agents.base import Agent, agent_record
-from icrl_bench.bench.harness_sharded import Sharded, run_sharded
+from icrl_bench.bench.harness_sharded import Sharded, ShardedEvaluation, run_sharded
 from icrl_bench.bench.protocols import EvalProtocol, get_protocol
 from icrl_bench.bench.results import RESULTS_SCHEMA_VERSION, Results, dumps_results
 from icrl_bench.bench.rollout import ProgressFn, Rollout, protocol_tasks, run_protocol
@@ -38,6 +39,47 @@ from icrl_bench.paths import repo_relative
 from icrl_bench.provenance import provenance
 
 RETURN_DECIMALS = 4  # non-integer (Meta-World) returns are stored, and scored, to this precision
+
+
+@dataclass(frozen=True)
+class PreparedAgent:
+    """An agent made for a protocol, with the checkpoint and settings its results will name."""
+
+    name: str
+    instance: Agent
+    protocol: EvalProtocol
+    checkpoint: str | os.PathLike | None
+    settings: dict[str, Any]
+
+
+def prepare_agent(
+    agent: str,
+    checkpoint: str | os.PathLike | None = None,
+    env: str = "darkroom",
+    agent_settings: dict[str, Any] | None = None,
+    beam_k: int | None = None,
+) -> PreparedAgent:
+    """Make agent `agent` (registry name or `module:Class`) for `env`'s protocol (arguments as `evaluate`'s)."""
+    from icrl_bench.agents.registry import checkpoint_for, make_agent, plans
+
+    protocol = get_protocol(env)
+    settings = dict(agent_settings or {})
+    if beam_k is not None:
+        if beam_k < 0:
+            raise IcrlBenchError(f"--beam must be >= 0 (0 = no planning), got {beam_k}.")
+        if plans(agent):
+            settings["beam_k"] = beam_k
+        elif beam_k > 0:
+            raise IcrlBenchError(f"--beam {beam_k}: only the DICP agents (dicp-ad, dicp-dpt, dicp-idt) plan; {agent!r} has no world model (use --beam 0 or a dicp-* agent).")
+    # The shipped default, named: the results keep pointing at these weights after another becomes the default.
+    checkpoint = checkpoint_for(agent, checkpoint, protocol.env)
+    instance = make_agent(agent, checkpoint, env=protocol.env, **settings)
+    # Record how DICP planned, defaults included, so results are explicit: the beam on the grid
+    # worlds, the number of sampled candidates on continuous-action envs.
+    for knob in ("beam_k", "samples"):
+        if plans(agent) and getattr(instance, knob, None):
+            settings[knob] = getattr(instance, knob)
+    return PreparedAgent(agent, instance, protocol, checkpoint, settings)
 
 
 def evaluate(
@@ -67,32 +109,39 @@ def evaluate(
             executor (`icrl_bench.bench.harness_sharded`); None: one batch in this process.
         shard_dir: with an executor, keep finished shards there so a stopped run continues.
     """
-    from icrl_bench.agents.registry import checkpoint_for, make_agent, plans
-
-    protocol = get_protocol(env)
-    settings = dict(agent_settings or {})
-    if beam_k is not None:
-        if beam_k < 0:
-            raise IcrlBenchError(f"--beam must be >= 0 (0 = no planning), got {beam_k}.")
-        if plans(agent):
-            settings["beam_k"] = beam_k
-        elif beam_k > 0:
-            raise IcrlBenchError(f"--beam {beam_k}: only the DICP agents (dicp-ad, dicp-dpt, dicp-idt) plan; {agent!r} has no world model (use --beam 0 or a dicp-* agent).")
-    # The shipped default, named: the results keep pointing at these weights after another becomes the default.
-    checkpoint = checkpoint_for(agent, checkpoint, protocol.env)
-    instance = make_agent(agent, checkpoint, env=protocol.env, **settings)
-    # Record how DICP planned, defaults included, so results are explicit: the beam on the grid
-    # worlds, the number of sampled candidates on continuous-action envs.
-    for knob in ("beam_k", "samples"):
-        if plans(agent) and getattr(instance, knob, None):
-            settings[knob] = getattr(instance, knob)
+    prepared = prepare_agent(agent, checkpoint, env, agent_settings, beam_k)
     if executor is None:
-        return evaluate_agent(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, progress, n_tasks)
+        return evaluate_agent(prepared.instance, prepared.protocol, agent, prepared.checkpoint, seeds, n_episodes, prepared.settings,
+                              progress, n_tasks)
+    (results,) = evaluate_sharded([prepared], executor, seeds, n_episodes, n_tasks, task_groups, shard_dir, progress)
+    return results
+
+
+def evaluate_sharded(
+    agents: list[PreparedAgent],
+    executor: ExecutorConfig,
+    seeds: list[int] | None = None,
+    n_episodes: int | None = None,
+    n_tasks: int | None = None,
+    task_groups: int = 1,
+    shard_dir: str | os.PathLike | None = None,
+    progress: ProgressFn | None = None,
+) -> list[dict]:
+    """Several agents' evaluations as shards in one pool on `executor`, each one's results as `evaluate`'s.
+
+    Every agent's shards share the workers (in the order given: the longest first), so the
+    evaluations end together; each agent's curves are those of its own sharded `evaluate`.
+    """
     require(executor)  # a missing extra or an unreachable cluster, before any work
-    record, seeds = check_evaluation(instance, protocol, agent, seeds)  # before any shard starts
-    sharded = run_sharded(protocol, agent, checkpoint, record["checkpoint_hash"], seeds, n_episodes, settings, progress, n_tasks,
-                          executor, task_groups, None if shard_dir is None else Path(shard_dir))
-    return evaluate_agent(instance, protocol, agent, checkpoint, seeds, n_episodes, settings, None, n_tasks, sharded=sharded)
+    evaluations = []
+    for prepared in agents:  # every agent checked before any shard starts
+        record, run_seeds = check_evaluation(prepared.instance, prepared.protocol, prepared.name, seeds)
+        evaluations.append(ShardedEvaluation(prepared.protocol, prepared.name, prepared.checkpoint, record["checkpoint_hash"],
+                                             run_seeds, n_episodes, prepared.settings, n_tasks))
+    runs = run_sharded(evaluations, executor, task_groups, None if shard_dir is None else Path(shard_dir), progress)
+    return [evaluate_agent(prepared.instance, prepared.protocol, prepared.name, prepared.checkpoint, evaluation.seeds, n_episodes,
+                           prepared.settings, None, n_tasks, sharded=sharded)
+            for prepared, evaluation, sharded in zip(agents, evaluations, runs, strict=True)]
 
 
 def evaluate_agent(

@@ -119,6 +119,24 @@ def load_shard(path: Path) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class ShardedEvaluation:
+    """One evaluation to run as shards: everything its shards' curves depend on.
+
+    The caller has checked the agent (env, checkpoint) before; every shard must report
+    `checkpoint_hash`, the checkpoint the caller's own copy of the agent was made from.
+    """
+
+    protocol: EvalProtocol
+    name: str
+    checkpoint: str | os.PathLike | None
+    checkpoint_hash: str | None
+    seeds: list[int]
+    n_episodes: int | None
+    settings: dict[str, Any]
+    n_tasks: int | None = None
+
+
+@dataclass(frozen=True)
 class Sharded:
     """A sharded run: the merged rollout, and how it was sharded (for the results' cost and command)."""
 
@@ -127,42 +145,60 @@ class Sharded:
     command: str  # what the reproducing command adds
 
 
+@dataclass
+class _Plan:
+    """One evaluation's shards: their specs, their files, and the outputs finished so far."""
+
+    evaluation: ShardedEvaluation
+    n_episodes: int
+    n_tasks: int  # the run's test tasks
+    shards: list[Shard]
+    specs: list[dict[str, Any]]
+    files: list[Path | None]
+    outputs: dict[int, dict[str, Any]]
+
+    @property
+    def units(self) -> int:
+        return len(self.shards) * self.n_episodes
+
+
+def _plan(evaluation: ShardedEvaluation, task_groups: int, shard_dir: Path | None) -> _Plan:
+    if not evaluation.seeds:
+        raise IcrlBenchError("need at least one seed; got none.")
+    protocol = evaluation.protocol
+    n_episodes = protocol.n_episodes if evaluation.n_episodes is None else evaluation.n_episodes
+    if n_episodes <= 0:
+        raise IcrlBenchError(f"need at least one episode; got {n_episodes}.")
+    tasks, _ = protocol_tasks(protocol, evaluation.n_tasks)
+    shards = plan_shards(evaluation.seeds, len(tasks), task_groups)
+    base = {"protocol": protocol.name, "agent": evaluation.name,
+            "checkpoint": None if evaluation.checkpoint is None else str(evaluation.checkpoint), "settings": evaluation.settings,
+            "n_episodes": n_episodes, "n_tasks": evaluation.n_tasks, "threads": torch.get_num_threads()}
+    specs = [{**base, "seed": s.seed, "positions": s.positions, "seed_key": s.key(len(tasks))} for s in shards]
+    files = [None if shard_dir is None else shard_file(shard_dir, spec, evaluation.checkpoint_hash) for spec in specs]
+    outputs = {i: load_shard(f) for i, f in enumerate(files) if f is not None and f.is_file()}
+    return _Plan(evaluation, n_episodes, len(tasks), shards, specs, files, outputs)
+
+
 def run_sharded(
-    protocol: EvalProtocol,
-    name: str,
-    checkpoint: str | os.PathLike | None,
-    checkpoint_hash: str | None,
-    seeds: list[int],
-    n_episodes: int | None,
-    settings: dict[str, Any],
-    progress: ProgressFn | None,
-    n_tasks: int | None,
+    evaluations: list[ShardedEvaluation],
     executor: ExecutorConfig,
     task_groups: int = 1,
     shard_dir: Path | None = None,
-) -> Sharded:
-    """Run the protocol as seeds x task-group shards on `executor` and merge them into one rollout.
+    progress: ProgressFn | None = None,
+) -> list[Sharded]:
+    """Run every evaluation as seeds x task-group shards, all in one pool on `executor`; merge each.
 
-    The caller has checked the agent (env, checkpoint) before; every shard must report
-    `checkpoint_hash`, the checkpoint the caller's own copy of the agent was made from.
+    The shards of all evaluations share the pool's workers, in the order given (put the longest
+    evaluations first), so several evaluations end together instead of one after another.
     `shard_dir`: keep finished shards there, and take the ones a stopped run left (module docstring).
     """
-    if not seeds:
-        raise IcrlBenchError("need at least one seed; got none.")
-    n_episodes = protocol.n_episodes if n_episodes is None else n_episodes
-    if n_episodes <= 0:
-        raise IcrlBenchError(f"need at least one episode; got {n_episodes}.")
-    tasks, _ = protocol_tasks(protocol, n_tasks)
-    shards = plan_shards(seeds, len(tasks), task_groups)
-    base = {"protocol": protocol.name, "agent": name, "checkpoint": None if checkpoint is None else str(checkpoint),
-            "settings": settings, "n_episodes": n_episodes, "n_tasks": n_tasks, "threads": torch.get_num_threads()}
-    specs = [{**base, "seed": s.seed, "positions": s.positions, "seed_key": s.key(len(tasks))} for s in shards]
-    files = [None if shard_dir is None else shard_file(Path(shard_dir), spec, checkpoint_hash) for spec in specs]
-    outputs: dict[int, dict[str, Any]] = {i: load_shard(f) for i, f in enumerate(files) if f is not None and f.is_file()}
-    resumed = len(outputs)
-    todo = [i for i in range(len(shards)) if i not in outputs]
-    jobs = [Job((specs[i],), units=n_episodes) for i in todo]
-    done, total = len(outputs) * n_episodes, len(shards) * n_episodes
+    plans = [_plan(evaluation, task_groups, shard_dir) for evaluation in evaluations]
+    resumed = [len(plan.outputs) for plan in plans]
+    todo = [(p, i) for p, plan in enumerate(plans) for i in range(len(plan.shards)) if i not in plan.outputs]
+    jobs = [Job((plans[p].specs[i],), units=plans[p].n_episodes) for p, i in todo]
+    done = sum(len(plan.outputs) * plan.n_episodes for plan in plans)
+    total = sum(plan.units for plan in plans)
 
     def advance(n: int) -> None:
         nonlocal done
@@ -171,10 +207,10 @@ def run_sharded(
             progress(done, total)
 
     def finished(job: int, output: dict[str, Any]) -> None:
-        index = todo[job]
-        if files[index] is not None:
-            save_shard(files[index], output)
-        outputs[index] = output
+        p, i = todo[job]
+        if plans[p].files[i] is not None:
+            save_shard(plans[p].files[i], output)
+        plans[p].outputs[i] = output
 
     if done:  # shards a stopped run left
         advance(0)
@@ -183,20 +219,27 @@ def run_sharded(
         report = run_jobs(pool, run_shard, jobs, finished, advance, RetryPolicy(errors=0, lost=3))
     if report.failures:
         job, failure = next(iter(report.failures.items()))
-        index = todo[job]
-        raise IcrlBenchError(f"shard seed {shards[index].seed}, tasks {list(shards[index].positions)} failed "
+        p, i = todo[job]
+        shard = plans[p].shards[i]
+        raise IcrlBenchError(f"{plans[p].evaluation.name}: shard seed {shard.seed}, tasks {list(shard.positions)} failed "
                              f"{failure.tries} times: {failure.error}")
-    merged = _merge(shards, outputs, len(seeds), len(tasks), n_episodes, time.perf_counter() - started)
-    for output in outputs.values():
-        if output["record"]["checkpoint_hash"] != checkpoint_hash:
-            raise IcrlBenchError(f"a shard ran checkpoint {output['record']['checkpoint_hash']}, not {checkpoint_hash}: "
-                                 f"every node must see the same file at {checkpoint}.")
-    for file in files:
+    wall_s = time.perf_counter() - started
+    cost = {"executor": executor.name, "workers": pool.slots, "task_groups": task_groups, "retried_shards": report.retried}
+    return [_finish(plan, wall_s, {**cost, "shards": len(plan.shards), "resumed_shards": n}) for plan, n in zip(plans, resumed, strict=True)]
+
+
+def _finish(plan: _Plan, wall_s: float, cost: dict[str, Any]) -> Sharded:
+    """Merge one evaluation's shards, check they ran its checkpoint, and remove their files."""
+    evaluation = plan.evaluation
+    merged = _merge(plan.shards, plan.outputs, len(evaluation.seeds), plan.n_tasks, plan.n_episodes, wall_s)
+    for output in plan.outputs.values():
+        if output["record"]["checkpoint_hash"] != evaluation.checkpoint_hash:
+            raise IcrlBenchError(f"a shard ran checkpoint {output['record']['checkpoint_hash']}, not {evaluation.checkpoint_hash}: "
+                                 f"every node must see the same file at {evaluation.checkpoint}.")
+    for file in plan.files:
         if file is not None:
             file.unlink(missing_ok=True)
-    cost = {"executor": executor.name, "workers": pool.slots, "shards": len(shards), "task_groups": task_groups,
-            "retried_shards": report.retried, "resumed_shards": resumed}
-    return Sharded(merged, cost, f" --executor {executor.name} --task-groups {task_groups}")
+    return Sharded(merged, cost, f" --executor {cost['executor']} --task-groups {cost['task_groups']}")
 
 
 def _merge(shards: list[Shard], outputs: dict[int, dict[str, Any]], n_seeds: int, n_tasks: int, n_episodes: int,

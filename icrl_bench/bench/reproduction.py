@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,11 @@ from icrl_bench.run_records import read_metrics, shipped_hardware, training_seco
 
 GRID_AGENTS = ("ad", "dicp-ad", "dpt", "dicp-dpt", "idt", "dicp-idt")
 ENVS = {"darkroom": None, "darkroom-permuted": None, "dark-key-to-door": "small"}  # env -> dataset preset (None: paper size)
+EVAL_BY_SEED = frozenset({"darkroom-permuted", "dark-key-to-door"})
+"""Envs whose evaluations `reproduce` runs seed by seed on a CPU, resumable: DICP's planning there
+(depth 16, 200-transition windows) takes hours of a core. Darkroom's take minutes and stay one
+batch per agent: the leaderboard entries' draws, and 1.7x less work (DICP-AD's five one-seed
+batches took 593 s of acting where one 40-env batch took 344)."""
 BUDGETS = {"laptop": "laptop", "cpu": "cpu", "paper": None, "tiny": None}  # budget -> preset of baselines/<env>/<agent>.yaml
 TINY_OVERRIDES = ["train.steps=4", "train.batch_size=4", "train.num_workers=0", "model.transformer.n_layer=1", "model.n_transit=20",
                   "train.val_max_tasks=2", "train.val_windows_per_task=2", "train.ckpt_interval=2"]
@@ -237,7 +243,8 @@ def reproduce(
 ) -> Path:
     """Run (or resume) every stage for `env` and write the report; returns the report's path.
 
-    `jobs` > 1 trains, then evaluates, that many agents at once, each in its own single-thread process.
+    `jobs` > 1 trains that many agents at once, each in its own single-thread process, then evaluates
+    that many agents (or seeds, `EVAL_BY_SEED`) at once.
     """
     from icrl_bench.devices import resolve_device
 
@@ -288,17 +295,13 @@ def reproduce(
         trained = _in_processes(_train_in_worker, training, jobs)
     else:
         trained = {agent: _train_stage(*training[agent], log) for agent in names}
-    # Planning agents first (they take 10-30x longer): started first, the others fill the other
-    # processes around them, and with --jobs the processes end closer together (longest first).
+    # Planning agents first (they take 10-30x longer): started first, the others fill the workers
+    # around them, and the evaluations end closer together (longest first).
     from icrl_bench.agents.registry import plans
 
-    evaluation = {agent: (agent, trained[agent][0], env, device, out_dir, seeds, n_episodes, n_tasks, force)
-                  for agent in sorted(names, key=lambda name: not plans(name))}
-    if jobs > 1 and len(names) > 1:  # one single-thread process per agent: evaluations are independent
-        log(f"[evaluate] {len(names)} agents, {jobs} at a time")
-        results = _in_processes(_evaluate_in_worker, evaluation, jobs)
-    else:
-        results = {agent: _evaluate_stage(*evaluation[agent], log) for agent in names}
+    order = sorted(names, key=lambda name: not plans(name))
+    results = _evaluate_stage(order, {agent: trained[agent][0] for agent in names}, env, device, out_dir, seeds, n_episodes, n_tasks,
+                              force, jobs, log)
     records = [AgentRecord(agent, results[agent], trained[agent][1]) for agent in names]
 
     reduced = " ".join(flag for flag in (f"--seeds {','.join(map(str, seeds))}" if seeds is not None else "",
@@ -418,31 +421,95 @@ def _train_in_worker(*training) -> tuple[Path, dict[str, Any]]:
         return _train_stage(*training, print)
 
 
-def _evaluate_in_worker(*evaluation) -> dict:
-    return _evaluate_stage(*evaluation, print)  # one core per evaluation (the networks are small)
+def _evaluate_stage(agents: list[str], checkpoints: dict[str, Path], env: str, device: str, out_dir: Path, seeds: list[int] | None,
+                    n_episodes: int | None, n_tasks: int | None, force: bool, jobs: int, log: Any) -> dict[str, dict]:
+    """Every agent's results under the env's protocol: the kept ones where still valid, else evaluated.
+
+    On a CPU, for the envs of `EVAL_BY_SEED` (hours), every agent's seeds are shards in one pool of
+    `jobs` single-thread processes, each kept in results/.shards/ as it finishes, so a stopped run
+    continues seed by seed; the curves are those of `icrl-bench evaluate --executor local`.
+    Elsewhere (Darkroom; any GPU: minutes) each agent is one batch, `jobs` agents at a time.
+    """
+    results_dir = out_dir / "results"
+    results = {agent: kept for agent in agents
+               if (kept := _kept_results(agent, checkpoints[agent], results_dir / f"{agent}.json", seeds, n_episodes, force, log))}
+    todo = [agent for agent in agents if agent not in results]
+    if not todo:
+        return results
+    shard_dir = results_dir / ".shards"
+    if force:
+        shutil.rmtree(shard_dir, ignore_errors=True)
+    if device == "cpu" and env in EVAL_BY_SEED:
+        from icrl_bench.bench.harness import evaluate_sharded, prepare_agent
+        from icrl_bench.executors import ExecutorConfig
+
+        log(f"[evaluate] {', '.join(todo)} on {env} (cpu): seed by seed, {jobs} at a time; finished seeds are kept in {shard_dir}")
+        with cpu_threads(1):  # every shard on one core: on a busy CPU 2 threads were 3x slower
+            prepared = [prepare_agent(agent, checkpoints[agent], env) for agent in todo]
+            made = evaluate_sharded(prepared, ExecutorConfig("local", workers=jobs), seeds, n_episodes, n_tasks, shard_dir=shard_dir,
+                                    progress=_log_progress(log, f"[evaluate] {len(todo)} agents"))
+        results.update({agent: _save_results(agent, made_results, results_dir) for agent, made_results in zip(todo, made, strict=True)})
+        return results
+    evaluation = {agent: (agent, checkpoints[agent], env, device, results_dir, seeds, n_episodes, n_tasks) for agent in todo}
+    if jobs > 1 and len(todo) > 1:  # one process per agent: evaluations are independent
+        log(f"[evaluate] {len(todo)} agents, {jobs} at a time")
+        results.update(_in_processes(_evaluate_in_worker, evaluation, jobs))
+    else:
+        results.update({agent: _evaluate_one_batch(*evaluation[agent], log) for agent in todo})
+    return results
 
 
-def _evaluate_stage(agent, checkpoint, env, device, out_dir, seeds, n_episodes, n_tasks, force, log) -> dict:
+def _kept_results(agent: str, checkpoint: Path, path: Path, seeds: list[int] | None, n_episodes: int | None, force: bool,
+                  log: Any) -> dict | None:
+    """`agent`'s results at `path` if they are of this checkpoint, seeds, episodes and planner (and not `force`d)."""
     from icrl_bench.agents.checkpoint import load_checkpoint
     from icrl_bench.agents.planner import PLANNER_REVISION
-    from icrl_bench.bench.harness import evaluate, save_results
 
-    results_dir = out_dir / "results"
-    path = results_dir / f"{agent}.json"
+    if force or not path.is_file():
+        return None
     weights = load_checkpoint(checkpoint, agent).meta["weights_sha256"]  # verified against the file
-    if path.is_file() and not force:
-        existing = json.loads(path.read_text())
-        same = existing["agent"].get("checkpoint_hash") == weights and (seeds is None or existing["seeds"] == seeds)
-        stale = _planned_by_another_revision(existing["agent"])
-        if stale:
-            log(f"[evaluate] {agent}: results were planned by planner revision {existing['agent']['planner_revision']}, now {PLANNER_REVISION}: re-evaluating")
-        elif same and (n_episodes is None or existing["n_episodes"] == n_episodes):
-            log(f"[evaluate] {agent}: results for this checkpoint exist, skipped")
-            return existing
+    existing = json.loads(path.read_text())
+    same = existing["agent"].get("checkpoint_hash") == weights and (seeds is None or existing["seeds"] == seeds)
+    if _planned_by_another_revision(existing["agent"]):
+        log(f"[evaluate] {agent}: results were planned by planner revision {existing['agent']['planner_revision']}, now {PLANNER_REVISION}: re-evaluating")
+        return None
+    if same and (n_episodes is None or existing["n_episodes"] == n_episodes):
+        log(f"[evaluate] {agent}: results for this checkpoint exist, skipped")
+        return existing
+    return None
+
+
+def _log_progress(log: Any, label: str) -> Any:
+    """A progress callback that logs every tenth of the work."""
+    logged = -1
+
+    def progress(done: int, total: int) -> None:
+        nonlocal logged
+        tenth = 10 * done // max(total, 1)
+        if tenth != logged:
+            logged = tenth
+            log(f"{label}: {100 * done // max(total, 1)}%")
+
+    return progress
+
+
+def _evaluate_in_worker(*evaluation) -> dict:
+    return _evaluate_one_batch(*evaluation, print)
+
+
+def _evaluate_one_batch(agent, checkpoint, env, device, results_dir, seeds, n_episodes, n_tasks, log) -> dict:
+    from icrl_bench.bench.harness import evaluate
+
     log(f"[evaluate] {agent} on {env} ({device})")
     settings = {"device": device} if device != "cpu" else {}
-    with cpu_threads(1 if device == "cpu" else None):  # as `icrl-bench evaluate` does: on a busy CPU 2 threads were 3x slower
-        results = evaluate(agent, checkpoint, env, seeds, n_episodes, settings, n_tasks=n_tasks)
+    return _save_results(agent, evaluate(agent, checkpoint, env, seeds, n_episodes, settings, n_tasks=n_tasks), results_dir)
+
+
+def _save_results(agent: str, results: dict, results_dir: Path) -> dict:
+    """`results` as results/<agent>.json and .png (the report's names)."""
+    from icrl_bench.bench.harness import save_results
+
+    path = results_dir / f"{agent}.json"
     json_path, _ = save_results(results, results_dir)
     os.replace(json_path, path)
     json_path.with_suffix(".png").replace(path.with_suffix(".png"))

@@ -50,6 +50,7 @@ class TrainConfig:
     keep_every: int = 0  # also keep the agent's weights every this many steps in snapshots/step-N/ (learning-curve sweeps; 0: no)
     val_max_tasks: int = 64
     val_windows_per_task: int = 16
+    time_budget_s: float = 0.0  # fit the run into this many seconds of training, as --time-budget (which wins); 0: the steps as given
 
     def __post_init__(self) -> None:
         for f in fields(self):  # YAML hands over strings as readily as numbers: name the key
@@ -65,7 +66,7 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "warmup_steps", "num_workers", "holdout_streams", "grad_clip", "keep_every"):
+        for name in ("weight_decay", "warmup_steps", "num_workers", "holdout_streams", "grad_clip", "keep_every", "time_budget_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):

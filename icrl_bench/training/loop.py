@@ -141,7 +141,7 @@ def train(
         log_to: trackers that mirror metrics.jsonl: "tensorboard", "wandb" (optional extras; W&B
             offline unless WANDB_MODE says otherwise). A resumed run keeps its own unless given.
         time_budget_s: fit the run into this many seconds of training (budget.py); run.json
-            records the fitted total and the config's.
+            records the fitted total and the config's. Default: the config's `train.time_budget_s`, if any.
     """
     if time_budget_s is not None and time_budget_s <= 0:
         raise IcrlBenchError(f"--time-budget must be > 0 seconds, got {time_budget_s}.")
@@ -164,6 +164,8 @@ def train(
     ds = load_dataset(dataset, root)
     if run_meta is None:
         config = _new_config(agent, ds, preset, config_path, overrides, steps)
+        if time_budget_s is None and config.train.time_budget_s > 0:  # the preset's budget (the laptop presets': 45 min)
+            time_budget_s = config.train.time_budget_s
     elif ds.manifest.content_hash != run_meta["dataset"]["content_hash"]:
         raise IcrlBenchError(f"dataset {dataset} changed since the run started (content hash differs); it cannot be resumed on it.")
     dataset_info = {"id": ds.dataset_id, "content_hash": ds.manifest.content_hash, "env": ds.manifest.env,
