@@ -99,6 +99,21 @@ def test_sharded_evaluation_merges_to_the_single_seed_runs_and_keeps_determinist
     assert np.asarray(groups["curves"]["return"]).shape == (2, 8, 2)
 
 
+def test_several_evaluations_in_one_pool_give_each_its_own_sharded_curves():
+    """`reproduce` puts every agent's shards in one pool: which evaluations share it, and how many
+    workers run it, changes no agent's draws."""
+    from icrl_bench.bench.harness import evaluate, evaluate_sharded, prepare_agent
+
+    run = {"seeds": [0, 3], "n_episodes": 2, "n_tasks": 3}
+    agents = [prepare_agent(name, env="dark-key-to-door") for name in ("random", "oracle")]
+    pooled = evaluate_sharded(agents, ExecutorConfig("local", workers=2), **run)
+    for name, results in zip(("random", "oracle"), pooled, strict=True):
+        alone = evaluate(name, env="dark-key-to-door", executor=ExecutorConfig("local", workers=1), **run)
+        assert results["agent"]["name"] == name and results["curves"] == alone["curves"]
+        assert results["cost"]["shards"] == 2 and results["cost"]["workers"] == 2
+    assert pooled[0]["curves"] != pooled[1]["curves"]
+
+
 def test_a_stopped_sharded_evaluation_continues_from_its_finished_shards(tmp_path, monkeypatch):
     """Finished shards are kept; a re-run runs only the missing ones, merges to the same curves, and
     cleans up. A file that is not a shard is refused with the fix."""
