@@ -70,7 +70,16 @@ def test_the_report_says_which_evaluations_ran_on_a_gpu_and_their_acting_seconds
 
 def test_tiny_run_writes_the_report_and_a_rerun_skips_finished_stages(tmp_path, monkeypatch):
     out, root, logs = tmp_path / "rep", tmp_path / "root", []
-    report = reproduce("darkroom", "ad,dicp-ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
+    real_evaluate, threads = harness.evaluate, []
+    monkeypatch.setattr(harness, "evaluate", lambda *a, **k: threads.append(torch.get_num_threads()) or real_evaluate(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the caller's threads: the evaluation takes one whatever they are
+    try:
+        report = reproduce("darkroom", "ad,dicp-ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
+    finally:
+        torch.set_num_threads(before)
+    assert threads == [1, 1]  # Darkroom: one batch per agent, on one thread as `icrl-bench evaluate`
+    monkeypatch.setattr(harness, "evaluate", real_evaluate)
     text = report.read_text()
     assert "| ad | 0." in text and "| dicp-ad |" in text and "/ 0.65" in text and (out / "curves.png").stat().st_size > 0
     assert "--seeds 0,1,2 --episodes 2 --tasks 2`" in text and "Not the standard protocol" in text  # a smoke run says so

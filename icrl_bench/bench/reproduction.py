@@ -436,13 +436,13 @@ def _evaluate_stage(agents: list[str], checkpoints: dict[str, Path], env: str, d
     todo = [agent for agent in agents if agent not in results]
     if not todo:
         return results
-    shard_dir = results_dir / ".shards"
-    if force:
-        shutil.rmtree(shard_dir, ignore_errors=True)
     if device == "cpu" and env in EVAL_BY_SEED:
         from icrl_bench.bench.harness import evaluate_sharded, prepare_agent
         from icrl_bench.executors import ExecutorConfig
 
+        shard_dir = results_dir / ".shards"
+        if force:  # redo: no seed a previous run kept
+            shutil.rmtree(shard_dir, ignore_errors=True)
         log(f"[evaluate] {', '.join(todo)} on {env} (cpu): seed by seed, {jobs} at a time; finished seeds are kept in {shard_dir}")
         with cpu_threads(1):  # every shard on one core: on a busy CPU 2 threads were 3x slower
             prepared = [prepare_agent(agent, checkpoints[agent], env) for agent in todo]
@@ -502,7 +502,9 @@ def _evaluate_one_batch(agent, checkpoint, env, device, results_dir, seeds, n_ep
 
     log(f"[evaluate] {agent} on {env} ({device})")
     settings = {"device": device} if device != "cpu" else {}
-    return _save_results(agent, evaluate(agent, checkpoint, env, seeds, n_episodes, settings, n_tasks=n_tasks), results_dir)
+    with cpu_threads(1 if device == "cpu" else None):  # as `icrl-bench evaluate` does: on a busy CPU 2 threads were 3x slower
+        results = evaluate(agent, checkpoint, env, seeds, n_episodes, settings, n_tasks=n_tasks)
+    return _save_results(agent, results, results_dir)
 
 
 def _save_results(agent: str, results: dict, results_dir: Path) -> dict:
