@@ -225,20 +225,22 @@ def run_sharded(
                              f"{failure.tries} times: {failure.error}")
     wall_s = time.perf_counter() - started
     cost = {"executor": executor.name, "workers": pool.slots, "task_groups": task_groups, "retried_shards": report.retried}
-    return [_finish(plan, wall_s, {**cost, "shards": len(plan.shards), "resumed_shards": n}) for plan, n in zip(plans, resumed, strict=True)]
+    runs = [_finish(plan, wall_s, {**cost, "shards": len(plan.shards), "resumed_shards": n}) for plan, n in zip(plans, resumed, strict=True)]
+    for plan in plans:  # only once every evaluation merged: a refused one leaves the others' shards to resume from
+        for file in plan.files:
+            if file is not None:
+                file.unlink(missing_ok=True)
+    return runs
 
 
 def _finish(plan: _Plan, wall_s: float, cost: dict[str, Any]) -> Sharded:
-    """Merge one evaluation's shards, check they ran its checkpoint, and remove their files."""
+    """Merge one evaluation's shards and check they ran its checkpoint."""
     evaluation = plan.evaluation
     merged = _merge(plan.shards, plan.outputs, len(evaluation.seeds), plan.n_tasks, plan.n_episodes, wall_s)
     for output in plan.outputs.values():
         if output["record"]["checkpoint_hash"] != evaluation.checkpoint_hash:
             raise IcrlBenchError(f"a shard ran checkpoint {output['record']['checkpoint_hash']}, not {evaluation.checkpoint_hash}: "
                                  f"every node must see the same file at {evaluation.checkpoint}.")
-    for file in plan.files:
-        if file is not None:
-            file.unlink(missing_ok=True)
     return Sharded(merged, cost, f" --executor {cost['executor']} --task-groups {cost['task_groups']}")
 
 
