@@ -38,8 +38,9 @@ ENVS = {"darkroom": None, "darkroom-permuted": None, "dark-key-to-door": "small"
 EVAL_BY_SEED = frozenset({"darkroom-permuted", "dark-key-to-door"})
 """Envs whose evaluations `reproduce` runs seed by seed on a CPU, resumable: DICP's planning there
 (depth 16, 200-transition windows) takes hours of a core. Darkroom's take minutes and stay one
-batch per agent: the leaderboard entries' draws, and 1.7x less work (DICP-AD's five one-seed
-batches took 593 s of acting where one 40-env batch took 344)."""
+batch per agent: the leaderboard entries' draws, and less work (`benchmarks/bench_seed_batches.py`:
+the shipped DICP-AD's five one-seed batches act 1.32x longer than one 40-env batch over 10
+episodes; in a whole `--from-shipped` run they took 593 s of acting against 344)."""
 BUDGETS = {"laptop": "laptop", "cpu": "cpu", "paper": None, "tiny": None}  # budget -> preset of baselines/<env>/<agent>.yaml
 TINY_OVERRIDES = ["train.steps=4", "train.batch_size=4", "train.num_workers=0", "model.transformer.n_layer=1", "model.n_transit=20",
                   "train.val_max_tasks=2", "train.val_windows_per_task=2", "train.ckpt_interval=2"]
