@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,7 +110,10 @@ def test_a_kill_in_training_and_one_in_evaluation_resume(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         reproduce("darkroom-permuted", "ad", "tiny", out=out, root=root, log=lambda _: None, **SMOKE)
     monkeypatch.setattr(train_module, "train", real_train)
-    run_dir = json.loads((out / "state.json").read_text())["runs"]["ad"]
+    recorded = json.loads((out / "state.json").read_text())["runs"]["ad"]
+    assert recorded.startswith("runs/")  # relative: the folder resumes after a move (or a commit and a fresh clone)
+    out = out.rename(tmp_path / "moved")
+    run_dir = out / recorded
 
     real_run_shard = harness_sharded.run_shard
     ran = []
@@ -163,7 +165,7 @@ def test_parallel_trainings_and_evaluations_give_the_same_curves(tmp_path):
     two = reproduce("darkroom", "ad,dpt", "tiny", out=tmp_path / "two", root=tmp_path / "root", log=logs.append, jobs=2, **SMOKE)
     assert any("[train] 2 agents, 2 at a time" in line for line in logs) and any("[evaluate] 2 agents, 2 at a time" in line for line in logs)
     runs = json.loads((two.parent / "state.json").read_text())["runs"]  # both processes recorded their run: a rerun resumes either
-    assert sorted(runs) == ["ad", "dpt"] and all((two.parent / "runs") in Path(run).parents for run in runs.values())
+    assert sorted(runs) == ["ad", "dpt"] and all((two.parent / run / "run.json").is_file() for run in runs.values())
     for agent in ("ad", "dpt"):
         a = json.loads((one.parent / "results" / f"{agent}.json").read_text())
         b = json.loads((two.parent / "results" / f"{agent}.json").read_text())

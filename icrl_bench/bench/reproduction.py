@@ -337,7 +337,7 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
 
     runs_dir = out_dir / "runs"
     recorded = state["runs"].get(agent)
-    run_dir = Path(recorded) if recorded and not force else None
+    run_dir = out_dir / recorded if recorded and not force else None  # relative to out_dir (an absolute path stays one)
     if run_dir is not None and (run_dir / RUN_FILE).is_file():
         meta = json.loads((run_dir / RUN_FILE).read_text())
         done = _step_or_zero(run_dir, saved_step)
@@ -372,15 +372,20 @@ def _step_or_zero(run_dir: Path, saved_step) -> int:
 
 
 def _remember(state: dict, state_path: Path, agent: str, run_dir: Path) -> None:
-    """Record `agent`'s run directory in state.json, so a killed reproduction resumes it. Trainings in
-    parallel processes each hold their own copy of `state`: the file is re-read and updated under a lock."""
+    """Record `agent`'s run directory in state.json, so a killed reproduction resumes it: relative to the
+    reproduction folder where it lies inside it, so the folder resumes after a move (or a commit and a
+    fresh clone). Trainings in parallel processes each hold their own copy of `state`: the file is
+    re-read and updated under a lock."""
     import fcntl
 
-    state["runs"][agent] = str(run_dir)
+    out_dir = state_path.parent.resolve()
+    run_dir = run_dir.resolve()
+    recorded = str(run_dir.relative_to(out_dir)) if run_dir.is_relative_to(out_dir) else str(run_dir)
+    state["runs"][agent] = recorded
     with open(state_path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         on_disk = _read_state(state_path, lambda _: None)
-        on_disk["runs"][agent] = str(run_dir)
+        on_disk["runs"][agent] = recorded
         write_json_atomic(state_path, on_disk, indent=2, sort_keys=True)
 
 
