@@ -29,7 +29,7 @@ import torch
 
 from icrl_bench.agents.base import Agent, agent_record
 from icrl_bench.bench.harness_sharded import Sharded, ShardedEvaluation, run_sharded
-from icrl_bench.bench.protocols import EvalProtocol, get_protocol
+from icrl_bench.bench.protocols import TRAIN_GOALS_SUFFIX, EvalProtocol, get_protocol
 from icrl_bench.bench.results import RESULTS_SCHEMA_VERSION, Results, dumps_results
 from icrl_bench.bench.rollout import ProgressFn, Rollout, protocol_tasks, run_protocol
 from icrl_bench.errors import IcrlBenchError
@@ -183,7 +183,8 @@ def evaluate_agent(
             "settings": dict(settings or {}),
             **({"planner_revision": revision} if revision is not None else {}),
         },
-        standard=seeds == list(protocol.seeds) and n_episodes == protocol.n_episodes and len(tasks) == protocol.n_test_tasks,
+        standard=(seeds == list(protocol.seeds) and n_episodes == protocol.n_episodes and len(tasks) == protocol.n_test_tasks
+                  and protocol.goals == "test"),
         test_tasks={"indices": [int(i) for i in tasks], "params": params.tolist()},
         seeds=seeds,
         n_episodes=n_episodes,
@@ -237,7 +238,7 @@ def reproduce_command(
     name: str, checkpoint, protocol: EvalProtocol, seeds: list[int], n_episodes: int, settings: dict, n_tasks: int | None = None
 ) -> str:
     """The CLI command that re-runs an evaluation."""
-    parts = ["icrl-bench evaluate", f"--agent {name}", f"--env {protocol.env}"]
+    parts = ["icrl-bench evaluate", f"--agent {name}", f"--env {protocol.env}"] + (["--goals train"] if protocol.goals == "train" else [])
     if checkpoint is not None:
         parts.append(f"--checkpoint {portable_path(checkpoint)}")
     if seeds != list(protocol.seeds):
@@ -253,11 +254,11 @@ def reproduce_command(
 def results_stem(results: dict) -> str:
     """File name stem of a results document: `<agent>-<env>` (plus a tag for non-standard runs)."""
     agent = results["agent"]["name"].replace(":", "-").replace(".", "-").replace("/", "-")
-    stem = f"{agent}-{results['env']}"
-    if not results.get("standard", True):
+    stem = f"{agent}-{results['env']}" + ("-train-goals" if results["protocol"]["name"].endswith(TRAIN_GOALS_SUFFIX) else "")
+    protocol, n_tasks = results["protocol"], len(results["test_tasks"]["indices"])
+    if results["seeds"] != protocol["seeds"] or results["n_episodes"] != protocol["n_episodes"] or n_tasks != protocol["n_test_tasks"]:
         stem += f"-s{len(results['seeds'])}-e{results['n_episodes']}"
-        n_tasks = len(results["test_tasks"]["indices"])
-        stem += f"-t{n_tasks}" if n_tasks != results["protocol"]["n_test_tasks"] else ""
+        stem += f"-t{n_tasks}" if n_tasks != protocol["n_test_tasks"] else ""
     return stem
 
 

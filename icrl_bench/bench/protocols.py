@@ -20,6 +20,12 @@ Choices, with their source:
 - Seeds: 0-4. A seed is one replica of every test task; all randomness of a run flows from the
   seed list, so re-running with the same seeds reproduces every curve.
 - Actions are sampled from the agent's policy (the official `sample=True`), not argmax.
+- Train goals (`EvalProtocol.on_train_goals`, `icrl-bench evaluate --goals train`): the same
+  protocol on the first train goals of the split instead of its test goals, as many as it has
+  test goals. Choosing between training runs or recipes by test-goal return would tune on the
+  test set; the in-context return on train goals is a signal model selection may look at. Its
+  results are never standard and the leaderboard refuses them (grid worlds only: they have exact
+  per-goal references).
 
 Meta-World (`metaworld-ml1-<task>/v1` for each of the 50 ML1 tasks, `metaworld-ml10/v1`), following
 the official metaworld/evaluate.py and model/ad.py `evaluate_in_context`:
@@ -47,7 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +62,7 @@ from icrl_bench.bench import metrics
 from icrl_bench.bench.protocol_references import ORACLE_RETURNS, RANDOM_RETURNS
 from icrl_bench.errors import IcrlBenchError, unknown
 
+TRAIN_GOALS_SUFFIX = ":train-goals"
 PROTOCOL_PATTERN = re.compile(r"^(?P<env>[a-z0-9]+(?:-[a-z0-9]+)*)/v(?P<version>[0-9]+)$")
 
 MEASURED = (
@@ -96,6 +103,8 @@ class EvalProtocol:
         goals_per_type: ML10 only: test tasks kept per test task type (the first ones).
         max_episode_return: upper bound of one episode's return where no oracle bounds it
             (Meta-World's rewards lie in [0, 10] per step).
+        goals: "test" (the protocol), or "train": the first `n_test_tasks` train tasks of the
+            split, with their own hash and references (`on_train_goals`; model selection only).
     """
 
     env: str
@@ -116,10 +125,11 @@ class EvalProtocol:
     goals_per_type: int | None = None
     max_episode_return: float | None = None
     measured: str = field(default=MEASURED, repr=False)
+    goals: str = "test"
 
     @property
     def name(self) -> str:
-        return f"{self.env}/v{self.version}"
+        return f"{self.env}/v{self.version}" + (TRAIN_GOALS_SUFFIX if self.goals == "train" else "")
 
     @property
     def headline(self) -> str:
@@ -132,11 +142,32 @@ class EvalProtocol:
         from icrl_bench.envs import get_family
 
         family = get_family(self.env)
+        if self.goals == "train":
+            return family.split().train[: self.n_test_tasks]
         test = family.split().test
         if self.goals_per_type is None:
             return test
         types = family.task_params()[test, 0]
         return np.concatenate([test[types == kind][: self.goals_per_type] for kind in dict.fromkeys(types.tolist())])
+
+    def on_train_goals(self) -> EvalProtocol:
+        """This protocol on the split's first `n_test_tasks` train goals instead of its test goals.
+
+        Same episodes, seeds and horizon; the goals' hash and exact references are computed here.
+        Its in-context return is what choosing between runs may look at: it never sees a test goal.
+        """
+        if self.goals == "train":
+            return self
+        if self.random_returns is None:
+            raise IcrlBenchError(f"{self.name} has no train-goal evaluation: it exists for the grid worlds, whose goals have exact "
+                                 "reference returns; evaluate on its test goals (without --goals train).")
+        train = replace(self, goals="train")
+        params = train.test_task_params()
+        random_returns, oracle_returns = reference_returns(self.env, params)
+        return replace(train, n_test_tasks=len(params), test_tasks_sha256=train.tasks_sha256(params),
+                       random_return=round(float(random_returns.mean()), 12), oracle_return=round(float(oracle_returns.mean()), 12),
+                       random_returns=tuple(round(float(v), 12) for v in random_returns),
+                       oracle_returns=tuple(round(float(v), 12) for v in oracle_returns))
 
     def test_task_params(self) -> np.ndarray:
         """Parameters of the test tasks [n_test_tasks, k] (int64 grid cells, float32 goals)."""
@@ -353,7 +384,10 @@ def current(env: str) -> EvalProtocol:
 
 
 def get_protocol(name: str) -> EvalProtocol:
-    """A protocol by `env/vN`, or the newest one of an env given by its bare name."""
+    """A protocol by `env/vN`, or the newest one of an env given by its bare name (either with
+    `:train-goals`: that protocol on its train goals, `EvalProtocol.on_train_goals`)."""
+    if name.endswith(TRAIN_GOALS_SUFFIX):
+        return get_protocol(name.removesuffix(TRAIN_GOALS_SUFFIX)).on_train_goals()
     if name in PROTOCOLS:
         return PROTOCOLS[name]
     if name in RETIRED:
@@ -371,8 +405,9 @@ def get_protocol(name: str) -> EvalProtocol:
 # --- reference returns, computed exactly (used to pin the protocols and by the tests) ---------
 
 
-def reference_returns(env: str) -> tuple[np.ndarray, np.ndarray]:
-    """Expected episode return of uniform random actions and of the oracle, per test task.
+def reference_returns(env: str, params: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Expected episode return of uniform random actions and of the oracle, per test task (or per
+    task of `params` [n, k]).
 
     The random policy's expectation is exact: the distribution over (cell, key phase) is pushed
     through the grid's dynamics step by step, so no sampling noise enters the normalized score.
@@ -383,7 +418,8 @@ def reference_returns(env: str) -> tuple[np.ndarray, np.ndarray]:
     from icrl_bench.envs.grid import GRID_SIZE, MOVES
 
     family = get_family(env)
-    params = family.task_params()[family.split().test]
+    if params is None:
+        params = family.task_params()[family.split().test]
     batched = family.batched(params)
     start = batched.start.numpy()
     goal = batched.goal.numpy()
