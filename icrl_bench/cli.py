@@ -426,7 +426,7 @@ def evaluate_cmd(
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default: the protocol's: 0,1,2,3,4 on the grid worlds, 0,1,2 on Meta-World).")] = None,
     episodes: Annotated[int | None, typer.Option(help="In-context episodes (default: the protocol's: 50 on the grid worlds, the official 100-2,000 on Meta-World).")] = None,
     tasks: Annotated[int | None, typer.Option(help="Only the first N test tasks (a smoke run; default: all of the protocol's).")] = None,
-    goals: Annotated[str, typer.Option(help="test (the protocol), or train: the split's first train goals, as many as its test goals (grid worlds): a signal for choosing between runs that never looks at a test goal; never submittable.")] = "test",
+    goals: Annotated[str, typer.Option(help="test (the protocol), or validation: the split's first train goals, as many as its test goals (grid worlds), which runs trained with train.hold_out_validation_goals never saw: for choosing between runs without looking at a test goal; never submittable.")] = "test",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Agent setting KEY=VALUE (JSON value), repeatable.")] = None,
     beam: Annotated[int | None, typer.Option(help="DICP beam size beam_k (0 = no planning; default for dicp-* agents: the paper's 10).")] = None,
     samples: Annotated[int | None, typer.Option(help="DICP candidate actions per step on continuous-action envs (0 or 1 = no planning; default for dicp-* agents: the paper's 10).")] = None,
@@ -449,12 +449,12 @@ def evaluate_cmd(
     check_writable(out, f"--out {out}", "choose a directory you can write to")
     seed_list = _parse_seeds(seeds)
     settings = _parse_settings(set_ or [])
-    if goals not in ("test", "train"):
-        raise IcrlBenchError(f"--goals must be test or train, got {goals!r}.")
-    if goals == "train":
+    if goals not in ("test", "validation"):
+        raise IcrlBenchError(f"--goals must be test or validation, got {goals!r}.")
+    if goals == "validation":
         from icrl_bench.bench.protocols import get_protocol
 
-        env = get_protocol(env).on_train_goals().name
+        env = get_protocol(env).on_validation_goals().name
     if samples is not None:
         settings["samples"] = samples
     if threads < 1:
@@ -475,8 +475,8 @@ def evaluate_cmd(
     json_path, png_path = save_results(results, out)
     console.print(results_table(results))
     console.print(f"[green]wrote[/] {json_path} and {png_path}")
-    if goals == "train":
-        console.print("[yellow]train goals: a model-selection signal; this run cannot be submitted to the leaderboard.[/]")
+    if goals == "validation":
+        console.print("[yellow]validation goals: for choosing between runs; this run cannot be submitted to the leaderboard.[/]")
     elif not results["standard"]:
         console.print("[yellow]non-standard seeds, episodes or tasks: this run cannot be submitted to the leaderboard.[/]")
 

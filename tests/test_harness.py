@@ -109,44 +109,43 @@ def test_protocol_names_and_their_errors():
         get_protocol("darkrom")
 
 
-def test_train_goals_are_the_splits_train_tasks_with_their_own_exact_references():
+def test_validation_goals_are_the_splits_first_train_tasks_with_their_own_exact_references():
     test = get_protocol("darkroom-permuted")
-    train = test.on_train_goals()
-    assert train.name == "darkroom-permuted/v1:train-goals" and get_protocol(train.name) == train
-    assert train.on_train_goals() is train and get_protocol("darkroom:train-goals").env == "darkroom"
+    validation = test.on_validation_goals()
+    assert validation.name == "darkroom-permuted/v1:validation-goals" and get_protocol(validation.name) == validation
+    assert validation.on_validation_goals() is validation and get_protocol("darkroom:validation-goals").env == "darkroom"
     split = get_family("darkroom-permuted").split()
-    goals = train.test_tasks()
+    goals = validation.test_tasks()
     assert list(goals) == list(split.train[: test.n_test_tasks]) and not set(goals) & set(test.test_tasks())
-    random_returns, oracle_returns = reference_returns("darkroom-permuted", train.test_task_params())
-    np.testing.assert_allclose(train.random_returns, random_returns, atol=1e-12)
-    np.testing.assert_allclose(train.oracle_returns, oracle_returns, atol=1e-12)
-    assert train.test_tasks_sha256 == train.tasks_sha256(train.test_task_params()) != test.test_tasks_sha256
-    assert (train.n_episodes, train.seeds, train.horizon) == (test.n_episodes, test.seeds, test.horizon)
-    with pytest.raises(IcrlBenchError, match="metaworld-ml1-reach/v1 has no train-goal evaluation"):
-        get_protocol("metaworld-ml1-reach").on_train_goals()
+    random_returns, oracle_returns = reference_returns("darkroom-permuted", validation.test_task_params())
+    np.testing.assert_allclose(validation.random_returns, random_returns, atol=1e-12)
+    np.testing.assert_allclose(validation.oracle_returns, oracle_returns, atol=1e-12)
+    assert validation.test_tasks_sha256 == validation.tasks_sha256(validation.test_task_params()) != test.test_tasks_sha256
+    assert (validation.n_episodes, validation.seeds, validation.horizon) == (test.n_episodes, test.seeds, test.horizon)
+    with pytest.raises(IcrlBenchError, match="metaworld-ml1-reach/v1 has no validation-goal evaluation"):
+        get_protocol("metaworld-ml1-reach").on_validation_goals()
 
 
-def test_cli_evaluates_on_train_goals_sharded_and_the_leaderboard_refuses_them(tmp_path, monkeypatch):
-    """The oracle earns each train goal's own oracle return (100 normalized): the references are
-    the goals'. The run is never standard, and the leaderboard refuses it."""
+def test_cli_evaluates_on_validation_goals_sharded_and_the_leaderboard_refuses_them(tmp_path, monkeypatch):
+    """The oracle earns each validation goal's own oracle return (100 normalized): the references
+    are the goals'. The run is never standard, and the leaderboard refuses it."""
     from icrl_bench import cli
     from icrl_bench.bench import leaderboard
 
     monkeypatch.setattr(cli.console, "size", (200, 50))
-    result = CliRunner().invoke(app, ["evaluate", "--agent", "oracle", "--env", "darkroom", "--goals", "train", "--seeds", "0,1", "--episodes", "3",
-                                      "--executor", "local", "--workers", "1", "--out", str(tmp_path), "-q"])
+    result = CliRunner().invoke(app, ["evaluate", "--agent", "oracle", "--env", "darkroom", "--goals", "validation", "--seeds", "0,1",
+                                      "--episodes", "3", "--executor", "local", "--workers", "1", "--out", str(tmp_path), "-q"])
     assert result.exit_code == 0, result.output
-    assert "8 train goals" in result.output and "cannot be submitted" in result.output
-    data = json.loads((tmp_path / "oracle-darkroom-train-goals-s2-e3.json").read_text())
-    assert data["protocol"]["name"] == "darkroom/v1:train-goals" and data["standard"] is False
+    assert "darkroom/v1:validation-goals: 8 validation" in result.output and "cannot be submitted" in result.output
+    data = json.loads((tmp_path / "oracle-darkroom-validation-goals-s2-e3.json").read_text())
+    assert data["protocol"]["name"] == "darkroom/v1:validation-goals" and data["standard"] is False
     assert data["summary"]["normalized_score"]["mean"] == pytest.approx(100.0)
-    train = get_protocol("darkroom:train-goals")
-    assert data["test_tasks"]["indices"] == train.test_tasks().tolist()
-    assert data["command"].startswith("icrl-bench evaluate --agent oracle --env darkroom --goals train --seeds 0,1 --episodes 3")
-    with pytest.raises(IcrlBenchError, match="evaluated on train goals .* re-run `icrl-bench evaluate` without --goals train"):
+    assert data["test_tasks"]["indices"] == get_protocol("darkroom:validation-goals").test_tasks().tolist()
+    assert data["command"].startswith("icrl-bench evaluate --agent oracle --env darkroom --goals validation --seeds 0,1 --episodes 3")
+    with pytest.raises(IcrlBenchError, match="evaluated on validation goals .* re-run `icrl-bench evaluate` without --goals validation"):
         leaderboard.validate(data)
-    bad = CliRunner().invoke(app, ["evaluate", "--agent", "oracle", "--goals", "validation", "--out", str(tmp_path)])
-    assert bad.exit_code == 1 and "--goals must be test or train" in bad.output and "Traceback" not in bad.output
+    bad = CliRunner().invoke(app, ["evaluate", "--agent", "oracle", "--goals", "train", "--out", str(tmp_path)])
+    assert bad.exit_code == 1 and "--goals must be test or validation" in bad.output and "Traceback" not in bad.output
 
 
 # --- reference agents through the harness ------------------------------------------------------

@@ -334,3 +334,32 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path: Pat
     assert [d.name for d in dirs] == ["ad-darkroom-v2-paper-20261130-083336", "ad-darkroom-v2-paper-20261130-083336-2",
                                       "ad-darkroom-v2-paper-20261130-083336-3"]
     assert all(d.is_dir() and not any(d.iterdir()) for d in dirs)
+
+
+def test_held_out_validation_goals_are_never_trained_nor_validated_on(tmp_path: Path, tiny_root: Path, tiny_dataset, monkeypatch) -> None:
+    from icrl_bench.bench.protocols import validation_goals
+    from icrl_bench.data import sampler as sampler_module
+    from icrl_bench.training import loop
+
+    goals = tuple(int(g) for g in validation_goals("darkroom"))
+    tasks = {int(t) for t in tiny_dataset.task_index[tiny_dataset.train_rows]}
+    held = tasks & set(goals)
+    assert held  # the tiny dataset holds one of darkroom's validation goals (task 9)
+    config = sampler_module.SamplerConfig(window=20, batch_size=8, exclude_tasks=goals)
+    sampler = sampler_module.WindowSampler("darkroom-tiny-v3", tiny_root, config)
+    sampled = {int(tiny_dataset.task_index[row]) for step in range(100) for row in sampler.batch(step)["row"]}
+    assert sampled == tasks - held
+    validated = {int(tiny_dataset.task_index[row]) for batch in sampler_module.validation_batches("darkroom-tiny-v3", tiny_root, config)
+                 for row in batch["row"]}
+    assert validated == tasks - held
+    everything = sampler_module.SamplerConfig(window=20, batch_size=8, exclude_tasks=tuple(tasks))
+    with pytest.raises(IcrlBenchError, match="every train task is held out"):
+        sampler_module.WindowSampler("darkroom-tiny-v3", tiny_root, everything)
+    # the trainer hands the protocol's validation goals to its sampler when the config says so
+    made = []
+    monkeypatch.setattr(loop, "WindowSampler", lambda *args, **kwargs: made.append(args[2]) or sampler_module.WindowSampler(*args, **kwargs))
+    result = run(tmp_path, tiny_root, "ad", overrides=["train.hold_out_validation_goals=true", "train.steps=2"])
+    assert made[0].exclude_tasks == goals
+    assert json.loads((result.run_dir / "run.json").read_text())["config"]["train"]["hold_out_validation_goals"] is True
+    with pytest.raises(IcrlBenchError, match="hold_out_validation_goals must be true or false"):
+        run(tmp_path / "bad", tiny_root, "ad", overrides=["train.hold_out_validation_goals=1"])

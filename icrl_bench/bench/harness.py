@@ -29,7 +29,7 @@ import torch
 
 from icrl_bench.agents.base import Agent, agent_record
 from icrl_bench.bench.harness_sharded import Sharded, ShardedEvaluation, run_sharded
-from icrl_bench.bench.protocols import TRAIN_GOALS_SUFFIX, EvalProtocol, get_protocol
+from icrl_bench.bench.protocols import VALIDATION_GOALS_SUFFIX, EvalProtocol, get_protocol
 from icrl_bench.bench.results import RESULTS_SCHEMA_VERSION, Results, dumps_results
 from icrl_bench.bench.rollout import ProgressFn, Rollout, protocol_tasks, run_protocol
 from icrl_bench.errors import IcrlBenchError
@@ -238,7 +238,7 @@ def reproduce_command(
     name: str, checkpoint, protocol: EvalProtocol, seeds: list[int], n_episodes: int, settings: dict, n_tasks: int | None = None
 ) -> str:
     """The CLI command that re-runs an evaluation."""
-    parts = ["icrl-bench evaluate", f"--agent {name}", f"--env {protocol.env}"] + (["--goals train"] if protocol.goals == "train" else [])
+    parts = ["icrl-bench evaluate", f"--agent {name}", f"--env {protocol.env}"] + (["--goals validation"] if protocol.goals == "validation" else [])
     if checkpoint is not None:
         parts.append(f"--checkpoint {portable_path(checkpoint)}")
     if seeds != list(protocol.seeds):
@@ -254,7 +254,7 @@ def reproduce_command(
 def results_stem(results: dict) -> str:
     """File name stem of a results document: `<agent>-<env>` (plus a tag for non-standard runs)."""
     agent = results["agent"]["name"].replace(":", "-").replace(".", "-").replace("/", "-")
-    stem = f"{agent}-{results['env']}" + ("-train-goals" if results["protocol"]["name"].endswith(TRAIN_GOALS_SUFFIX) else "")
+    stem = f"{agent}-{results['env']}" + ("-validation-goals" if results["protocol"]["name"].endswith(VALIDATION_GOALS_SUFFIX) else "")
     protocol, n_tasks = results["protocol"], len(results["test_tasks"]["indices"])
     if results["seeds"] != protocol["seeds"] or results["n_episodes"] != protocol["n_episodes"] or n_tasks != protocol["n_test_tasks"]:
         stem += f"-s{len(results['seeds'])}-e{results['n_episodes']}"

@@ -20,12 +20,14 @@ Choices, with their source:
 - Seeds: 0-4. A seed is one replica of every test task; all randomness of a run flows from the
   seed list, so re-running with the same seeds reproduces every curve.
 - Actions are sampled from the agent's policy (the official `sample=True`), not argmax.
-- Train goals (`EvalProtocol.on_train_goals`, `icrl-bench evaluate --goals train`): the same
-  protocol on the first train goals of the split instead of its test goals, as many as it has
-  test goals. Choosing between training runs or recipes by test-goal return would tune on the
-  test set; the in-context return on train goals is a signal model selection may look at. Its
-  results are never standard and the leaderboard refuses them (grid worlds only: they have exact
-  per-goal references).
+- Validation goals (`EvalProtocol.on_validation_goals`, `icrl-bench evaluate --goals validation`):
+  the same protocol on the split's first train goals instead of its test goals, as many as it
+  has test goals. Choosing between training runs or recipes by test-goal return would tune on
+  the test set. A run trained with `train.hold_out_validation_goals` never sees these goals, so
+  its in-context return on them is a held-out signal a choice may look at. (For a run trained on
+  every train goal they are in-distribution, and measured, they rank runs poorly:
+  docs/training.md.) Their results are never standard and the leaderboard refuses them (grid
+  worlds only: their goals have exact references).
 
 Meta-World (`metaworld-ml1-<task>/v1` for each of the 50 ML1 tasks, `metaworld-ml10/v1`), following
 the official metaworld/evaluate.py and model/ad.py `evaluate_in_context`:
@@ -62,7 +64,7 @@ from icrl_bench.bench import metrics
 from icrl_bench.bench.protocol_references import ORACLE_RETURNS, RANDOM_RETURNS
 from icrl_bench.errors import IcrlBenchError, unknown
 
-TRAIN_GOALS_SUFFIX = ":train-goals"
+VALIDATION_GOALS_SUFFIX = ":validation-goals"
 PROTOCOL_PATTERN = re.compile(r"^(?P<env>[a-z0-9]+(?:-[a-z0-9]+)*)/v(?P<version>[0-9]+)$")
 
 MEASURED = (
@@ -103,8 +105,8 @@ class EvalProtocol:
         goals_per_type: ML10 only: test tasks kept per test task type (the first ones).
         max_episode_return: upper bound of one episode's return where no oracle bounds it
             (Meta-World's rewards lie in [0, 10] per step).
-        goals: "test" (the protocol), or "train": the first `n_test_tasks` train tasks of the
-            split, with their own hash and references (`on_train_goals`; model selection only).
+        goals: "test" (the protocol), or "validation": the split's first `n_test_tasks` train
+            tasks, with their own hash and references (`on_validation_goals`; choosing runs only).
     """
 
     env: str
@@ -129,7 +131,7 @@ class EvalProtocol:
 
     @property
     def name(self) -> str:
-        return f"{self.env}/v{self.version}" + (TRAIN_GOALS_SUFFIX if self.goals == "train" else "")
+        return f"{self.env}/v{self.version}" + (VALIDATION_GOALS_SUFFIX if self.goals == "validation" else "")
 
     @property
     def headline(self) -> str:
@@ -142,7 +144,7 @@ class EvalProtocol:
         from icrl_bench.envs import get_family
 
         family = get_family(self.env)
-        if self.goals == "train":
+        if self.goals == "validation":
             return family.split().train[: self.n_test_tasks]
         test = family.split().test
         if self.goals_per_type is None:
@@ -150,21 +152,21 @@ class EvalProtocol:
         types = family.task_params()[test, 0]
         return np.concatenate([test[types == kind][: self.goals_per_type] for kind in dict.fromkeys(types.tolist())])
 
-    def on_train_goals(self) -> EvalProtocol:
-        """This protocol on the split's first `n_test_tasks` train goals instead of its test goals.
+    def on_validation_goals(self) -> EvalProtocol:
+        """This protocol on its validation goals, the split's first `n_test_tasks` train goals,
+        instead of its test goals (what `train.hold_out_validation_goals` keeps out of training).
 
         Same episodes, seeds and horizon; the goals' hash and exact references are computed here.
-        Its in-context return is what choosing between runs may look at: it never sees a test goal.
         """
-        if self.goals == "train":
+        if self.goals == "validation":
             return self
         if self.random_returns is None:
-            raise IcrlBenchError(f"{self.name} has no train-goal evaluation: it exists for the grid worlds, whose goals have exact "
-                                 "reference returns; evaluate on its test goals (without --goals train).")
-        train = replace(self, goals="train")
-        params = train.test_task_params()
+            raise IcrlBenchError(f"{self.name} has no validation-goal evaluation: it exists for the grid worlds, whose goals have exact "
+                                 "reference returns; evaluate on its test goals (without --goals validation).")
+        validation = replace(self, goals="validation")
+        params = validation.test_task_params()
         random_returns, oracle_returns = reference_returns(self.env, params)
-        return replace(train, n_test_tasks=len(params), test_tasks_sha256=train.tasks_sha256(params),
+        return replace(validation, n_test_tasks=len(params), test_tasks_sha256=validation.tasks_sha256(params),
                        random_return=round(float(random_returns.mean()), 12), oracle_return=round(float(oracle_returns.mean()), 12),
                        random_returns=tuple(round(float(v), 12) for v in random_returns),
                        oracle_returns=tuple(round(float(v), 12) for v in oracle_returns))
@@ -383,11 +385,16 @@ def current(env: str) -> EvalProtocol:
     return max(versions, key=lambda p: p.version)
 
 
+def validation_goals(env: str) -> np.ndarray:
+    """Canonical indices of env family `env`'s validation goals (`EvalProtocol.on_validation_goals`)."""
+    return current(env).on_validation_goals().test_tasks()
+
+
 def get_protocol(name: str) -> EvalProtocol:
     """A protocol by `env/vN`, or the newest one of an env given by its bare name (either with
-    `:train-goals`: that protocol on its train goals, `EvalProtocol.on_train_goals`)."""
-    if name.endswith(TRAIN_GOALS_SUFFIX):
-        return get_protocol(name.removesuffix(TRAIN_GOALS_SUFFIX)).on_train_goals()
+    `:validation-goals`: that protocol on its validation goals, `EvalProtocol.on_validation_goals`)."""
+    if name.endswith(VALIDATION_GOALS_SUFFIX):
+        return get_protocol(name.removesuffix(VALIDATION_GOALS_SUFFIX)).on_validation_goals()
     if name in PROTOCOLS:
         return PROTOCOLS[name]
     if name in RETIRED:

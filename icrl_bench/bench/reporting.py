@@ -16,7 +16,7 @@ import numpy as np
 from rich.table import Table
 
 from icrl_bench.bench import metrics
-from icrl_bench.bench.protocols import TRAIN_GOALS_SUFFIX
+from icrl_bench.bench.protocols import VALIDATION_GOALS_SUFFIX
 from icrl_bench.errors import IcrlBenchError
 
 # What ranks a protocol's entries, best first: its headline metric, then the tie-breakers.
@@ -103,7 +103,7 @@ def results_table(results: dict) -> Table:
     summary = results["summary"]
     table = Table(
         title=f"{agent_label(results)} on {protocol['name']}: {len(results['test_tasks']['params'])} "
-        f"{'train goals' if protocol['name'].endswith(TRAIN_GOALS_SUFFIX) else 'test tasks'} x "
+        f"{'validation goals' if protocol['name'].endswith(VALIDATION_GOALS_SUFFIX) else 'test tasks'} x "
         f"{len(results['seeds'])} seeds, {results['n_episodes']} episodes"
     )
     for column in ("metric", "mean", "95% CI", "IQM", "IQM 95% CI"):
@@ -127,7 +127,7 @@ def results_table(results: dict) -> Table:
     refs = protocol["references"]
     if refs:
         table.caption = (
-            f"final return: mean of the last {protocol['final_window']} episodes; normalized per test task: 0 = random, "
+            f"final return: mean of the last {protocol['final_window']} episodes; normalized per task: 0 = random, "
             f"100 = oracle (means over tasks {refs['random']:.3f} and {refs['oracle']:.3f}); {CI_NOTE}"
         )
     else:

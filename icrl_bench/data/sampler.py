@@ -12,8 +12,9 @@ by (seed, s). Hence resuming at step s reproduces the exact batches of an uninte
 and DataLoader workers can split the steps among themselves (worker w makes the steps
 s = w, w + n_workers, ...; the loader hands them back in order).
 
-Only train-split tasks are ever sampled. The last `holdout_streams` streams of every train task
-are kept out of training: `validation_batches` cuts fixed windows from them.
+Only train-split tasks are ever sampled, less any in `exclude_tasks` (validation goals held out
+of training). The last `holdout_streams` streams of every train task are kept out of training:
+`validation_batches` cuts fixed windows from them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class SamplerConfig:
     pool_size: task rows held in memory per worker (bounds memory).
     refresh_every: batches between replacing one pooled task (each task stays pool_size * refresh_every batches).
     holdout_streams: last streams of each train task kept for validation.
+    exclude_tasks: canonical task indices never sampled, nor validated on (held-out goals).
     """
 
     window: int
@@ -54,8 +56,10 @@ class SamplerConfig:
     pool_size: int = 16
     refresh_every: int = 4
     holdout_streams: int = 1
+    exclude_tasks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        self.exclude_tasks = tuple(int(task) for task in self.exclude_tasks)
         for name in ("window", "batch_size", "pool_size", "refresh_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -75,11 +79,20 @@ def check_fits(ds: LearningHistoryDataset, config: SamplerConfig, arrays: tuple[
         )
     if len(ds.train_rows) == 0:
         raise IcrlBenchError(f"dataset {ds.dataset_id} has no train-split task to train on.")
+    if len(sampled_rows(ds, config)) == 0:
+        raise IcrlBenchError(f"dataset {ds.dataset_id}: every train task is held out ({len(config.exclude_tasks)} excluded); "
+                             "train without hold_out_validation_goals or on a bigger dataset.")
     if ds.n_streams - config.holdout_streams < 1:
         raise IcrlBenchError(
             f"dataset {ds.dataset_id} has {ds.n_streams} stream(s) per task; holding out {config.holdout_streams} "
             "for validation leaves none to train on (set holdout_streams: 0)."
         )
+
+
+def sampled_rows(ds: LearningHistoryDataset, config: SamplerConfig) -> np.ndarray:
+    """The train-split rows windows are drawn from: every train task not in `config.exclude_tasks`."""
+    rows = ds.train_rows
+    return rows[~np.isin(ds.task_index[rows], config.exclude_tasks)] if config.exclude_tasks else rows
 
 
 class WindowSampler(IterableDataset):
@@ -115,7 +128,7 @@ class WindowSampler(IterableDataset):
         self.start_step = start_step
         ds = load_dataset(dataset_id, root)
         check_fits(ds, config, self.arrays)
-        self.train_rows = ds.train_rows.copy()
+        self.train_rows = sampled_rows(ds, config).copy()
         self.n_train_streams = ds.n_streams - config.holdout_streams
         self.n_steps = ds.n_steps
         self._ds: LearningHistoryDataset | None = None
@@ -215,7 +228,7 @@ def validation_batches(
         return []
     ds = load_dataset(dataset_id, root)
     check_fits(ds, config, arrays)
-    train_rows = ds.train_rows
+    train_rows = sampled_rows(ds, config)
     rows = train_rows[np.unique(np.linspace(0, len(train_rows) - 1, min(max_tasks, len(train_rows))).round().astype(int))]
     held = slice(ds.n_streams - config.holdout_streams, ds.n_streams)
     data = {name: np.asarray(ds[name].oindex[rows, held]) for name in arrays}  # [R, H, T, ...]

@@ -51,6 +51,7 @@ class TrainConfig:
     val_max_tasks: int = 64
     val_windows_per_task: int = 16
     time_budget_s: float = 0.0  # fit the run into this many seconds of training, as --time-budget (which wins); 0: the steps as given
+    hold_out_validation_goals: bool = False  # never train on the protocol's validation goals (`evaluate --goals validation` chooses runs)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # YAML hands over strings as readily as numbers: name the key
@@ -59,6 +60,8 @@ class TrainConfig:
                 raise ValueError(f"{f.name} must be a number, got {value!r}")
             if f.type == "int" and value != int(value):
                 raise ValueError(f"{f.name} must be a whole number, got {value!r}")
+        if not isinstance(self.hold_out_validation_goals, bool):
+            raise TypeError(f"hold_out_validation_goals must be true or false, got {self.hold_out_validation_goals!r}")
         if not isinstance(self.betas, (list, tuple)) or not all(isinstance(b, (int, float)) for b in self.betas):
             raise ValueError(f"betas must be two numbers, got {self.betas!r}")
         self.betas = tuple(self.betas)

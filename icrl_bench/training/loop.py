@@ -30,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from icrl_bench.agents.models import build_model, model_spec
+from icrl_bench.bench.protocols import validation_goals
 from icrl_bench.data.dataset import load_dataset
 from icrl_bench.data.sampler import SamplerConfig, WindowSampler, make_loader, validation_batches
 from icrl_bench.devices import resolve_device
@@ -264,7 +265,8 @@ def _data(run: Run, root) -> tuple[Any, list[dict[str, torch.Tensor]]]:
     """
     tc, spec = run.config.train, model_spec(run.config.agent)
     sampler_config = SamplerConfig(window=run.config.model.n_transit, batch_size=tc.batch_size, seed=tc.seed + 1_000_003 * run.rank,
-                                   pool_size=tc.pool_size, refresh_every=tc.refresh_every, holdout_streams=tc.holdout_streams)
+                                   pool_size=tc.pool_size, refresh_every=tc.refresh_every, holdout_streams=tc.holdout_streams,
+                                   exclude_tasks=tuple(validation_goals(run.config.env)) if tc.hold_out_validation_goals else ())
     transform = spec.transform(run.config.model) if spec.transform else None
     sampler = WindowSampler(run.dataset_id, root, sampler_config, arrays=spec.arrays, transform=transform, start_step=run.start)
     batches = iter(make_loader(sampler, tc.num_workers, pin_memory=run.device.type == "cuda"))
