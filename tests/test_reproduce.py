@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 import icrl_bench.training as train_module
-from icrl_bench.bench import harness, harness_sharded
+from icrl_bench.bench import harness, harness_sharded, reproduction
 from icrl_bench.bench.reproduction import (
     GRID_AGENTS,
     AgentRecord,
@@ -166,6 +166,11 @@ def test_parallel_trainings_and_evaluations_give_the_same_curves(tmp_path):
     assert any("[train] 2 agents, 2 at a time" in line for line in logs) and any("[evaluate] 2 agents, 2 at a time" in line for line in logs)
     runs = json.loads((two.parent / "state.json").read_text())["runs"]  # both processes recorded their run: a rerun resumes either
     assert sorted(runs) == ["ad", "dpt"] and all((two.parent / run / "run.json").is_file() for run in runs.values())
+    progress = []  # what the parent logs while parallel trainings run: each run's steps, from its metrics.jsonl
+    report = reproduction._training_progress(two.parent / "state.json", ["ad", "dpt", "idt"], progress.append)
+    report()
+    report()  # no run moved by a tenth since: nothing more
+    assert progress == ["[train] ad 4/4, dpt 4/4"]
     for agent in ("ad", "dpt"):
         a = json.loads((one.parent / "results" / f"{agent}.json").read_text())
         b = json.loads((two.parent / "results" / f"{agent}.json").read_text())

@@ -293,7 +293,7 @@ def reproduce(
                 for agent in names}
     if jobs > 1 and len(names) > 1 and not from_shipped:  # one single-thread process per agent: trainings are independent
         log(f"[train] {len(names)} agents, {jobs} at a time")
-        trained = _in_processes(_train_in_worker, training, jobs)
+        trained = _in_processes(_train_in_worker, training, jobs, report=_training_progress(state_path, names, log))
     else:
         trained = {agent: _train_stage(*training[agent], log) for agent in names}
     # Planning agents first (they take 10-30x longer): started first, the others fill the workers
@@ -324,7 +324,7 @@ def reproduce(
     return report
 
 
-def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, from_shipped, force, log):
+def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, from_shipped, force, log, show_progress=True):
     if from_shipped:
         from icrl_bench.agents.registry import default_checkpoint
 
@@ -346,7 +346,7 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
             return run_dir, budget_of(run_dir)
         log(f"[train] {agent}: resuming {run_dir} at step {done}")
         try:
-            result = train(resume=run_dir, device=device)
+            result = train(resume=run_dir, device=device, show_progress=show_progress)
         except IcrlBenchError as err:
             if "no checkpoint yet" not in str(err) and "no trainer state" not in str(err):
                 raise
@@ -356,7 +356,7 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
             return result.run_dir, budget_of(result.run_dir)
     log(f"[train] {agent} on {dataset_id} ({'preset ' + preset if preset else 'the paper config'}, {device})")
     t0 = time.perf_counter()
-    result = train(agent, dataset_id, preset, device, runs_dir, root, overrides=overrides,
+    result = train(agent, dataset_id, preset, device, runs_dir, root, overrides=overrides, show_progress=show_progress,
                    on_run_dir=lambda path: _remember(state, state_path, agent, path))
     log(f"[train] {agent}: {result.step} steps in {time.perf_counter() - t0:.0f} s")
     return result.run_dir, budget_of(result.run_dir)
@@ -411,20 +411,63 @@ def _planned_by_another_revision(agent: dict) -> bool:
     return recorded is not None and recorded != PLANNER_REVISION
 
 
-def _in_processes(stage: Any, args_of: dict[str, tuple], jobs: int) -> dict[str, Any]:
-    """`stage(*args_of[agent])` for every agent, `jobs` spawned processes at a time."""
+def _in_processes(stage: Any, args_of: dict[str, tuple], jobs: int, report: Any = None, every_s: float = 60.0) -> dict[str, Any]:
+    """`stage(*args_of[agent])` for every agent, `jobs` spawned processes at a time; `report()` every `every_s` seconds meanwhile."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {agent: pool.submit(stage, *args) for agent, args in args_of.items()}
+        while wait(futures.values(), timeout=every_s, return_when=FIRST_EXCEPTION).not_done:
+            if any(future.done() and future.exception() for future in futures.values()):
+                break  # result() below raises it
+            if report is not None:
+                report()
         return {agent: future.result() for agent, future in futures.items()}
+
+
+def _training_progress(state_path: Path, agents: list[str], log: Any) -> Any:
+    """A report of the parallel trainings' steps (from their metrics.jsonl), logged when one has done
+    another tenth: the workers draw no progress bars of their own (two would garble one terminal)."""
+    logged: dict[str, int] = {}
+
+    def report() -> None:
+        runs = _read_state(state_path, lambda _: None)["runs"]
+        parts, moved = [], False
+        for agent in agents:
+            step_total = _run_progress(state_path.parent / runs[agent]) if agent in runs else None
+            if step_total is None:
+                continue
+            step, total = step_total
+            tenth = 10 * step // max(total, 1)
+            moved |= logged.get(agent) != tenth
+            logged[agent] = tenth
+            parts.append(f"{agent} {step}/{total}")
+        if moved:
+            log("[train] " + ", ".join(parts))
+
+    return report
+
+
+def _run_progress(run_dir: Path) -> tuple[int, int] | None:
+    """(last logged step, total steps) of a run directory, or None before its first metrics line."""
+    try:
+        total = json.loads((run_dir / "run.json").read_text())["config"]["train"]["steps"]
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except (OSError, ValueError, KeyError):
+        return None
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"]), int(total)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line being written
+    return None
 
 
 def _train_in_worker(*training) -> tuple[Path, dict[str, Any]]:
     device = training[5]
     with cpu_threads(1 if device == "cpu" else None):  # one core per training: two at once beat one on two threads
-        return _train_stage(*training, print)
+        return _train_stage(*training, print, show_progress=False)  # the parent reports every run's steps
 
 
 def _evaluate_stage(agents: list[str], checkpoints: dict[str, Path], env: str, device: str, out_dir: Path, seeds: list[int] | None,
