@@ -141,6 +141,11 @@ def test_a_kill_in_training_and_one_in_evaluation_resume(tmp_path, monkeypatch):
     # the curves are those of `icrl-bench evaluate --executor local` of the same checkpoint
     sharded = harness.evaluate("ad", run_dir, "darkroom-permuted", executor=ExecutorConfig("local", workers=1), **SMOKE)
     assert sharded["curves"] == results["curves"] and results["command"].endswith("--executor local --task-groups 1")
+    # Everything finished: a rerun (a fresh machine, say, without the dataset) needs no dataset at all.
+    logs.clear()
+    reproduce("darkroom-permuted", "ad", "tiny", out=out, root=tmp_path / "no-data", log=logs.append, **SMOKE)
+    assert "[dataset] every agent's training is finished: the dataset is not needed" in logs
+    assert not (tmp_path / "no-data").exists() and any("results for this checkpoint exist, skipped" in line for line in logs)
 
 
 def test_bad_input_is_one_line(tmp_path):
