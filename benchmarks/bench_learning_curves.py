@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from icrl_bench.bench.harness import evaluate
-from icrl_bench.bench.reproduction import episode_cells
+from icrl_bench.bench.reproduction_report import episode_cells
 from icrl_bench.training.run_dir import SNAPSHOTS_DIR
 
 RESULTS = Path(__file__).parent / "results"

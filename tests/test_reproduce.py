@@ -11,16 +11,8 @@ from typer.testing import CliRunner
 
 import icrl_bench.training as train_module
 from icrl_bench.bench import harness, harness_sharded, reproduction
-from icrl_bench.bench.reproduction import (
-    GRID_AGENTS,
-    AgentRecord,
-    Cell,
-    episode_cells,
-    paper_results,
-    render_report,
-    reproduce,
-    verdict,
-)
+from icrl_bench.bench.reproduction import GRID_AGENTS, reproduce
+from icrl_bench.bench.reproduction_report import AgentRecord, Cell, episode_cells, paper_results, render_report, verdict
 from icrl_bench.cli import app
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.executors import ExecutorConfig

@@ -139,7 +139,7 @@ def test_download_train_evaluate_reproduce_and_submit_from_the_wheel(installed):
 def test_an_installation_without_its_shipped_tree_says_so_in_one_line(tmp_path, monkeypatch):
     """A wheel built without its data (an old build, a broken MANIFEST.in) fails naming what is missing."""
     from icrl_bench import paths
-    from icrl_bench.bench.reproduction import paper_results
+    from icrl_bench.bench.reproduction_report import paper_results
     from icrl_bench.errors import IcrlBenchError
     from icrl_bench.training import load_run_config
 
