@@ -11,7 +11,9 @@ two runs (say the official layout and the dense one) it prints, for a target ret
     python benchmarks/bench_learning_curves.py runs/ad-...-laptop-... runs/ad-...-paper-... --target 12.5 --jobs 2
 
 Results: benchmarks/results/learning_curves.json and .png. These are test-goal numbers, for
-reporting only: no recipe is chosen by them.
+reporting only: no recipe is chosen by them. To choose, train with `--set
+train.hold_out_validation_goals=true` and sweep with `--env darkroom:validation-goals --out DIR`
+(docs/training.md, "Choosing between runs").
 """
 
 from __future__ import annotations
