@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,3 +179,37 @@ def test_parallel_trainings_and_evaluations_give_the_same_curves(tmp_path):
         assert a["curves"] == b["curves"]  # same weights (the checkpoint hashes differ: their JSON's creation times are bound in)
     with pytest.raises(IcrlBenchError, match="--jobs must be at least 1"):
         reproduce("darkroom", "ad", "tiny", out=tmp_path / "x", jobs=0, log=lambda _: None)
+
+
+def test_parallel_stages_run_one_per_process():
+    """A process runs one stage and exits, so a worker never takes up a queued agent after its own."""
+    pids = reproduction._in_processes(os.getpid, {"a": (), "b": (), "c": ()}, jobs=2)
+    assert len(set(pids.values())) == 3 and os.getpid() not in pids.values()
+
+
+def _orphan_child(ready: str, stopped: str) -> None:
+    """A reproduce worker: SIGTERM (from its watcher, once its parent is gone) writes `stopped`."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: (Path(stopped).write_text("stopped"), os._exit(0)))
+    reproduction._stop_when_orphaned(os.getppid(), every_s=0.1)
+    Path(ready).write_text("ready")
+    time.sleep(60)
+
+
+def test_a_worker_stops_when_its_reproduce_is_killed(tmp_path):
+    ready, stopped = tmp_path / "ready", tmp_path / "stopped"
+    parent = (
+        "import multiprocessing, os, time\n"
+        "from pathlib import Path\n"
+        "from tests.test_reproduce import _orphan_child\n"
+        "if __name__ == '__main__':\n"
+        f"    multiprocessing.get_context('spawn').Process(target=_orphan_child, args=({str(ready)!r}, {str(stopped)!r})).start()\n"
+        f"    while not Path({str(ready)!r}).exists(): time.sleep(0.05)\n"
+        "    os._exit(0)  # killed: no cleanup, no join\n"
+    )
+    subprocess.run([sys.executable, "-c", parent], cwd=Path(__file__).parents[1], timeout=120, check=True)
+    deadline = time.monotonic() + 30
+    while not stopped.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stopped.read_text() == "stopped"

@@ -261,11 +261,17 @@ def _planned_by_another_revision(agent: dict) -> bool:
 
 
 def _in_processes(stage: Any, args_of: dict[str, tuple], jobs: int, report: Any = None, every_s: float = 60.0) -> dict[str, Any]:
-    """`stage(*args_of[agent])` for every agent, `jobs` spawned processes at a time; `report()` every `every_s` seconds meanwhile."""
+    """`stage(*args_of[agent])` for every agent, `jobs` spawned processes at a time; `report()` every `every_s` seconds meanwhile.
+
+    Each process runs one stage and exits, and stops itself (SIGTERM: a training checkpoints and
+    stops at a step boundary) when this process dies: a killed `reproduce` leaves no worker behind
+    training, or taking up the next queued agent, beside the `reproduce` that resumes it.
+    """
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1,
+                             initializer=_stop_when_orphaned, initargs=(os.getpid(),)) as pool:
         futures = {agent: pool.submit(stage, *args) for agent, args in args_of.items()}
         while wait(futures.values(), timeout=every_s, return_when=FIRST_EXCEPTION).not_done:
             if any(future.done() and future.exception() for future in futures.values()):
@@ -273,6 +279,19 @@ def _in_processes(stage: Any, args_of: dict[str, tuple], jobs: int, report: Any 
             if report is not None:
                 report()
         return {agent: future.result() for agent, future in futures.items()}
+
+
+def _stop_when_orphaned(parent: int, every_s: float = 1.0) -> None:
+    """In a worker: SIGTERM itself once `parent` is gone (it was killed; the worker is re-parented)."""
+    import signal
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="stop-when-orphaned").start()
 
 
 def _training_progress(state_path: Path, agents: list[str], log: Any) -> Any:
