@@ -293,6 +293,13 @@ def test_options_and_env_mismatches_are_one_line_errors(tmp_path: Path) -> None:
 # ---- data and training ------------------------------------------------------------------------------------
 
 
+def test_holding_out_validation_goals_is_refused_before_any_run_directory(continuous_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(IcrlBenchError, match="metaworld-ml1-reach has no validation goals .* train without train.hold_out_validation_goals"):
+        train("ad", DATASET, device="cpu", out=tmp_path / "runs", root=continuous_root, show_progress=False,
+              overrides=["train.hold_out_validation_goals=true", "train.steps=2"])
+    assert not list((tmp_path / "runs").glob("*"))
+
+
 def test_sampler_windows_over_float_arrays(continuous_root: Path) -> None:
     sampler = WindowSampler(DATASET, continuous_root, SamplerConfig(window=30, batch_size=8, pool_size=2))
     batch = sampler.batch(0)

@@ -386,8 +386,12 @@ def current(env: str) -> EvalProtocol:
 
 
 def validation_goals(env: str) -> np.ndarray:
-    """Canonical indices of env family `env`'s validation goals (`EvalProtocol.on_validation_goals`)."""
-    return current(env).on_validation_goals().test_tasks()
+    """Canonical indices of env family `env`'s validation goals (`EvalProtocol.on_validation_goals`),
+    what `train.hold_out_validation_goals` keeps out of training."""
+    protocol = current(env)
+    if protocol.random_returns is None:
+        raise IcrlBenchError(f"{env} has no validation goals (the grid worlds have them); train without train.hold_out_validation_goals.")
+    return protocol.on_validation_goals().test_tasks()
 
 
 def get_protocol(name: str) -> EvalProtocol:

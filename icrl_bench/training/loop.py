@@ -227,6 +227,8 @@ def _new_config(agent: str, ds, preset: str | None, config_path, overrides: list
         except ValueError as err:
             raise IcrlBenchError(f"bad --steps: {err}") from None
     config.model = fit_to_dataset(config.model, ds)
+    if config.train.hold_out_validation_goals:
+        validation_goals(env)  # an env without them is refused before the run directory exists
     return config
 
 
