@@ -118,7 +118,7 @@ def reproduce(
                 notes.append(f"{agent}: no `laptop` preset in baselines/{env}/{agent}.yaml yet; trained with the `cpu` preset.")
 
     dataset_id = None
-    if not from_shipped and all(_recorded_run(out_dir, state, agent, force)[1] for agent in names):
+    if not from_shipped and all(_recorded_run(out_dir, state, agent, force)[2] for agent in names):
         log("[dataset] every agent's training is finished: the dataset is not needed")
     elif not from_shipped:
         from icrl_bench.data.build import build_dataset
@@ -172,12 +172,10 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
             raise IcrlBenchError(f"no shipped {agent} checkpoint for {env} under baselines/{env}/; run without --from-shipped to train one.")
         return shipped, budget_of(shipped, shipped_hardware(shipped))
     from icrl_bench.training import train
-    from icrl_bench.training.run_dir import saved_step
 
     runs_dir = out_dir / "runs"
-    run_dir, finished = _recorded_run(out_dir, state, agent, force)
+    run_dir, done, finished = _recorded_run(out_dir, state, agent, force)
     if run_dir is not None:
-        done = _step_or_zero(run_dir, saved_step)
         if finished:
             log(f"[train] {agent}: finished ({done} steps), skipped")
             return run_dir, budget_of(run_dir)
@@ -199,16 +197,18 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
     return result.run_dir, budget_of(result.run_dir)
 
 
-def _recorded_run(out_dir: Path, state: dict, agent: str, force: bool) -> tuple[Path | None, bool]:
-    """`agent`'s run directory as state.json records it (None if none, or `force`), and whether it has trained all its steps."""
+def _recorded_run(out_dir: Path, state: dict, agent: str, force: bool) -> tuple[Path | None, int, bool]:
+    """`agent`'s run directory as state.json records it (None if none, or `force`), the step of its
+    last checkpoint, and whether it has trained all its steps."""
     from icrl_bench.training.run_dir import RUN_FILE, saved_step
 
     recorded = state["runs"].get(agent)
     run_dir = out_dir / recorded if recorded and not force else None  # relative to out_dir (an absolute path stays one)
     if run_dir is None or not (run_dir / RUN_FILE).is_file():
-        return None, False
+        return None, 0, False
     steps = json.loads((run_dir / RUN_FILE).read_text())["config"]["train"]["steps"]
-    return run_dir, _step_or_zero(run_dir, saved_step) >= steps
+    done = _step_or_zero(run_dir, saved_step)
+    return run_dir, done, done >= steps
 
 
 def _step_or_zero(run_dir: Path, saved_step) -> int:
