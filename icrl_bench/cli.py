@@ -469,10 +469,12 @@ def evaluate_cmd(
     torch.set_num_threads(threads)
     with Progress(console=err_console, disable=quiet, transient=True) as bar:
         task = bar.add_task(f"evaluating {agent} on {env}", total=None)
+        saved: list[Path] = []
         results = evaluate(agent, checkpoint, env, seed_list, episodes, settings, progress=lambda done, total: bar.update(task, completed=done, total=total),
                            beam_k=beam, n_tasks=tasks, executor=config, task_groups=task_groups,
-                           shard_dir=None if config is None else out / ".shards")  # a stopped sharded run continues
-    json_path, png_path = save_results(results, out)
+                           shard_dir=None if config is None else out / ".shards",  # a stopped sharded run continues
+                           save=lambda made: saved.extend(save_results(made, out)))
+    json_path, png_path = saved
     console.print(results_table(results))
     console.print(f"[green]wrote[/] {json_path} and {png_path}")
     if goals == "validation":

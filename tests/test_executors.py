@@ -148,6 +148,28 @@ def test_a_stopped_sharded_evaluation_continues_from_its_finished_shards(tmp_pat
         evaluate("random", shard_dir=shards, **run)
 
 
+def test_kept_shards_outlive_a_failed_save_of_the_results(tmp_path):
+    """The shards go only once the results are saved: a crash while saving them (here a full disk)
+    leaves every finished shard, and the re-run only merges and saves."""
+    from icrl_bench.bench.harness import evaluate
+
+    shards = tmp_path / ".shards"
+    run = {"env": "dark-key-to-door", "seeds": [0, 3], "n_episodes": 2, "n_tasks": 4, "executor": ExecutorConfig("local", workers=1),
+           "shard_dir": shards}
+
+    def disk_full(results):
+        assert len(list(shards.glob("shard-*.json"))) == 2  # still there while the results are saved
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        evaluate("random", save=disk_full, **run)
+    assert len(list(shards.glob("shard-*.json"))) == 2
+    saved = []
+    resumed = evaluate("random", save=saved.append, **run)
+    assert saved == [resumed] and resumed["cost"]["resumed_shards"] == 2
+    assert not list(shards.glob("shard-*.json"))
+
+
 def test_a_build_whose_jobs_ran_on_different_cpu_kernels_says_so():
     """On a cluster the workers' kernels make the bytes; a mix matches no one-machine build."""
     from icrl_bench.data.build import _workers_numerics

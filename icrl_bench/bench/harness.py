@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from icrl_bench.agents.base import Agent, agent_record
-from icrl_bench.bench.harness_sharded import Sharded, ShardedEvaluation, run_sharded
+from icrl_bench.bench.harness_sharded import Sharded, ShardedEvaluation, discard_shards, run_sharded
 from icrl_bench.bench.protocols import VALIDATION_GOALS_SUFFIX, EvalProtocol, get_protocol
 from icrl_bench.bench.results import RESULTS_SCHEMA_VERSION, Results, dumps_results
 from icrl_bench.bench.rollout import ProgressFn, Rollout, protocol_tasks, run_protocol
@@ -95,6 +96,7 @@ def evaluate(
     executor: ExecutorConfig | None = None,
     task_groups: int = 1,
     shard_dir: str | os.PathLike | None = None,
+    save: Callable[[dict], Any] | None = None,
 ) -> dict:
     """Make agent `agent` (by registry name or `module:Class`), run the protocol, return results.
 
@@ -108,12 +110,18 @@ def evaluate(
         executor, task_groups: run sharded, one job per seed x group of test tasks, on that
             executor (`icrl_bench.bench.harness_sharded`); None: one batch in this process.
         shard_dir: with an executor, keep finished shards there so a stopped run continues.
+        save: called with the results before the kept shards are deleted (a crash while saving
+            leaves them to resume from).
     """
     prepared = prepare_agent(agent, checkpoint, env, agent_settings, beam_k)
     if executor is None:
-        return evaluate_agent(prepared.instance, prepared.protocol, agent, prepared.checkpoint, seeds, n_episodes, prepared.settings,
-                              progress, n_tasks)
-    (results,) = evaluate_sharded([prepared], executor, seeds, n_episodes, n_tasks, task_groups, shard_dir, progress)
+        results = evaluate_agent(prepared.instance, prepared.protocol, agent, prepared.checkpoint, seeds, n_episodes, prepared.settings,
+                                 progress, n_tasks)
+        if save is not None:
+            save(results)
+        return results
+    (results,) = evaluate_sharded([prepared], executor, seeds, n_episodes, n_tasks, task_groups, shard_dir, progress,
+                                  save=None if save is None else lambda made: save(made[0]))
     return results
 
 
@@ -126,11 +134,14 @@ def evaluate_sharded(
     task_groups: int = 1,
     shard_dir: str | os.PathLike | None = None,
     progress: ProgressFn | None = None,
+    save: Callable[[list[dict]], Any] | None = None,
 ) -> list[dict]:
     """Several agents' evaluations as shards in one pool on `executor`, each one's results as `evaluate`'s.
 
     Every agent's shards share the workers (in the order given: the longest first), so the
     evaluations end together; each agent's curves are those of its own sharded `evaluate`.
+    The kept shards are deleted once every agent's results are merged and `save`d: a refused
+    merge or a failed save leaves them all to resume from.
     """
     require(executor)  # a missing extra or an unreachable cluster, before any work
     evaluations = []
@@ -139,9 +150,13 @@ def evaluate_sharded(
         evaluations.append(ShardedEvaluation(prepared.protocol, prepared.name, prepared.checkpoint, record["checkpoint_hash"],
                                              run_seeds, n_episodes, prepared.settings, n_tasks))
     runs = run_sharded(evaluations, executor, task_groups, None if shard_dir is None else Path(shard_dir), progress)
-    return [evaluate_agent(prepared.instance, prepared.protocol, prepared.name, prepared.checkpoint, evaluation.seeds, n_episodes,
-                           prepared.settings, None, n_tasks, sharded=sharded)
-            for prepared, evaluation, sharded in zip(agents, evaluations, runs, strict=True)]
+    results = [evaluate_agent(prepared.instance, prepared.protocol, prepared.name, prepared.checkpoint, evaluation.seeds, n_episodes,
+                              prepared.settings, None, n_tasks, sharded=sharded)
+               for prepared, evaluation, sharded in zip(agents, evaluations, runs, strict=True)]
+    if save is not None:
+        save(results)
+    discard_shards(runs)
+    return results
 
 
 def evaluate_agent(

@@ -143,6 +143,7 @@ class Sharded:
     rollout: Rollout
     cost: dict[str, Any]  # executor, workers, shards, task_groups, retried_shards, resumed_shards
     command: str  # what the reproducing command adds
+    files: list[Path]  # the kept shard files, for `discard_shards` once the results are saved
 
 
 @dataclass
@@ -225,12 +226,14 @@ def run_sharded(
                              f"{failure.tries} times: {failure.error}")
     wall_s = time.perf_counter() - started
     cost = {"executor": executor.name, "workers": pool.slots, "task_groups": task_groups, "retried_shards": report.retried}
-    runs = [_finish(plan, wall_s, {**cost, "shards": len(plan.shards), "resumed_shards": n}) for plan, n in zip(plans, resumed, strict=True)]
-    for plan in plans:  # only once every evaluation merged: a refused one leaves the others' shards to resume from
-        for file in plan.files:
-            if file is not None:
-                file.unlink(missing_ok=True)
-    return runs
+    return [_finish(plan, wall_s, {**cost, "shards": len(plan.shards), "resumed_shards": n}) for plan, n in zip(plans, resumed, strict=True)]
+
+
+def discard_shards(runs: list[Sharded]) -> None:
+    """Delete the runs' kept shard files: only once their results are saved, or a crash between would lose them all."""
+    for run in runs:
+        for file in run.files:
+            file.unlink(missing_ok=True)
 
 
 def _finish(plan: _Plan, wall_s: float, cost: dict[str, Any]) -> Sharded:
@@ -241,7 +244,8 @@ def _finish(plan: _Plan, wall_s: float, cost: dict[str, Any]) -> Sharded:
         if output["record"]["checkpoint_hash"] != evaluation.checkpoint_hash:
             raise IcrlBenchError(f"a shard ran checkpoint {output['record']['checkpoint_hash']}, not {evaluation.checkpoint_hash}: "
                                  f"every node must see the same file at {evaluation.checkpoint}.")
-    return Sharded(merged, cost, f" --executor {cost['executor']} --task-groups {cost['task_groups']}")
+    return Sharded(merged, cost, f" --executor {cost['executor']} --task-groups {cost['task_groups']}",
+                   [file for file in plan.files if file is not None])
 
 
 def _merge(shards: list[Shard], outputs: dict[int, dict[str, Any]], n_seeds: int, n_tasks: int, n_episodes: int,

@@ -363,9 +363,9 @@ def _evaluate_stage(agents: list[str], checkpoints: dict[str, Path], env: str, d
         log(f"[evaluate] {', '.join(todo)} on {env} (cpu): seed by seed, {jobs} at a time; finished seeds are kept in {shard_dir}")
         with cpu_threads(1):  # every shard on one core: on a busy CPU 2 threads were 3x slower
             prepared = [prepare_agent(agent, checkpoints[agent], env) for agent in todo]
-            made = evaluate_sharded(prepared, ExecutorConfig("local", workers=jobs), seeds, n_episodes, n_tasks, shard_dir=shard_dir,
-                                    progress=_log_progress(log, f"[evaluate] {len(todo)} agents"))
-        results.update({agent: _save_results(agent, made_results, results_dir) for agent, made_results in zip(todo, made, strict=True)})
+            evaluate_sharded(prepared, ExecutorConfig("local", workers=jobs), seeds, n_episodes, n_tasks, shard_dir=shard_dir,
+                             progress=_log_progress(log, f"[evaluate] {len(todo)} agents"),
+                             save=lambda made: results.update({agent: _save_results(agent, r, results_dir) for agent, r in zip(todo, made, strict=True)}))
         return results
     evaluation = {agent: (agent, checkpoints[agent], env, device, results_dir, seeds, n_episodes, n_tasks) for agent in todo}
     if jobs > 1 and len(todo) > 1:  # one process per agent: evaluations are independent
