@@ -32,7 +32,7 @@ from rich.table import Table
 
 from icrl_bench.agents.checkpoint import META_FILE
 from icrl_bench.bench.harness import evaluate
-from icrl_bench.bench.protocols import VALIDATION_GOALS_SUFFIX
+from icrl_bench.bench.protocols import VALIDATION_GOALS_SUFFIX, names_validation_goals
 from icrl_bench.bench.reproduction_report import episode_cells
 from icrl_bench.training.run_dir import CHECKPOINT_DIR, SNAPSHOTS_DIR
 
@@ -111,7 +111,7 @@ def plot(curves: list[dict], path: Path, env: str) -> None:
         ax.set_ylabel(f"return at episode {episode[2:]}")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", fontsize=7, ncol=1, frameon=False)  # below the panels: never over a curve
-    goals = "validation goals" if env.endswith(VALIDATION_GOALS_SUFFIX) else "test goals"
+    goals = "validation goals" if names_validation_goals(env) else "test goals"
     fig.suptitle(f"In-context return vs training samples ({env.removesuffix(VALIDATION_GOALS_SUFFIX)}, {goals}, 95% CI over seeds)")
     fig.tight_layout(rect=(0, 0.05 + 0.045 * len(curves), 1, 1))
     fig.savefig(path)
@@ -131,6 +131,8 @@ def main() -> None:
     parser.add_argument("--plot-only", action="store_true", help="redraw OUT.png from OUT.json, evaluating nothing")
     args = parser.parse_args()
     if args.plot_only:
+        if not args.out.with_suffix(".json").is_file():
+            parser.error(f"--plot-only: no {args.out.with_suffix('.json')} to redraw; run the sweep first")
         saved = json.loads(args.out.with_suffix(".json").read_text())
         plot(saved["curves"], args.out.with_suffix(".png"), saved["env"])
         return

@@ -30,7 +30,7 @@ import torch
 
 from icrl_bench.agents.base import Agent, agent_record
 from icrl_bench.bench.harness_sharded import Sharded, ShardedEvaluation, discard_shards, run_sharded
-from icrl_bench.bench.protocols import VALIDATION_GOALS_SUFFIX, EvalProtocol, get_protocol
+from icrl_bench.bench.protocols import EvalProtocol, get_protocol, names_validation_goals
 from icrl_bench.bench.results import RESULTS_SCHEMA_VERSION, Results, dumps_results
 from icrl_bench.bench.rollout import ProgressFn, Rollout, protocol_tasks, run_protocol
 from icrl_bench.errors import IcrlBenchError
@@ -269,7 +269,7 @@ def reproduce_command(
 def results_stem(results: dict) -> str:
     """File name stem of a results document: `<agent>-<env>` (plus a tag for non-standard runs)."""
     agent = results["agent"]["name"].replace(":", "-").replace(".", "-").replace("/", "-")
-    stem = f"{agent}-{results['env']}" + ("-validation-goals" if results["protocol"]["name"].endswith(VALIDATION_GOALS_SUFFIX) else "")
+    stem = f"{agent}-{results['env']}" + ("-validation-goals" if names_validation_goals(results["protocol"]["name"]) else "")
     protocol, n_tasks = results["protocol"], len(results["test_tasks"]["indices"])
     if results["seeds"] != protocol["seeds"] or results["n_episodes"] != protocol["n_episodes"] or n_tasks != protocol["n_test_tasks"]:
         stem += f"-s{len(results['seeds'])}-e{results['n_episodes']}"

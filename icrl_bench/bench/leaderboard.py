@@ -31,7 +31,7 @@ import yaml
 
 from icrl_bench import paths
 from icrl_bench.bench import metrics
-from icrl_bench.bench.protocols import PROTOCOLS, VALIDATION_GOALS_SUFFIX, EvalProtocol, get_protocol
+from icrl_bench.bench.protocols import PROTOCOLS, EvalProtocol, get_protocol, names_validation_goals
 from icrl_bench.bench.reporting import RANK_KEYS, agent_label, plot_learning_curves
 from icrl_bench.bench.results import Results, dumps_results, load_results, parse_results
 from icrl_bench.data.manifest import read_store_manifest
@@ -56,7 +56,7 @@ def validate(data: dict, where: str = "entry") -> tuple[Results, EvalProtocol]:
             f"the mean references; recompute its summary from its curves: `icrl-bench results upgrade {where}`."
         )
     entry = parse_results(data, where)
-    if entry.protocol.name.endswith(VALIDATION_GOALS_SUFFIX):
+    if names_validation_goals(entry.protocol.name):
         raise IcrlBenchError(f"{where} was evaluated on validation goals ({entry.protocol.name}), for choosing between runs; the leaderboard "
                              f"takes test goals: re-run `icrl-bench evaluate` without --goals validation.")
     protocol = get_protocol(entry.protocol.name)  # unknown / old / retired versions fail here

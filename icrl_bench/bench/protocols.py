@@ -65,6 +65,11 @@ from icrl_bench.bench.protocol_references import ORACLE_RETURNS, RANDOM_RETURNS
 from icrl_bench.errors import IcrlBenchError, unknown
 
 VALIDATION_GOALS_SUFFIX = ":validation-goals"
+
+
+def names_validation_goals(name: str) -> bool:
+    """Whether a protocol name (or `--env` value) names the validation goals: they choose runs, never rank them."""
+    return name.endswith(VALIDATION_GOALS_SUFFIX)
 PROTOCOL_PATTERN = re.compile(r"^(?P<env>[a-z0-9]+(?:-[a-z0-9]+)*)/v(?P<version>[0-9]+)$")
 
 MEASURED = (
@@ -397,7 +402,7 @@ def validation_goals(env: str) -> np.ndarray:
 def get_protocol(name: str) -> EvalProtocol:
     """A protocol by `env/vN`, or the newest one of an env given by its bare name (either with
     `:validation-goals`: that protocol on its validation goals, `EvalProtocol.on_validation_goals`)."""
-    if name.endswith(VALIDATION_GOALS_SUFFIX):
+    if names_validation_goals(name):
         return get_protocol(name.removesuffix(VALIDATION_GOALS_SUFFIX)).on_validation_goals()
     if name in PROTOCOLS:
         return PROTOCOLS[name]

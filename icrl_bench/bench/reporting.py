@@ -16,7 +16,7 @@ import numpy as np
 from rich.table import Table
 
 from icrl_bench.bench import metrics
-from icrl_bench.bench.protocols import VALIDATION_GOALS_SUFFIX
+from icrl_bench.bench.protocols import names_validation_goals
 from icrl_bench.errors import IcrlBenchError
 
 # What ranks a protocol's entries, best first: its headline metric, then the tie-breakers.
@@ -103,7 +103,7 @@ def results_table(results: dict) -> Table:
     summary = results["summary"]
     table = Table(
         title=f"{agent_label(results)} on {protocol['name']}: {len(results['test_tasks']['params'])} "
-        f"{'validation goals' if protocol['name'].endswith(VALIDATION_GOALS_SUFFIX) else 'test tasks'} x "
+        f"{'validation goals' if names_validation_goals(protocol['name']) else 'test tasks'} x "
         f"{len(results['seeds'])} seeds, {results['n_episodes']} episodes"
     )
     for column in ("metric", "mean", "95% CI", "IQM", "IQM 95% CI"):
