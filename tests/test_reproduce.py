@@ -87,6 +87,10 @@ def test_tiny_run_writes_the_report_and_a_rerun_skips_finished_stages(tmp_path, 
     assert sum("results for this checkpoint exist, skipped" in line for line in logs) == 2
     planned = json.loads((out / "results" / "dicp-ad.json").read_text())["agent"]
     assert planned["planner_revision"] == 2 and "planner_revision" not in results["agent"]  # only planning agents carry it
+    reproduce("darkroom", "ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)  # a partial run on the same folder
+    text = report.read_text()
+    assert "| ad | 0." in text and "| dicp-ad |" in text  # reports what the folder holds, not only its own agents
+    assert text.index("| ad |") < text.index("| dicp-ad |")
     logs.clear()
     monkeypatch.setattr("icrl_bench.agents.planner.PLANNER_REVISION", 3)  # the planning code changed since
     reproduce("darkroom", "ad,dicp-ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)

@@ -143,6 +143,8 @@ def reproduce(
     results = _evaluate_stage(order, {agent: trained[agent][0] for agent in names}, env, device, out_dir, seeds, n_episodes, n_tasks,
                               force, jobs, log)
     records = [AgentRecord(agent, results[agent], trained[agent][1]) for agent in names]
+    records += _reported_by_earlier_runs(env, names, out_dir, state_path, from_shipped, seeds, n_episodes)
+    records.sort(key=lambda record: GRID_AGENTS.index(record.agent))
 
     reduced = " ".join(flag for flag in (f"--seeds {','.join(map(str, seeds))}" if seeds is not None else "",
                                          f"--episodes {n_episodes}" if n_episodes is not None else "",
@@ -154,6 +156,8 @@ def reproduce(
                    " with the paper's numbers.")
     if budget == "laptop" and not from_shipped:
         header += " Budget `laptop`: the per-agent CPU budget of baselines/<env>/<agent>.yaml."
+    notes += [f"{record.agent}: no `laptop` preset in baselines/{env}/{record.agent}.yaml yet; trained with the `cpu` preset."
+              for record in records if record.agent not in names and budget == "laptop" and record.budget.get("preset") == "cpu"]
     if notes:
         header += "\n\n" + "\n".join(f"- {note}" for note in notes)
     report = out_dir / "README.md"
@@ -161,6 +165,31 @@ def reproduce(
     plot_against_paper(env, records, out_dir / "curves.png")
     log(f"[report] {report}")
     return report
+
+
+def _reported_by_earlier_runs(env: str, names: list[str], out_dir: Path, state_path: Path, from_shipped: bool,
+                              seeds: list[int] | None, n_episodes: int | None) -> list[AgentRecord]:
+    """The other agents a partial run (`--agents`) reports too: those this folder has finished training
+    (or, `--from-shipped`, whose shipped checkpoints it has) with results still valid for them, so that
+    partial runs sharing a folder leave one report of everything it holds."""
+    from icrl_bench.agents.registry import default_checkpoint
+
+    state = _read_state(state_path, lambda _: None)  # re-read: another partial run may have written it meanwhile
+    records = []
+    for agent in GRID_AGENTS:
+        if agent in names:
+            continue
+        if from_shipped:
+            checkpoint = default_checkpoint(agent, env)
+        else:
+            run_dir, _, finished = _recorded_run(out_dir, state, agent, force=False)
+            checkpoint = run_dir if finished else None
+        if checkpoint is None:
+            continue
+        kept = _kept_results(agent, checkpoint, out_dir / "results" / f"{agent}.json", seeds, n_episodes, False, lambda _: None)
+        if kept is not None:
+            records.append(AgentRecord(agent, kept, budget_of(checkpoint, shipped_hardware(checkpoint) if from_shipped else None)))
+    return records
 
 
 def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, from_shipped, force, log, show_progress=True):
