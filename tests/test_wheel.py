@@ -97,6 +97,14 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed):
     assert where == [str(installed.package / "paths.py"), str(installed.package / "_shipped"), "False"]
     assert (installed.package / "_shipped" / "baselines" / "darkroom" / "ad.yaml").is_file()
     assert not list((installed.package / "_shipped").rglob("*.png")), "MANIFEST.in keeps pictures out of the wheel"
+    shipped = installed.package / "_shipped"
+    resume_only = [p for p in shipped.rglob("*") if p.name.startswith("trainer_state.") or p.name in ("snapshots", "state.json")]
+    assert not resume_only, f"optimizer state, snapshots and reproduce state stay out of the wheel: {resume_only[:3]}"
+    # A committed reproduction ships the final weights of the runs its results were made from.
+    for results in (shipped / "reproduction").glob("*/*/results/*.json"):
+        checkpoint = json.loads(results.read_text())["agent"]["checkpoint"]
+        if checkpoint.startswith("reproduction/"):
+            assert (shipped / checkpoint / "checkpoint" / "model.safetensors").is_file(), f"{results} names {checkpoint}"
     version = installed.run("--version")
     assert version.startswith("icrl-bench ") and "(code" not in version  # no git commit outside a checkout
 
