@@ -95,9 +95,9 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed):
     where = _call(installed.venv / "bin" / "python", "-c",
                   "import icrl_bench.paths as p; print(p.__file__, p.SHIPPED_ROOT, p.IN_CHECKOUT)", cwd=installed.work).split()
     assert where == [str(installed.package / "paths.py"), str(installed.package / "_shipped"), "False"]
-    assert (installed.package / "_shipped" / "baselines" / "darkroom" / "ad.yaml").is_file()
-    assert not list((installed.package / "_shipped").rglob("*.png")), "MANIFEST.in keeps pictures out of the wheel"
     shipped = installed.package / "_shipped"
+    assert (shipped / "baselines" / "darkroom" / "ad.yaml").is_file()
+    assert not list(shipped.rglob("*.png")), "MANIFEST.in keeps pictures out of the wheel"
     resume_only = [p for p in shipped.rglob("*") if p.name.startswith("trainer_state.") or p.name in ("snapshots", "state.json")]
     assert not resume_only, f"optimizer state, snapshots and reproduce state stay out of the wheel: {resume_only[:3]}"
     # A committed reproduction ships the final weights of the runs its results were made from.
