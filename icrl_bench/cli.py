@@ -401,6 +401,7 @@ def train_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override train.KEY=VALUE or model.KEY=VALUE (e.g. train.lr=3e-3), repeatable.")] = None,
     time_budget: Annotated[float | None, typer.Option(help="Fit the run into this many seconds: the speed of the first steps sets the total steps (at most the config's).")] = None,
     log: Annotated[list[str] | None, typer.Option("--log", help="Mirror metrics.jsonl to tensorboard and/or wandb (optional extras; W&B offline unless WANDB_MODE is set), repeatable or comma-separated.")] = None,
+    init_from: Annotated[Path | None, typer.Option(help="Start a new run from this checkpoint's weights (same network; a DICP agent from its imitation agent: the DICP heads start fresh). A documented variant, recorded in run.json.")] = None,
     root: RootOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -410,7 +411,7 @@ def train_cmd(
     if resume is None:
         check_writable(out, f"--out {out}", "choose a directory you can write to")
     result = train(agent, dataset, preset, device, out, root, steps, resume, config, show_progress=not quiet, console=err_console,
-                   threads=threads, overrides=set_, time_budget_s=time_budget, log_to=log)
+                   threads=threads, overrides=set_, time_budget_s=time_budget, log_to=log, init_from=init_from)
     val = ", ".join(f"{k} {v:.3f}" for k, v in result.val_metrics.items() if k.startswith(("val_acc", "val_mse")))
     console.print(
         f"[green]trained[/] to step {result.step} in {result.wall_time_s:.0f} s ({result.samples_per_s:,.0f} samples/s)"

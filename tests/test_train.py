@@ -363,3 +363,43 @@ def test_held_out_validation_goals_are_never_trained_nor_validated_on(tmp_path: 
     assert json.loads((result.run_dir / "run.json").read_text())["config"]["train"]["hold_out_validation_goals"] is True
     with pytest.raises(IcrlBenchError, match="hold_out_validation_goals must be true or false"):
         run(tmp_path / "bad", tiny_root, "ad", overrides=["train.hold_out_validation_goals=1"])
+
+
+def test_init_from_starts_dicp_from_the_imitation_agents_weights_with_fresh_heads(tmp_path: Path, tiny_root: Path) -> None:
+    from icrl_bench.agents.models import build_model
+    from icrl_bench.training.warm_start import init_from_checkpoint
+
+    source = run(tmp_path / "dpt", tiny_root, "dpt")
+    source_weights = load_file(str(source.run_dir / "checkpoint" / "model.safetensors"))
+    config = load_run_config("dicp-dpt", "darkroom", config_path=tiny_config(tmp_path, "dicp-dpt")).model
+    torch.manual_seed(0)
+    cold = build_model("dicp-dpt", config).state_dict()
+    torch.manual_seed(0)
+    model = build_model("dicp-dpt", config)
+    record = init_from_checkpoint(model, "dicp-dpt", config, source.run_dir)
+    started = model.state_dict()
+    assert all(torch.equal(started[k], v) for k, v in source_weights.items())
+    heads = sorted(k for k in started if k not in source_weights)
+    assert heads and all(k.startswith("dynamics.") for k in heads) and record["fresh_tensors"] == heads
+    assert all(torch.equal(cold[k], started[k]) for k in heads)  # the heads keep the seeded fresh init
+    assert not all(torch.equal(cold[k], v) for k, v in source_weights.items())
+
+    warm = run(tmp_path / "dicp", tiny_root, "dicp-dpt", config_path=tiny_config(tmp_path, "dicp-dpt"), init_from=source.run_dir)
+    recorded = json.loads((warm.run_dir / "run.json").read_text())["init_from"]
+    assert recorded["agent"] == "dpt" and recorded["fresh_tensors"] == heads
+    assert recorded["weights_sha256"] == json.loads((source.run_dir / "checkpoint" / "checkpoint.json").read_text())["weights_sha256"]
+
+
+def test_init_from_refuses_another_network_or_a_resume(tmp_path: Path, tiny_root: Path) -> None:
+    source = run(tmp_path / "dpt", tiny_root, "dpt")
+    wider = tiny_config(tmp_path / "wide", "dicp-dpt")
+    config = yaml.safe_load(wider.read_text())
+    config["model"]["transformer"]["n_embd"] = 32
+    wider.write_text(yaml.safe_dump(config))
+    with pytest.raises(IcrlBenchError, match="differs from this run's.*n_embd|transformer"):
+        run(tmp_path / "a", tiny_root, "dicp-dpt", config_path=wider, init_from=source.run_dir)
+    with pytest.raises(IcrlBenchError, match="another family"):
+        run(tmp_path / "b", tiny_root, "dicp-ad", init_from=source.run_dir)
+    with pytest.raises(IcrlBenchError, match="drop --init-from"):
+        train(resume=source.run_dir, init_from=source.run_dir, show_progress=False)
+    assert not (tmp_path / "a" / "runs").exists() or not any((tmp_path / "a" / "runs").iterdir())

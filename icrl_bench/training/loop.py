@@ -59,6 +59,7 @@ from icrl_bench.training.run_dir import (
     saved_step,
     write_checkpoint,
 )
+from icrl_bench.training.warm_start import init_from_checkpoint
 
 
 @dataclass
@@ -126,6 +127,7 @@ def train(
     time_budget_s: float | None = None,
     on_run_dir: Callable[[Path], None] | None = None,
     log_to: list[str] | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train `agent` on `dataset` (or continue the run in `resume`); returns where it went.
 
@@ -143,6 +145,7 @@ def train(
             offline unless WANDB_MODE says otherwise). A resumed run keeps its own unless given.
         time_budget_s: fit the run into this many seconds of training (budget.py); run.json
             records the fitted total and the config's. Default: the config's `train.time_budget_s`, if any.
+        init_from: a checkpoint whose weights start the new run (warm_start.py; run.json records it).
     """
     if time_budget_s is not None and time_budget_s <= 0:
         raise IcrlBenchError(f"--time-budget must be > 0 seconds, got {time_budget_s}.")
@@ -158,6 +161,8 @@ def train(
         run_meta, config = read_run_record(Path(resume))
         dataset, root = run_meta["dataset"]["id"], run_meta["dataset"].get("root") if root is None else root
         trackers = trackers or parse_log(run_meta.get("log"))
+        if init_from is not None:
+            raise IcrlBenchError("--init-from starts a new run; a resumed run continues from its own checkpoint (drop --init-from).")
     elif agent is None or dataset is None:
         raise IcrlBenchError("pass --agent and --dataset (or --resume RUN_DIR).")
     else:
@@ -172,11 +177,13 @@ def train(
     dataset_info = {"id": ds.dataset_id, "content_hash": ds.manifest.content_hash, "env": ds.manifest.env,
                     "root": str(root) if root is not None else None}
     torch.manual_seed(config.train.seed)
-    model = build_model(config.agent, config.model).to(dev)
+    model = build_model(config.agent, config.model)
+    warm = init_from_checkpoint(model, config.agent, config.model, init_from) if init_from is not None else None
+    model = model.to(dev)
     run = Run(config, ds.dataset_id, dataset_info, Path(resume) if resume is not None else Path(), model, make_optimizer(model, config.train),
               dev, 0, provenance(), rank, world, trackers)
     if resume is None:
-        run.run_dir = _create_run_dir(run, out, overrides, on_run_dir)
+        run.run_dir = _create_run_dir(run, out, overrides, on_run_dir, warm)
     else:
         run.start = _restore_weights(run)
     return _loop(run, root, console or Console(stderr=True), show_progress, stop_after, time_budget_s)
@@ -232,7 +239,8 @@ def _new_config(agent: str, ds, preset: str | None, config_path, overrides: list
     return config
 
 
-def _create_run_dir(run: Run, out, overrides: list[str] | None, on_run_dir: Callable[[Path], None] | None) -> Path:
+def _create_run_dir(run: Run, out, overrides: list[str] | None, on_run_dir: Callable[[Path], None] | None,
+                    init_from: dict[str, Any] | None = None) -> Path:
     c = run.config
     claimed = [None]
     if run.rank == 0:
@@ -240,6 +248,8 @@ def _create_run_dir(run: Run, out, overrides: list[str] | None, on_run_dir: Call
         record = {"agent": c.agent, "env": c.env, "preset": c.preset, "dataset": run.dataset_info, "config": c.to_dict(),
                   "overrides": list(overrides or []), "device": str(run.device), "log": run.trackers, "world_size": run.world,
                   "provenance": run.made_by}
+        if init_from is not None:
+            record["init_from"] = init_from
         write_json_atomic(run_dir / RUN_FILE, record, indent=2, sort_keys=True)
         if on_run_dir is not None:
             on_run_dir(run_dir)
