@@ -403,3 +403,33 @@ def test_init_from_refuses_another_network_or_a_resume(tmp_path: Path, tiny_root
     with pytest.raises(IcrlBenchError, match="drop --init-from"):
         train(resume=source.run_dir, init_from=source.run_dir, show_progress=False)
     assert not (tmp_path / "a" / "runs").exists() or not any((tmp_path / "a" / "runs").iterdir())
+
+
+def test_a_preset_can_name_its_warm_start_and_the_checkpoint_records_it(tmp_path: Path, tiny_root: Path) -> None:
+    source = run(tmp_path / "dpt", tiny_root, "dpt")
+    path = tiny_config(tmp_path, "dicp-dpt", init_from=str(source.run_dir))
+    warm = run(tmp_path / "dicp", tiny_root, "dicp-dpt", config_path=path)
+    recorded = json.loads((warm.run_dir / "run.json").read_text())
+    assert recorded["init_from"]["agent"] == "dpt" and recorded["config"]["train"]["init_from"] == str(source.run_dir)
+    checkpoint = json.loads((warm.run_dir / "checkpoint" / "checkpoint.json").read_text())
+    assert checkpoint["train_config"]["init_from"] == str(source.run_dir)
+    resumed = train(resume=warm.run_dir, show_progress=False)  # already finished: no second warm start, no error
+    assert resumed.step == warm.step
+    config = load_run_config("dicp-dpt", "darkroom-permuted", "laptop-warm")
+    assert config.train.init_from == "baselines/darkroom-permuted/dpt" and config.train.time_budget_s == 860
+
+
+def test_a_shipped_checkpoint_starts_a_run_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from icrl_bench.agents.checkpoint import load_checkpoint
+    from icrl_bench.agents.models import build_model, model_config
+    from icrl_bench.training.warm_start import init_from_checkpoint
+
+    shipped_dpt = load_checkpoint(BASELINES_DIR / "darkroom-permuted" / "dpt")
+    config = model_config("dicp-dpt", {k: v for k, v in shipped_dpt.model.config.to_dict().items() if k != "dynamics"})
+    monkeypatch.chdir(tmp_path)  # the preset's relative path is found in the shipped tree, not the working directory
+    model = build_model("dicp-dpt", config)
+    record = init_from_checkpoint(model, "dicp-dpt", config, "baselines/darkroom-permuted/dpt")
+    assert record["weights_sha256"] == shipped_dpt.meta["weights_sha256"]
+    assert torch.equal(model.pred_action.weight, shipped_dpt.model.pred_action.weight)
+    with pytest.raises(IcrlBenchError, match="no checkpoint"):
+        init_from_checkpoint(model, "dicp-dpt", config, "baselines/darkroom-permuted/none")

@@ -52,6 +52,7 @@ class TrainConfig:
     val_windows_per_task: int = 16
     time_budget_s: float = 0.0  # fit the run into this many seconds of training, as --time-budget (which wins); 0: the steps as given
     hold_out_validation_goals: bool = False  # never train on the protocol's validation goals (`evaluate --goals validation` chooses runs)
+    init_from: str = ""  # a checkpoint whose weights start a new run, on disk or in the shipped tree (baselines/...), as --init-from (which wins); "": fresh
 
     def __post_init__(self) -> None:
         for f in fields(self):  # YAML hands over strings as readily as numbers: name the key
@@ -60,6 +61,8 @@ class TrainConfig:
                 raise ValueError(f"{f.name} must be a number, got {value!r}")
             if f.type == "int" and value != int(value):
                 raise ValueError(f"{f.name} must be a whole number, got {value!r}")
+        if not isinstance(self.init_from, str):
+            raise TypeError(f"init_from must be a checkpoint path, got {self.init_from!r}")
         if not isinstance(self.hold_out_validation_goals, bool):
             raise TypeError(f"hold_out_validation_goals must be true or false, got {self.hold_out_validation_goals!r}")
         if not isinstance(self.betas, (list, tuple)) or not all(isinstance(b, (int, float)) for b in self.betas):

@@ -178,7 +178,10 @@ def train(
                     "root": str(root) if root is not None else None}
     torch.manual_seed(config.train.seed)
     model = build_model(config.agent, config.model)
-    warm = init_from_checkpoint(model, config.agent, config.model, init_from) if init_from is not None else None
+    warm = None
+    if run_meta is None and (init_from is not None or config.train.init_from):
+        config.train.init_from = str(init_from) if init_from is not None else config.train.init_from  # the checkpoint records it
+        warm = init_from_checkpoint(model, config.agent, config.model, config.train.init_from)
     model = model.to(dev)
     run = Run(config, ds.dataset_id, dataset_info, Path(resume) if resume is not None else Path(), model, make_optimizer(model, config.train),
               dev, 0, provenance(), rank, world, trackers)

@@ -16,6 +16,7 @@ The optimizer starts fresh (the source's moments belong to another loss).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -23,6 +24,7 @@ from torch import nn
 from icrl_bench.agents.models import model_spec
 from icrl_bench.agents.spaces import ModelConfig
 from icrl_bench.errors import IcrlBenchError
+from icrl_bench.paths import shipped
 
 # Model config keys that may differ between the source and the new network: the ones that only add
 # heads or change the loss, not what a shared weight computes.
@@ -33,7 +35,7 @@ def init_from_checkpoint(model: nn.Module, agent: str, config: ModelConfig, chec
     """Copy `checkpoint`'s weights into `model` (agent `agent`, config `config`); returns the record for run.json."""
     from icrl_bench.agents.checkpoint import load_checkpoint
 
-    source = load_checkpoint(checkpoint, map_location="cpu")
+    source = load_checkpoint(_on_disk_or_shipped(checkpoint), map_location="cpu")
     if model_spec(source.agent).family != model_spec(agent).family:
         raise IcrlBenchError(
             f"--init-from {checkpoint}: a {source.agent} checkpoint cannot start a {agent} network (another family); "
@@ -64,3 +66,11 @@ def _same_family(agent: str) -> list[str]:
     family = model_spec(agent).family
     return [name for name, spec in MODEL_SPECS.items() if spec.family == family]
 
+
+
+def _on_disk_or_shipped(checkpoint: str | os.PathLike) -> Path:
+    """`checkpoint` as given, or, where no such path exists, in the shipped tree (a preset's `baselines/...` from any directory or a wheel)."""
+    path = Path(checkpoint).expanduser()
+    if path.exists() or path.is_absolute():
+        return path
+    return shipped(*path.parts) if shipped(*path.parts).exists() else path
