@@ -16,7 +16,6 @@ The optimizer starts fresh (the source's moments belong to another loss).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -24,7 +23,7 @@ from torch import nn
 from icrl_bench.agents.models import model_spec
 from icrl_bench.agents.spaces import ModelConfig
 from icrl_bench.errors import IcrlBenchError
-from icrl_bench.paths import shipped
+from icrl_bench.paths import from_repo_relative, repo_relative
 
 # Model config keys that may differ between the source and the new network: the ones that only add
 # heads or change the loss, not what a shared weight computes.
@@ -35,7 +34,7 @@ def init_from_checkpoint(model: nn.Module, agent: str, config: ModelConfig, chec
     """Copy `checkpoint`'s weights into `model` (agent `agent`, config `config`); returns the record for run.json."""
     from icrl_bench.agents.checkpoint import load_checkpoint
 
-    source = load_checkpoint(_on_disk_or_shipped(checkpoint), map_location="cpu")
+    source = load_checkpoint(from_repo_relative(checkpoint), map_location="cpu")  # a preset's baselines/... from any directory or a wheel
     if model_spec(source.agent).family != model_spec(agent).family:
         raise IcrlBenchError(
             f"--init-from {checkpoint}: a {source.agent} checkpoint cannot start a {agent} network (another family); "
@@ -55,7 +54,7 @@ def init_from_checkpoint(model: nn.Module, agent: str, config: ModelConfig, chec
                              f"(e.g. {unfit[0]}); start from a checkpoint of the same network.")
     model.load_state_dict(state, strict=False)
     fresh = sorted(k for k in target if k not in state)
-    return {"checkpoint": str(source.path), "agent": source.agent, "step": source.meta.get("step"),
+    return {"checkpoint": repo_relative(source.path), "agent": source.agent, "step": source.meta.get("step"),
             "weights_sha256": source.meta.get("weights_sha256"), "dataset": source.meta.get("dataset"),
             "fresh_tensors": fresh}
 
@@ -65,12 +64,3 @@ def _same_family(agent: str) -> list[str]:
 
     family = model_spec(agent).family
     return [name for name, spec in MODEL_SPECS.items() if spec.family == family]
-
-
-
-def _on_disk_or_shipped(checkpoint: str | os.PathLike) -> Path:
-    """`checkpoint` as given, or, where no such path exists, in the shipped tree (a preset's `baselines/...` from any directory or a wheel)."""
-    path = Path(checkpoint).expanduser()
-    if path.exists() or path.is_absolute():
-        return path
-    return shipped(*path.parts) if shipped(*path.parts).exists() else path
