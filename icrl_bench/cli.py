@@ -128,7 +128,8 @@ def build_dataset_cmd(
     from icrl_bench.data.dataset import load_dataset
 
     manifest = load_dataset(result.dataset_id, root).manifest
-    check = published_hash_check(result.dataset_id, result.content_hash, manifest_hash=manifest.manifest_hash)
+    check = published_hash_check(result.dataset_id, result.content_hash, manifest_hash=manifest.manifest_hash,
+                                 cpu_capability=manifest.build.torch_cpu_capability)
     if check is not None:
         console.print(f"[green]{check[1]}[/]" if check[0] else f"[yellow]{check[1]}[/]")
 

@@ -68,3 +68,19 @@ def test_build_dataset_says_whether_it_rebuilt_the_published_bytes(tmp_path, mon
                                                                              "content_hash": pinned}}}))
         result = CliRunner().invoke(app, ["build-dataset", "darkroom", "--preset", "tiny", "--workers", "1", "--quiet", "--root", str(tmp_path / "root")])
         assert result.exit_code == 0 and expected in " ".join(result.output.split()), result.output
+
+
+@pytest.mark.parametrize("local, names_the_setting", [("AVX512", True), ("AVX2", False), (None, False)])
+def test_a_mismatch_names_the_kernel_setting_only_when_the_kernels_differ(tmp_path, local, names_the_setting):
+    import yaml
+
+    from icrl_bench.data.catalog import published_hash_check
+
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump({"datasets": {"darkroom-v3": {
+        "build": "icrl-bench build-dataset darkroom", "content_hash": "a" * 64, "torch_cpu_capability": "AVX2"}}}))
+    equal, message = published_hash_check("darkroom-v3", "b" * 64, catalog, cpu_capability=local)
+    assert not equal and "differs from the published dataset" in message
+    hint = "ATEN_CPU_CAPABILITY=avx2 icrl-bench build-dataset darkroom"
+    assert (hint in message) == names_the_setting, message
+    assert published_hash_check("darkroom-v3", "a" * 64, catalog, cpu_capability=local)[0]

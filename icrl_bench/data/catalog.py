@@ -34,6 +34,8 @@ class CatalogEntry(BaseModel):
     manifest_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="manifest.manifest_hash of its manifest")
     shape: Shape | None = Field(None, description="tasks x streams x steps (the manifest's shape)")
     download_bytes: int | None = Field(None, ge=0, description="bytes a download moves (the export's files); published entries only")
+    torch_cpu_capability: str | None = Field(None, description="ATen's CPU kernels the pinned bytes were built with (a build's "
+                                             "manifest records its own), e.g. AVX2: a rebuild needs the same")
     description: str = ""
 
     @model_validator(mode="after")
@@ -98,8 +100,12 @@ def remote_manifest(entry: CatalogEntry, catalog: str | os.PathLike | None = Non
 
 
 def published_hash_check(dataset_id: str, content_hash: str, catalog: str | os.PathLike | None = None,
-                         manifest_hash: str | None = None) -> tuple[bool, str] | None:
-    """Whether a local dataset has the content (and manifest) its catalog entry pins: (equal, message), or None if the catalog does not list it."""
+                         manifest_hash: str | None = None, cpu_capability: str | None = None) -> tuple[bool, str] | None:
+    """Whether a local dataset has the content (and manifest) its catalog entry pins: (equal, message), or None if the catalog does not list it.
+
+    `cpu_capability` is the ATen kernels the local build ran; where the entry names others, the
+    message says how to rebuild with those (the one difference a user can undo by a setting).
+    """
     try:
         entry = load_catalog(catalog).datasets.get(dataset_id)
     except IcrlBenchError:
@@ -111,8 +117,14 @@ def published_hash_check(dataset_id: str, content_hash: str, catalog: str | os.P
                        f"{entry.manifest_hash[:12]}): the recipe's description, split or env facts changed without a version bump.")
     if entry.content_hash == content_hash:
         return True, f"{dataset_id} has exactly the published content (catalog hash {content_hash[:12]})."
-    get = (f"`icrl-bench datasets delete {dataset_id}` then `icrl-bench datasets download {dataset_id}`" if entry.repo
-           else "a build on the hardware class the catalog entry names")
+    pinned = entry.torch_cpu_capability
+    if pinned and cpu_capability and pinned.lower() != cpu_capability.lower() and entry.build:
+        get = (f"this build ran ATen's {cpu_capability} kernels, the published one {pinned}: `icrl-bench datasets delete {dataset_id}`, "
+               f"then `ATEN_CPU_CAPABILITY={pinned.lower()} {entry.build}` (enough on some CPUs, not all: MKL picks its own path)")
+    elif entry.repo:
+        get = f"`icrl-bench datasets delete {dataset_id}` then `icrl-bench datasets download {dataset_id}`"
+    else:
+        get = "a build on the hardware class the catalog entry names"
     return False, (
         f"{dataset_id} differs from the published dataset: hash {content_hash[:12]}, catalog {entry.content_hash[:12]} "
         f"(another CPU instruction set, torch version or device gives other float bits; see docs/datasets.md). "
