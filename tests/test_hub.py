@@ -224,7 +224,7 @@ def test_download_by_catalog_id(tiny_root, remote, tmp_path, monkeypatch):
     rows = hub.catalog_status(catalog, root=tmp_path / "root")
     assert rows == [
         {"dataset_id": TINY, "repo": REPO, "revision": "tiny-v3", "build": None, "content_hash": expected, "manifest_hash": None,
-         "shape": None, "download_bytes": None, "description": "", "local": "present"}
+         "shape": None, "download_bytes": None, "torch_cpu_capability": None, "description": "", "local": "present"}
     ]
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(yaml.safe_dump({"datasets": {TINY: {"repo": REPO, "revision": "tiny-v3", "content_hash": "0" * 64}}}))

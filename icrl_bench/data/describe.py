@@ -62,8 +62,17 @@ def describe(dataset_id: str, root: str | os.PathLike | None = None, catalog: st
         content_hash=entry.content_hash,
         made=_made(manifest),
         published=entry.where,
-        get=f"icrl-bench datasets download {dataset_id}" if entry.repo else entry.build,
+        get=f"icrl-bench datasets download {dataset_id}" if entry.repo else _build_hint(entry),
     )
+
+
+def _build_hint(entry: CatalogEntry) -> str | None:
+    """The build command, with the kernel setting that gives the pinned bytes where the entry names one."""
+    if entry.build and entry.torch_cpu_capability:
+        kernels = entry.torch_cpu_capability
+        return (f"{entry.build} (the pinned bytes need ATen's {kernels} kernels: on a CPU with others, "
+                f"ATEN_CPU_CAPABILITY={kernels.lower()} {entry.build}; docs/datasets.md)")
+    return entry.build
 
 
 def _local(dataset_id: str, root: str | os.PathLike | None, entry: CatalogEntry | None) -> DatasetFacts:
