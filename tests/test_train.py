@@ -416,7 +416,7 @@ def test_a_preset_can_name_its_warm_start_and_the_checkpoint_records_it(tmp_path
     resumed = train(resume=warm.run_dir, show_progress=False)  # already finished: no second warm start, no error
     assert resumed.step == warm.step
     config = load_run_config("dicp-dpt", "darkroom-permuted", "laptop-warm")
-    assert config.train.init_from == "baselines/darkroom-permuted/dpt" and (config.train.steps, config.train.time_budget_s) == (3000, 0)
+    assert config.train.init_from == "baselines/darkroom-permuted/dpt" and (config.train.steps, config.train.time_budget_s) == (4500, 0)
 
 
 def test_a_shipped_checkpoint_starts_a_run_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
