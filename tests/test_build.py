@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import signal
 import subprocess
 import sys
@@ -93,9 +95,31 @@ def test_same_recipe_and_seed_give_the_same_hash_with_any_worker_count(sb3_tiny,
     assert rerun.already_built and rerun.content_hash == again.content_hash
 
 
-def test_the_default_source_rebuilds_the_same_hash(tiny_dataset, tmp_path):
+def test_the_default_source_rebuilds_the_same_hash(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     again = build_dataset("darkroom", "tiny", root=tmp_path, workers=2, show_progress=False)
     assert again.content_hash == tiny_dataset.manifest["content_hash"]
+    if platform.machine().lower() in {"x86_64", "amd64"}:  # the spawned jobs ran ATen's pinned kernels, not the CPU's best
+        kernels = load_dataset(again.dataset_id, tmp_path).manifest["build"]["torch_cpu_capability"]
+        assert kernels in {"AVX2", "DEFAULT"}, kernels  # DEFAULT: a CPU without AVX2
+    assert "ATEN_CPU_CAPABILITY" not in os.environ  # set for the build only
+
+
+@pytest.mark.parametrize("machine, users, expected", [
+    ("x86_64", None, {"ATEN_CPU_CAPABILITY": "avx2"}),
+    ("AMD64", None, {"ATEN_CPU_CAPABILITY": "avx2"}),
+    ("x86_64", "default", {"ATEN_CPU_CAPABILITY": "default"}),  # a user's own setting wins
+    ("aarch64", None, {}),
+])
+def test_build_jobs_pin_atens_cpu_kernels(monkeypatch, machine, users, expected):
+    from icrl_bench.data import build
+
+    monkeypatch.setattr(build.platform, "machine", lambda: machine)
+    if users is None:
+        monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    else:
+        monkeypatch.setenv("ATEN_CPU_CAPABILITY", users)
+    assert build.job_environment() == expected
 
 
 def test_another_seed_is_another_dataset(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import signal
 import threading
 import time
@@ -51,6 +52,8 @@ def test_a_ray_build_has_the_local_content_hash(local_ray, family, tmp_path):
     assert result.content_hash == GOLDEN[family][1]
     build = load_dataset(result.dataset_id, root=tmp_path).manifest["build"]
     assert build["executor"] == "ray" and build["torch_threads"] == 1
+    if "ATEN_CPU_CAPABILITY" not in os.environ and platform.machine().lower() in {"x86_64", "amd64"}:
+        assert build["torch_cpu_capability"] in {"AVX2", "DEFAULT"}  # the job's runtime env pinned ATen's kernels
 
 
 def _kill_first_job(raylet_socket: str, killed: list[int], stop: threading.Event) -> None:

@@ -19,6 +19,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import platform
 import shutil
 import signal
 import threading
@@ -103,6 +104,39 @@ def build_dataset(
                     executor=executor, address=address)
 
 
+CPU_KERNELS_VAR = "ATEN_CPU_CAPABILITY"  # torch reads it at its first CPU kernel call in a process
+CPU_KERNELS = "avx2"  # the ATen kernels the published datasets were built on (datasets/catalog.yaml)
+
+
+def job_environment() -> dict[str, str]:
+    """The environment every build job runs in: ATen's CPU kernels pinned to AVX2 on x86-64 (a
+    user's own ATEN_CPU_CAPABILITY wins).
+
+    Torch picks its vectorised kernels by CPU (AVX2, AVX512), and they change a source's float
+    bits. With the pin, an AVX512 CPU builds the AVX2 machines' bytes where MKL's own code path
+    agrees (measured: an AMD Zen 5 does, an Intel Xeon does not: docs/datasets.md). A CPU without
+    AVX2 falls back to its own kernels.
+    """
+    if CPU_KERNELS_VAR in os.environ:
+        return {CPU_KERNELS_VAR: os.environ[CPU_KERNELS_VAR]}
+    return {CPU_KERNELS_VAR: CPU_KERNELS} if platform.machine().lower() in {"x86_64", "amd64"} else {}
+
+
+@contextmanager
+def _job_environment(env: dict[str, str]) -> Iterator[None]:
+    """`env` set in this process (its in-process jobs and the workers it spawns) for the block."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_plan(
     plan: BuildPlan,
     workers: int | None = None,
@@ -113,7 +147,14 @@ def run_plan(
     executor: str = "local",
     address: str | None = None,
 ) -> BuildResult:
-    config = ExecutorConfig(executor, workers, address)
+    env = job_environment()
+    config = ExecutorConfig(executor, workers, address, env=tuple(sorted(env.items())))
+    with _job_environment(env):
+        return _run_plan(plan, config, root, device, show_progress, console)
+
+
+def _run_plan(plan: BuildPlan, config: ExecutorConfig, root: str | os.PathLike | None, device: str, show_progress: bool,
+              console: Console | None) -> BuildResult:
     device = resolve_device(device)
     if device.startswith("cuda"):
         config = dataclasses.replace(config, gpus_per_job=1.0)

@@ -67,11 +67,11 @@ def describe(dataset_id: str, root: str | os.PathLike | None = None, catalog: st
 
 
 def _build_hint(entry: CatalogEntry) -> str | None:
-    """The build command, with the kernel setting that gives the pinned bytes where the entry names one."""
+    """The build command, with the kernels the pinned bytes need where the entry names them."""
     if entry.build and entry.torch_cpu_capability:
         kernels = entry.torch_cpu_capability
-        return (f"{entry.build} (the pinned bytes need ATen's {kernels} kernels: on a CPU with others, "
-                f"ATEN_CPU_CAPABILITY={kernels.lower()} {entry.build}; docs/datasets.md)")
+        return (f"{entry.build} (the pinned bytes were built on ATen's {kernels} kernels, which a build pins on x86-64 "
+                f"unless ATEN_CPU_CAPABILITY says otherwise; some CPUs' MKL still gives other bytes: docs/datasets.md)")
     return entry.build
 
 

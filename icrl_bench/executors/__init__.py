@@ -39,12 +39,15 @@ class ExecutorConfig:
             new Ray instance here; `auto`: a running cluster that this machine is part of;
             `HOST:PORT`: the head node's GCS address (`ray start --head` prints it).
         gpus_per_job: Ray only: GPUs each job asks the cluster for (builds with --device cuda).
+        env: Ray only: environment variables each job's worker process starts with (local worker
+            processes inherit this process's environment).
     """
 
     name: str = "local"
     workers: int | None = None
     address: str | None = None
     gpus_per_job: float = 0.0
+    env: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.name not in EXECUTORS:
@@ -65,7 +68,7 @@ def require(config: ExecutorConfig) -> None:
 def make_executor(config: ExecutorConfig, n_jobs: int) -> Executor:
     """The executor `config` names, sized for `n_jobs` jobs."""
     if config.name == "ray":
-        return RayExecutor(config.address, config.workers, config.gpus_per_job)
+        return RayExecutor(config.address, config.workers, config.gpus_per_job, dict(config.env))
     workers = min(config.workers or default_workers(), max(n_jobs, 1))
     return InProcess() if workers == 1 else ProcessPool(workers)
 

@@ -41,7 +41,8 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, workers: int | None = None, gpus_per_job: float = 0.0):
+    def __init__(self, address: str | None = None, workers: int | None = None, gpus_per_job: float = 0.0,
+                 env: dict[str, str] | None = None):
         self._ray = ray = import_ray()
         self._owns_connection = connect(address)
         resources = ray.cluster_resources()
@@ -51,7 +52,8 @@ class RayExecutor:
         # otherwise a few queued ones keep the cluster busy while the driver writes a result.
         self.in_flight = workers or 2 * self.slots
         self._sink = ray.remote(num_cpus=0)(_ProgressActor).remote()
-        self._task = ray.remote(icrl_bench_job).options(num_cpus=1, num_gpus=gpus_per_job, max_retries=0)
+        self._task = ray.remote(icrl_bench_job).options(num_cpus=1, num_gpus=gpus_per_job, max_retries=0,
+                                                        **({"runtime_env": {"env_vars": env}} if env else {}))
         self._refs: dict[Any, int] = {}
 
     def submit(self, key: int, fn: Callable[..., Any], args: tuple) -> None:
