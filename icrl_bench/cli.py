@@ -113,7 +113,9 @@ def build_dataset_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run the source RL algorithm on every task and record its learning histories."""
-    from icrl_bench.data.build import build_dataset
+    from icrl_bench.data.build import build_dataset, pin_cpu_kernels
+
+    pin_cpu_kernels()  # before any torch op: the kernels the published bytes were built on
     from icrl_bench.data.catalog import published_hash_check
 
     result = build_dataset(family, preset, source, seed, workers, root, device, show_progress=not quiet, console=err_console, task=task,
@@ -503,6 +505,10 @@ def reproduce_cmd(
     """Rebuild a paper's grid-world result: dataset, training, evaluation and a report beside the paper's numbers (resumable)."""
     from icrl_bench.bench.reproduction import reproduce
 
+    if not from_shipped:  # it builds the dataset: on the published bytes' kernels (its training and evaluation too)
+        from icrl_bench.data.build import pin_cpu_kernels
+
+        pin_cpu_kernels()
     report = reproduce(env, agents, budget, device, out, root, from_shipped, force, _parse_seeds(seeds), episodes, tasks,
                        log=lambda text: err_console.print(text, markup=False), jobs=jobs)
     console.print(f"[green]wrote[/] {report} and {report.with_name('curves.png')}")

@@ -69,7 +69,7 @@ def test_show_a_catalog_dataset_that_is_not_here(tmp_path, wide):
     code, output = run("datasets", "show", "metaworld-ml1-reach-small-v1", "--root", str(tmp_path))
     assert code == 0 and "not published (build: icrl-bench build-dataset metaworld-ml1 --task reach --preset small)" in output
     code, output = run("datasets", "show", "darkroom-permuted-v3", "--root", str(tmp_path))  # pinned with the kernels it was built on
-    assert code == 0 and "were built on ATen's AVX2 kernels, which a build pins" in " ".join(output.split()), output
+    assert code == 0 and "were built on ATen's AVX2 kernels, which build-dataset pins" in " ".join(output.split()), output
     code, output = run("datasets", "show", "darkroom-v9", "--root", str(tmp_path))
     assert code == 1 and "unknown dataset id 'darkroom-v9'" in output and "Traceback" not in output
 

@@ -109,11 +109,10 @@ CPU_KERNELS = "avx2"  # the ATen kernels the published datasets were built on (d
 
 
 def job_environment() -> dict[str, str]:
-    """The environment every build job runs in: ATen's CPU kernels pinned to AVX2 on x86-64 (a
-    user's own ATEN_CPU_CAPABILITY wins).
+    """ATen's CPU kernels for build jobs: AVX2 on x86-64, or the user's own ATEN_CPU_CAPABILITY.
 
     Torch picks its vectorised kernels by CPU (AVX2, AVX512), and they change a source's float
-    bits. With the pin, an AVX512 CPU builds the AVX2 machines' bytes where MKL's own code path
+    bits. On AVX2 kernels an AVX512 CPU builds the AVX2 machines' bytes where MKL's own code path
     agrees (measured: an AMD Zen 5 does, an Intel Xeon does not: docs/datasets.md). A CPU without
     AVX2 falls back to its own kernels.
     """
@@ -122,19 +121,14 @@ def job_environment() -> dict[str, str]:
     return {CPU_KERNELS_VAR: CPU_KERNELS} if platform.machine().lower() in {"x86_64", "amd64"} else {}
 
 
-@contextmanager
-def _job_environment(env: dict[str, str]) -> Iterator[None]:
-    """`env` set in this process (its in-process jobs and the workers it spawns) for the block."""
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def pin_cpu_kernels() -> None:
+    """Set `job_environment()` in this process: call it before the process's first torch op.
+
+    The commands that build (`build-dataset`, `reproduce`) do, so their in-process jobs, their
+    spawned workers and their Ray jobs all run the same kernels. A library call of `build_dataset`
+    changes no process state: its jobs run this process's kernels (the manifest records which).
+    """
+    os.environ.update(job_environment())
 
 
 def run_plan(
@@ -147,10 +141,9 @@ def run_plan(
     executor: str = "local",
     address: str | None = None,
 ) -> BuildResult:
-    env = job_environment()
-    config = ExecutorConfig(executor, workers, address, env=tuple(sorted(env.items())))
-    with _job_environment(env):
-        return _run_plan(plan, config, root, device, show_progress, console)
+    kernels = os.environ.get(CPU_KERNELS_VAR)  # what this process and its spawned workers run; Ray jobs are told
+    config = ExecutorConfig(executor, workers, address, env=((CPU_KERNELS_VAR, kernels),) if kernels else ())
+    return _run_plan(plan, config, root, device, show_progress, console)
 
 
 def _run_plan(plan: BuildPlan, config: ExecutorConfig, root: str | os.PathLike | None, device: str, show_progress: bool,

@@ -70,8 +70,8 @@ def _build_hint(entry: CatalogEntry) -> str | None:
     """The build command, with the kernels the pinned bytes need where the entry names them."""
     if entry.build and entry.torch_cpu_capability:
         kernels = entry.torch_cpu_capability
-        return (f"{entry.build} (the pinned bytes were built on ATen's {kernels} kernels, which a build pins on x86-64 "
-                f"unless ATEN_CPU_CAPABILITY says otherwise; some CPUs' MKL still gives other bytes: docs/datasets.md)")
+        return (f"{entry.build} (the pinned bytes were built on ATen's {kernels} kernels, which build-dataset pins on "
+                f"x86-64 unless ATEN_CPU_CAPABILITY says otherwise; some CPUs' MKL still gives other bytes: docs/datasets.md)")
     return entry.build
 
 
