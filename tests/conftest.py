@@ -17,6 +17,19 @@ def isolated_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     return root
 
 
+@pytest.fixture(autouse=True)
+def atens_kernels_as_they_were():
+    """`build-dataset` pins ATen's kernels in its process's environment, and CliRunner runs it in
+    this one: undo that after each test, so no later test's subprocess inherits it (its kernels
+    would then differ from this process's, which torch fixed at its first op)."""
+    before = os.environ.get("ATEN_CPU_CAPABILITY")
+    yield
+    if before is None:
+        os.environ.pop("ATEN_CPU_CAPABILITY", None)
+    else:
+        os.environ["ATEN_CPU_CAPABILITY"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root holding `darkroom-tiny-v3` (9 tasks x 4 streams x 200 steps), built once."""

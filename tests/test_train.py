@@ -254,6 +254,7 @@ def test_a_refit_budget_runs_its_refit_total_and_records_both(tmp_path: Path, ti
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
 def test_a_signal_stops_at_a_step_boundary_and_the_resume_is_exact(signum: str, tmp_path: Path, tiny_root: Path) -> None:
     """Ctrl-C once resumed with other weights (a checkpoint taken mid-step); SIGTERM saved nothing."""
+    import os
     import signal
     import subprocess
     import sys
@@ -263,7 +264,9 @@ def test_a_signal_stops_at_a_step_boundary_and_the_resume_is_exact(signum: str, 
     straight = run(tmp_path / "a", tiny_root, "dicp-ad", config_path=config)
     args = [sys.executable, "-m", "icrl_bench", "train", "--agent", "dicp-ad", "--dataset", "darkroom-tiny-v3", "--config", str(config),
             "--device", "cpu", "--root", str(tiny_root), "--out", str(tmp_path / "b"), "--quiet", "--threads", "1"]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The same ATen kernels as this process, which torch fixed at its first op (an in-process build-dataset may have pinned them)
+    kernels = {**os.environ, "ATEN_CPU_CAPABILITY": torch.backends.cpu.get_cpu_capability().lower()}
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=kernels)
     deadline = time.time() + 120
 
     def steps_logged() -> bool:  # the first training step is done: mid-training from here (however loaded the machine)
