@@ -57,6 +57,10 @@ def test_every_learned_row_has_its_budget_and_checkpoint():
     assert dicp_dpt.budget.seconds > last_segment and "2,519 s" in dicp_dpt.budget.text()
     ddp = next(r for r in leaderboard_view.split_rows(leaderboard.ranking("darkroom")["darkroom/v1"])[0] if r.label.startswith("dicp-ad @b9bd7e50"))
     assert ddp.budget.text().startswith("1.18M windows (18,500 x 32 x 2 ranks), 3,318 s")  # trained by two torchrun ranks
+    warm = next(r for r in leaderboard_view.split_rows(leaderboard.ranking("darkroom-permuted")["darkroom-permuted/v1"])[0]
+                if r.label.startswith("dicp-dpt @dcbf1fd3"))
+    assert warm.budget.text().endswith("warm-started from dpt @d61fbd7e (its training not counted)")  # the shipped DPT
+    assert "warm-started" not in ad.budget.text()
 
 
 def test_a_checkpoint_with_other_weights_gets_no_budget(tmp_path):

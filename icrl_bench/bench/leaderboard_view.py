@@ -51,7 +51,8 @@ METRIC_KEY = (
     ("success at 10K steps", "Meta-World: the same after 100 episodes of 100 steps (equal experience for all tasks)."),
     ("success (last 5)", "Meta-World: successful episodes among the last 5."),
     ("[low, high]", "95% CI: stratified bootstrap over seeds within each task (rliable); n/a with fewer than 3 seeds."),
-    ("budget", "what training cost: windows seen (steps x batch), wall time and hardware, from the checkpoint's run record."),
+    ("budget", ("what training cost: windows seen (steps x batch), wall time and hardware, from the checkpoint's run record; "
+                "a warm-started run names the checkpoint it started from, whose own training is not in the figures.")),
 )
 
 
@@ -68,6 +69,7 @@ class Budget:
     seconds: float | None
     device: str | None
     hardware: str | None  # as its README says ("one NVIDIA H200", "2-core CPU"); None where unsaid
+    warm_start: str | None = None  # `dpt @d61fbd7e`: the checkpoint it started from, whose training is not counted here
 
     @property
     def samples(self) -> int:
@@ -84,7 +86,8 @@ class Budget:
         where = self.hardware or self.device
         ranks = f" x {self.world_size} ranks" if self.world_size > 1 else ""
         return (f"{self.windows()} windows ({self.steps:,} x {self.batch_size}{ranks})"
-                + (f", {self.seconds:,.0f} s" if self.seconds is not None else "") + (f" on {where}" if where else ""))
+                + (f", {self.seconds:,.0f} s" if self.seconds is not None else "") + (f" on {where}" if where else "")
+                + (f", warm-started from {self.warm_start} (its training not counted)" if self.warm_start else ""))
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,10 @@ def training_budget(folder: Path) -> Budget | None:
     said = shipped_hardware(folder) or ""  # "cuda (one NVIDIA H200, two trainings ...)"
     found = re.search(r"^\S+ \(([^,()]+)", said)
     hardware = found[1].strip() if found else None
+    source = run.get("init_from") or {}
+    warm_start = f"{source.get('agent')} @{str(source.get('weights_sha256'))[:8]}" if source.get("weights_sha256") else None
     return Budget(meta["step"], meta["train_config"]["batch_size"], world_size(run),
-                  float(seconds) if isinstance(seconds, (int, float)) else None, run.get("device"), hardware)
+                  float(seconds) if isinstance(seconds, (int, float)) else None, run.get("device"), hardware, warm_start)
 
 
 def split_rows(entries: Sequence[dict]) -> tuple[list[Row], list[Row]]:
