@@ -32,6 +32,12 @@ def world_size(run: dict[str, Any]) -> int:
     return int(run.get("world_size") or 1)
 
 
+def warm_start_source(run: dict[str, Any]) -> str | None:
+    """`dpt @d61fbd7e`: the checkpoint a warm-started run (`train --init-from`) began from, whose training its own figures leave out."""
+    source = run.get("init_from") or {}
+    return f"{source.get('agent')} @{str(source['weights_sha256'])[:8]}" if source.get("weights_sha256") else None
+
+
 def shipped_hardware(folder: Path) -> str | None:
     """What a shipped checkpoint's README says it was trained on: the text after "<seconds> s on " of its
     "- training budget:" line (scripts/ship_baseline.py writes it), e.g. "cpu (one core, beside another

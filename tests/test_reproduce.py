@@ -21,6 +21,7 @@ from icrl_bench.bench.reproduction_report import AgentRecord, Cell, episode_cell
 from icrl_bench.cli import app
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.executors import ExecutorConfig
+from icrl_bench.training import BASELINES_DIR
 
 SMOKE = {"seeds": [0, 1, 2], "n_episodes": 2, "n_tasks": 2}
 
@@ -62,6 +63,18 @@ def test_the_report_says_which_evaluations_ran_on_a_gpu_and_their_acting_seconds
     rows = render_report("darkroom", [record("idt", {"device": "cuda"}), record("ad", {})]).splitlines()
     assert "| 44 on cuda | `abababababab` |" in next(r for r in rows if r.startswith("| idt | dicp"))
     assert "| 44 | `abababababab` |" in next(r for r in rows if r.startswith("| ad | dicp"))
+
+
+def test_the_report_names_a_warm_start_source_beside_the_hardware():
+    from icrl_bench.bench.reproduction_report import budget_of
+
+    shipped = BASELINES_DIR / "darkroom-permuted" / "dicp-dpt"  # warm-started from the shipped DPT (train --init-from)
+    budget = budget_of(shipped, "one core")
+    assert budget["warm_start"] == "dpt @d61fbd7e"
+    results = {"curves": {"return": np.ones((3, 2, 50)).tolist()}, "cost": {}, "agent": {"name": "dicp-dpt", "settings": {}}}
+    rows = render_report("darkroom-permuted", [AgentRecord("dicp-dpt", results, budget)]).splitlines()
+    assert "| one core; warm-started from dpt @d61fbd7e (its training not counted) |" in next(r for r in rows if r.startswith("| dicp-dpt | dicp"))
+    assert budget_of(BASELINES_DIR / "darkroom-permuted" / "dpt")["warm_start"] is None
 
 
 def test_tiny_run_writes_the_report_and_a_rerun_skips_finished_stages(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ from icrl_bench.bench.reporting import (
     unique_labels,
 )
 from icrl_bench.paths import from_repo_relative, shipped
-from icrl_bench.run_records import read_metrics, shipped_hardware, training_seconds, world_size
+from icrl_bench.run_records import read_metrics, shipped_hardware, training_seconds, warm_start_source, world_size
 
 REFERENCE_AGENTS = ("random", "oracle", "source")  # the ends of the scale, shown apart and never ranked
 FORMATS = ("table", "md", "csv", "json")
@@ -133,10 +133,8 @@ def training_budget(folder: Path) -> Budget | None:
     said = shipped_hardware(folder) or ""  # "cuda (one NVIDIA H200, two trainings ...)"
     found = re.search(r"^\S+ \(([^,()]+)", said)
     hardware = found[1].strip() if found else None
-    source = run.get("init_from") or {}
-    warm_start = f"{source.get('agent')} @{str(source.get('weights_sha256'))[:8]}" if source.get("weights_sha256") else None
     return Budget(meta["step"], meta["train_config"]["batch_size"], world_size(run),
-                  float(seconds) if isinstance(seconds, (int, float)) else None, run.get("device"), hardware, warm_start)
+                  float(seconds) if isinstance(seconds, (int, float)) else None, run.get("device"), hardware, warm_start_source(run))
 
 
 def split_rows(entries: Sequence[dict]) -> tuple[list[Row], list[Row]]:

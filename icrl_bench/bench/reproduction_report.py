@@ -18,7 +18,7 @@ import yaml
 
 from icrl_bench.bench import metrics
 from icrl_bench.paths import require_shipped
-from icrl_bench.run_records import read_metrics, training_seconds, world_size
+from icrl_bench.run_records import read_metrics, training_seconds, warm_start_source, world_size
 
 # ---- the paper's numbers and ours, side by side -----------------------------------------------------
 
@@ -130,7 +130,8 @@ def render_report(env: str, records: list[AgentRecord], header: str = "") -> str
         eval_device = record.results["agent"].get("settings", {}).get("device", "cpu")
         cost_text += f" on {eval_device}" if cost is not None and eval_device != "cpu" else ""
         weights = str(record.results["agent"].get("checkpoint_hash") or "")[:12]
-        lines.append(f"| {record.agent} | {b.get('layout', 'dicp')} | {steps} | {windows} | {wall} | {b.get('hardware', 'n/a')} | "
+        trained_on = b.get("hardware", "n/a") + (f"; warm-started from {b['warm_start']} (its training not counted)" if b.get("warm_start") else "")
+        lines.append(f"| {record.agent} | {b.get('layout', 'dicp')} | {steps} | {windows} | {wall} | {trained_on} | "
                      f"{cost_text} | `{weights}` |")
     return "\n".join(lines) + "\n"
 
@@ -177,4 +178,4 @@ def budget_of(run_dir: Path, hardware: str | None = None) -> dict[str, Any]:
     world = world_size(run)  # batch_size is per torchrun rank
     return {"steps": steps, "batch_size": run["config"]["train"]["batch_size"] * world, "world_size": world, "train_s": train_s, "device": run["device"],
             "preset": run.get("preset"), "layout": run["config"]["model"].get("layout", "dicp"),
-            "hardware": hardware or run["device"]}
+            "hardware": hardware or run["device"], "warm_start": warm_start_source(run)}
