@@ -83,4 +83,5 @@ def test_a_mismatch_names_the_kernel_setting_only_when_the_kernels_differ(tmp_pa
     assert not equal and "differs from the published dataset" in message
     hint = "ATEN_CPU_CAPABILITY=avx2 icrl-bench build-dataset darkroom"
     assert (hint in message) == names_the_setting, message
+    assert ("so MKL's own path on this CPU differs" in message) == (local == "AVX2"), message  # kernels matched, bytes did not
     assert published_hash_check("darkroom-v3", "a" * 64, catalog, cpu_capability=local)[0]

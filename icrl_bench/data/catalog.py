@@ -123,6 +123,9 @@ def published_hash_check(dataset_id: str, content_hash: str, catalog: str | os.P
                f"then `ATEN_CPU_CAPABILITY={pinned.lower()} {entry.build}` (enough on some CPUs, not all: MKL picks its own path)")
     elif entry.repo:
         get = f"`icrl-bench datasets delete {dataset_id}` then `icrl-bench datasets download {dataset_id}`"
+    elif pinned and cpu_capability:  # the same ATen kernels: MKL (or torch, or the device) took another path
+        get = (f"the build ran the published ATen kernels ({pinned}), so MKL's own path on this CPU differs (seen on Intel "
+               "AVX512 Xeons); rebuild on an AVX2 CPU or an AMD Zen 5 (measured), or check the torch version")
     else:
         get = "a build on the hardware class the catalog entry names"
     return False, (
