@@ -114,10 +114,9 @@ def build_dataset_cmd(
 ) -> None:
     """Run the source RL algorithm on every task and record its learning histories."""
     from icrl_bench.data.build import build_dataset, pin_cpu_kernels
-
-    pin_cpu_kernels()  # before any torch op: the kernels the published bytes were built on
     from icrl_bench.data.catalog import published_hash_check
 
+    pin_cpu_kernels()  # before any torch op: the kernels the published bytes were built on
     result = build_dataset(family, preset, source, seed, workers, root, device, show_progress=not quiet, console=err_console, task=task,
                            executor=executor, address=address)
     if result.already_built:

@@ -143,11 +143,6 @@ def run_plan(
 ) -> BuildResult:
     kernels = os.environ.get(CPU_KERNELS_VAR)  # what this process and its spawned workers run; Ray jobs are told
     config = ExecutorConfig(executor, workers, address, env=((CPU_KERNELS_VAR, kernels),) if kernels else ())
-    return _run_plan(plan, config, root, device, show_progress, console)
-
-
-def _run_plan(plan: BuildPlan, config: ExecutorConfig, root: str | os.PathLike | None, device: str, show_progress: bool,
-              console: Console | None) -> BuildResult:
     device = resolve_device(device)
     if device.startswith("cuda"):
         config = dataclasses.replace(config, gpus_per_job=1.0)
