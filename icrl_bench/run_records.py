@@ -38,6 +38,11 @@ def warm_start_source(run: dict[str, Any]) -> str | None:
     return f"{source.get('agent')} @{str(source['weights_sha256'])[:8]}" if source.get("weights_sha256") else None
 
 
+def warm_start_note(source: str | None) -> str:
+    """What a budget's text adds for a warm-started run (`warm_start_source`): its source, not counted; "" otherwise."""
+    return f"warm-started from {source} (its training not counted)" if source else ""
+
+
 def shipped_hardware(folder: Path) -> str | None:
     """What a shipped checkpoint's README says it was trained on: the text after "<seconds> s on " of its
     "- training budget:" line (scripts/ship_baseline.py writes it), e.g. "cpu (one core, beside another

@@ -33,7 +33,14 @@ from icrl_bench.bench.reporting import (
     unique_labels,
 )
 from icrl_bench.paths import from_repo_relative, shipped
-from icrl_bench.run_records import read_metrics, shipped_hardware, training_seconds, warm_start_source, world_size
+from icrl_bench.run_records import (
+    read_metrics,
+    shipped_hardware,
+    training_seconds,
+    warm_start_note,
+    warm_start_source,
+    world_size,
+)
 
 REFERENCE_AGENTS = ("random", "oracle", "source")  # the ends of the scale, shown apart and never ranked
 FORMATS = ("table", "md", "csv", "json")
@@ -87,7 +94,7 @@ class Budget:
         ranks = f" x {self.world_size} ranks" if self.world_size > 1 else ""
         return (f"{self.windows()} windows ({self.steps:,} x {self.batch_size}{ranks})"
                 + (f", {self.seconds:,.0f} s" if self.seconds is not None else "") + (f" on {where}" if where else "")
-                + (f", warm-started from {self.warm_start} (its training not counted)" if self.warm_start else ""))
+                + (f", {warm_start_note(self.warm_start)}" if self.warm_start else ""))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import yaml
 
 from icrl_bench.bench import metrics
 from icrl_bench.paths import require_shipped
-from icrl_bench.run_records import read_metrics, training_seconds, warm_start_source, world_size
+from icrl_bench.run_records import read_metrics, training_seconds, warm_start_note, warm_start_source, world_size
 
 # ---- the paper's numbers and ours, side by side -----------------------------------------------------
 
@@ -130,7 +130,7 @@ def render_report(env: str, records: list[AgentRecord], header: str = "") -> str
         eval_device = record.results["agent"].get("settings", {}).get("device", "cpu")
         cost_text += f" on {eval_device}" if cost is not None and eval_device != "cpu" else ""
         weights = str(record.results["agent"].get("checkpoint_hash") or "")[:12]
-        trained_on = b.get("hardware", "n/a") + (f"; warm-started from {b['warm_start']} (its training not counted)" if b.get("warm_start") else "")
+        trained_on = b.get("hardware", "n/a") + (f"; {warm_start_note(b['warm_start'])}" if b.get("warm_start") else "")
         lines.append(f"| {record.agent} | {b.get('layout', 'dicp')} | {steps} | {windows} | {wall} | {trained_on} | "
                      f"{cost_text} | `{weights}` |")
     return "\n".join(lines) + "\n"
