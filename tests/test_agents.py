@@ -186,8 +186,8 @@ def test_idt_cached_acting_equals_full_recompute(agent: str) -> None:
     assert len(actor.blocks) == 2  # n_high = 2 blocks of context
 
 
-@pytest.mark.parametrize("agent", IDTS)
-def test_idt_acting_equals_training_forward(agent: str, tiny_root: Path) -> None:
+@pytest.mark.parametrize("agent, features", [(a, "cell") for a in IDTS] + [("idt", "cell+xy")])
+def test_idt_acting_equals_training_forward(agent: str, features: str, tiny_root: Path) -> None:
     """Acting teacher-forced through a sorted stream (reset / action_logits / observe) gives, block by block, the
     action logits of the training forward on the window that ends at that block: return-to-go falls by each block's
     reward and restarts at every episode as in the relabelled data, and the context of blocks slides as a window does."""
@@ -195,7 +195,7 @@ def test_idt_acting_equals_training_forward(agent: str, tiny_root: Path) -> None
     from icrl_bench.data.dataset import load_dataset
 
     ds = load_dataset("darkroom-tiny-v3", root=tiny_root)
-    model = small_model(agent)
+    model = small_model(agent, state_features=features)
     c, L = model.config, model.config.low_per_high
     arrays = ("obs", "action", "reward", "next_obs", "done")
     rewarded = 0
@@ -221,6 +221,45 @@ def test_idt_acting_equals_training_forward(agent: str, tiny_root: Path) -> None
                 h = model.hidden(model.blocks(window))  # [1, H, L, 4, C]
             torch.testing.assert_close(acting[b * L:end], model.decisions_to_go.pred_action(h[0, -1, :, 1]), atol=1e-5, rtol=0)
     assert rewarded > 0
+
+
+def test_idt_cell_xy_embeds_coordinates() -> None:
+    """With cell+xy, two cells that share a learned vector still differ by their coordinates, as the dense AD's tokens do."""
+    model = small_model("idt", state_features="cell+xy")
+    embed = model.decisions_to_go.embed_state
+    with torch.no_grad():
+        embed.cell.weight.zero_()
+        out = embed(torch.tensor([0, 1, 9, 80]))  # cells (0, 0), (0, 1), (1, 0), (8, 8)
+        torch.testing.assert_close(out[3] - out[0], embed.xy.weight.sum(1))  # (1, 1) after scaling to [0, 1]
+        torch.testing.assert_close(out[2] - out[0], embed.xy.weight[:, 0] / 8)
+    with pytest.raises(IcrlBenchError, match="dense-layout option"):
+        small_model("dpt", state_features="cell+xy")  # the dicp layout of AD and DPT fixes its own tokens
+
+
+def test_idt_return_to_go_from_the_task_optimum_is_per_task() -> None:
+    """return_to_go=task-optimum starts each env's episodes at its own task's optimal return (the official grid
+    evaluation, privileged), restarting there after every episode; the default starts all at the config's target."""
+    from icrl_bench.agents.idt import IDTAgent
+    from icrl_bench.envs.families import get_family
+
+    goals = np.array([[4, 5], [0, 0], [8, 1]])
+    info = TaskInfo(env="darkroom", num_actions=5, obs_dim=2, horizon=20, task_params=goals)
+    optimum = get_family("darkroom").max_return(goals)
+    assert optimum.tolist() == [20, 13, 14]
+    rng = np.random.default_rng(0)
+    for setting, start in (("task-optimum", optimum), ("train-max", np.full(3, 10.0))):
+        actor = IDTAgent("idt", small_model("idt"), return_to_go=setting)
+        actor.reset(3, info)
+        assert actor.rtg.tolist() == list(map(float, start))
+        for step in range(20):  # a whole episode with reward 1 everywhere: two blocks, then the restart
+            actor.action_logits(rng.integers(0, 9, (3, 2)))
+            obs, action, _, next_obs, _ = random_transition(rng, 3)
+            actor.observe(obs, action, np.ones(3), next_obs, np.full(3, step == 19))
+            if step == 9:
+                assert actor.rtg.tolist() == list(map(float, start - 10))
+        assert actor.rtg.tolist() == list(map(float, start))
+    with pytest.raises(IcrlBenchError, match="return_to_go must be one of"):
+        IDTAgent("idt", small_model("idt"), return_to_go="best")
 
 
 # ---- the window sampler ---------------------------------------------------------------------------

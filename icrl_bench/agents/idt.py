@@ -23,6 +23,7 @@ code. In eval mode z is the mean (deterministic validation); acting samples.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from icrl_bench.agents.planner import IDTBeams, IDTWorld, beam_search
 from icrl_bench.agents.sampling import predicted_rewards
 from icrl_bench.agents.spaces import ContinuousModelConfig, GridModelConfig
 from icrl_bench.agents.transformer import KVCache, Transformer
+from icrl_bench.envs.families import get_family
 from icrl_bench.errors import IcrlBenchError
 
 
@@ -63,7 +65,10 @@ class IDTOptions:
 
 @dataclass
 class IDTConfig(IDTOptions, GridModelConfig):
-    """IDT on the grid worlds (official gridworld/cfg/model/idt_*.yaml)."""
+    """IDT on the grid worlds (official gridworld/cfg/model/idt_*.yaml); `state_features: cell+xy`
+    adds the cell's coordinates to every state embedding (a documented variant, not the paper's)."""
+
+    any_layout_xy: ClassVar[bool] = True
 
 
 @dataclass
@@ -72,6 +77,7 @@ class ContinuousIDTConfig(IDTOptions, ContinuousModelConfig):
 
 
 AnyIDTConfig = IDTConfig | ContinuousIDTConfig
+RETURN_TO_GO = ("train-max", "task-optimum")  # where an episode's return-to-go starts when acting (IDTAgent)
 
 
 # ---- data: sort episodes by return, relabel return-to-go ---------------------------------------------
@@ -243,14 +249,24 @@ class IDT(nn.Module):
 class IDTAgent(CheckpointAgent):
     """Acts with a trained IDT: a decision every `low_per_high` steps, actions decoded with a KV cache.
 
-    Return-to-go starts each episode at `config.target_return` and falls by the reward of each
-    finished block (grid: the best return in the training task set, where the official evaluation
-    uses each test task's own optimum, which is privileged; Meta-World: reward_max * horizon, as
-    the official code). dicp-idt plans within the current block: on the grid worlds by beam search
+    Return-to-go starts each episode at a target and falls by the reward of each finished block.
+    `return_to_go` says which target: "train-max" (the default) is `config.target_return` (grid:
+    the best optimal return among the training tasks; Meta-World: reward_max * horizon, as the
+    official code); "task-optimum" is each test task's own optimal return, as the official grid
+    evaluation (`get_max_return`). On Darkroom that optimum is 21 minus the goal's distance from the
+    start, so it tells the agent how far the goal is: privileged, and results record the setting. dicp-idt plans within the current block: on the grid worlds by beam search
     (`beam_k` > 0, planner.py) once `n_transit` steps have been seen; on Meta-World by sampling
     (`samples` > 1, sampling.py) in blocks that start past `beam_start` with `plan_from_step`
     steps seen (the official rule, taken at the block's first step).
     """
+
+    def __init__(self, *args, return_to_go: str = "train-max", **kwargs):
+        super().__init__(*args, **kwargs)
+        if return_to_go not in RETURN_TO_GO:
+            raise IcrlBenchError(f"return_to_go must be one of {', '.join(RETURN_TO_GO)}, got {return_to_go!r}.")
+        if return_to_go == "task-optimum" and self.space.kind == "continuous":
+            raise IcrlBenchError("return_to_go=task-optimum is the grid worlds' official evaluation; on Meta-World IDT acts from reward_max * horizon (train-max).")
+        self.return_to_go = return_to_go
 
     def reset(self, num_envs: int, task_info: TaskInfo) -> None:
         c = self.model.config
@@ -260,7 +276,12 @@ class IDTAgent(CheckpointAgent):
         E, dev = num_envs, self.device
         self.num_envs = E
         self.generator = torch.Generator(device=dev).manual_seed(self.seed)
-        self.rtg = torch.full((E,), float(c.target_return), device=dev)  # return-to-go of the current block
+        if self.return_to_go == "task-optimum":  # privileged: the official grid evaluation
+            target = get_family(task_info.env).max_return(task_info.task_params)
+        else:
+            target = np.full(E, c.target_return)
+        self.target = torch.as_tensor(np.asarray(target, dtype=np.float32), device=dev)  # where each episode's return-to-go starts [E]
+        self.rtg = self.target.clone()  # return-to-go of the current block
         self.blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # finished blocks: (rtg [E], first state [E, ...], z_dist [E, 2dz])
         self.t_low = 0
         self.block: list[tuple[torch.Tensor, ...]] = []  # this block's transitions (s, a, r, s'), encoded, [E, ...] each
@@ -355,5 +376,5 @@ class IDTAgent(CheckpointAgent):
             z_dist = self.model.reviewing_decisions(s_b, a_b, r_b, n_b)[:, 0]  # [E, 2*dim_z]
             rtg0, s0 = self.block_start
             self.blocks = (self.blocks + [(rtg0, s0, z_dist)])[-c.n_high:]
-            self.rtg = torch.where(done, torch.full_like(self.rtg, c.target_return), self.rtg - r_b[:, 0].sum(-1).float())
+            self.rtg = torch.where(done, self.target, self.rtg - r_b[:, 0].sum(-1).float())
             self.block, self.t_low = [], 0

@@ -56,6 +56,22 @@ class ScalarLinear(nn.Linear):
         return super().forward(x.to(self.weight.dtype).unsqueeze(-1))
 
 
+class CellXYEmbedding(nn.Module):
+    """Cell indices [...] -> a learned vector per cell plus a linear map of the cell's (x, y) scaled
+    to [0, 1] [..., C]: the "cell+xy" state features for networks that embed cell indices (IDT; the
+    dense AD adds its own map of the raw cells, ad.py). A never-rewarded goal is near its neighbours."""
+
+    def __init__(self, grid_size: int, n_embd: int):
+        super().__init__()
+        self.grid_size = grid_size
+        self.cell = nn.Embedding(grid_size**2, n_embd)
+        self.xy = nn.Linear(2, n_embd)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        xy = state_from_index(index, self.grid_size).to(self.xy.weight.dtype) / (self.grid_size - 1)
+        return self.cell(index) + self.xy(xy)
+
+
 class GridSpace:
     """Cells and action indices of the grid worlds; heads are classifiers."""
 
@@ -72,6 +88,7 @@ class GridSpace:
         self.action_shape: tuple[int, ...] = ()  # one index per step
         self.action_dtype = torch.long
         self.learns_next_state = True
+        self.xy_in_embedding = config.state_features == "cell+xy" and config.layout != "dense"  # the dense AD adds it itself
 
     # -- network inputs: raw batch or env values -> what the embeddings take
     def state(self, obs: torch.Tensor) -> torch.Tensor:
@@ -90,7 +107,7 @@ class GridSpace:
 
     # -- embeddings and heads
     def state_embedding(self, n_embd: int) -> nn.Module:
-        return nn.Embedding(self.n_cells, n_embd)
+        return CellXYEmbedding(self.grid_size, n_embd) if self.xy_in_embedding else nn.Embedding(self.n_cells, n_embd)
 
     def action_embedding(self, n_embd: int) -> nn.Module:
         return nn.Embedding(self.num_actions, n_embd)
@@ -269,7 +286,9 @@ class GridModelConfig(ModelConfig):
     # The dense layout's state in a token: a learned vector per cell ("cell"), or that plus a linear
     # map of the cell's (x, y) ("cell+xy"), which the official context tokens see (a Linear over
     # coordinates): a goal cell never rewarded in training is still near the cells it borders.
+    # IDT's embeddings take it in its own layout too (`any_layout_xy`).
     state_features: str = "cell"
+    any_layout_xy: ClassVar[bool] = False  # whether "cell+xy" is allowed outside the dense layout
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -277,8 +296,8 @@ class GridModelConfig(ModelConfig):
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.state_features not in STATE_FEATURES:
             raise ValueError(f"state_features must be one of {', '.join(STATE_FEATURES)}, got {self.state_features!r}")
-        if self.state_features != "cell" and self.layout != "dense":
-            raise ValueError(f"state_features {self.state_features!r} is a dense-layout option; the dicp layout's tokens fix their own")
+        if self.state_features != "cell" and self.layout != "dense" and not self.any_layout_xy:
+            raise ValueError(f"state_features {self.state_features!r} is a dense-layout option (and IDT's); the dicp layout's tokens fix their own")
 
     def space(self) -> GridSpace:
         return GridSpace(self)

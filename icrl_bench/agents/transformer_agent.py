@@ -174,17 +174,18 @@ def from_checkpoint(name: str, checkpoint: str | os.PathLike | Path, device: str
     Meta-World `samples` (candidate actions; default the paper's 10 for dicp-*, 0 or 1 = no
     planning), `beam_start` (plan only past this step of an episode; default 50) and, for both,
     `plan_from_step` (steps seen before planning starts; default n_transit). `planner`: "cache" or
-    "recompute".
+    "recompute". IDT agents also take `return_to_go` ("train-max" or the privileged "task-optimum": idt.py).
     """
-    model_spec(name)
-    if kwargs:
-        raise IcrlBenchError(f"{name} takes no option(s) {', '.join(sorted(kwargs))}; options: device, sample, seed, beam_k, planner, "
-                             "samples, beam_start, plan_from_step.")
+    is_idt = model_spec(name).family == "idt"
+    own = {"return_to_go"} if is_idt else set()
+    if set(kwargs) - own:
+        raise IcrlBenchError(f"{name} takes no option(s) {', '.join(sorted(set(kwargs) - own))}; options: device, sample, seed, beam_k, planner, "
+                             f"samples, beam_start, plan_from_step{', return_to_go' if is_idt else ''}.")
     loaded = load_checkpoint(checkpoint, agent=name, map_location="cpu")
     options = {"device": device, "sample": sample, "seed": seed, "beam_k": beam_k, "planner": planner, "samples": samples,
                "beam_start": beam_start, "plan_from_step": plan_from_step}
-    if model_spec(name).family == "idt":
+    if is_idt:
         from icrl_bench.agents.idt import IDTAgent
 
-        return IDTAgent(name, loaded.model, loaded.meta, **options)
+        return IDTAgent(name, loaded.model, loaded.meta, **options, **kwargs)
     return TransformerAgent(name, loaded.model, loaded.meta, **options)
