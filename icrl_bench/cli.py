@@ -444,6 +444,7 @@ def evaluate_cmd(
     """Run an agent under the standard protocol: results JSON, learning-curve plot, summary table."""
     from rich.progress import Progress
 
+    from icrl_bench.agents.base import privileged_settings
     from icrl_bench.bench.harness import evaluate, save_results
     from icrl_bench.bench.reporting import results_table
 
@@ -482,6 +483,9 @@ def evaluate_cmd(
     console.print(f"[green]wrote[/] {json_path} and {png_path}")
     if goals == "validation":
         console.print("[yellow]validation goals: for choosing between runs; this run cannot be submitted to the leaderboard.[/]")
+    elif privileged_settings(results["agent"]["settings"]):
+        console.print(f"[yellow]{', '.join(privileged_settings(results['agent']['settings']))} reads the test tasks' parameters: "
+                      "this run compares with a paper that did the same; it cannot be submitted to the leaderboard.[/]")
     elif not results["standard"]:
         console.print("[yellow]non-standard seeds, episodes or tasks: this run cannot be submitted to the leaderboard.[/]")
 

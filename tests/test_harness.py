@@ -287,3 +287,23 @@ def test_an_evaluation_of_the_default_checkpoint_names_it() -> None:
     assert results["agent"]["checkpoint"] == "baselines/darkroom/dpt"  # not None: the default may change later
     assert "--checkpoint baselines/darkroom/dpt" in results["command"]
     assert evaluate("random", env="darkroom", seeds=[0], n_episodes=1, n_tasks=1)["agent"]["checkpoint"] is None
+
+
+def test_a_privileged_idt_run_is_recorded_as_such_and_never_submittable(tmp_path, monkeypatch):
+    """IDT acting from each test goal's optimum (the official grid evaluation) runs with the protocol's seeds,
+    episodes and tasks, yet it is not standard: its file says so in its name and the leaderboard refuses it."""
+    from icrl_bench import cli
+    from icrl_bench.bench import leaderboard
+
+    monkeypatch.setattr(cli.console, "size", (200, 50))
+    result = CliRunner().invoke(app, ["evaluate", "--agent", "idt", "--env", "darkroom", "--set", 'return_to_go="task-optimum"',
+                                      "--out", str(tmp_path), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "return_to_go=task-optimum reads the test tasks' parameters" in result.output
+    data = json.loads((tmp_path / "idt-darkroom-privileged.json").read_text())
+    assert data["agent"]["settings"] == {"return_to_go": "task-optimum"} and data["standard"] is False
+    assert "--set return_to_go=\"task-optimum\"" in data["command"]
+    with pytest.raises(IcrlBenchError, match="return_to_go=task-optimum, which reads the test tasks' parameters"):
+        leaderboard.validate(data)
+    bad = CliRunner().invoke(app, ["evaluate", "--agent", "dpt", "--set", 'return_to_go="task-optimum"', "--out", str(tmp_path)])
+    assert bad.exit_code == 1 and "dpt takes no option(s) return_to_go" in bad.output and "Traceback" not in bad.output

@@ -92,9 +92,14 @@ def above_the_optimum(data):
     data["curves"]["return"][0] = [[25.0] * len(task) for task in first_seed]  # 20 steps can earn at most 20
 
 
+def privileged(data):
+    data["agent"]["settings"]["return_to_go"] = "task-optimum"  # IDT acting from each test goal's optimum: the official grid protocol
+
+
 @pytest.mark.parametrize(
     "tamper, message",
     [
+        (privileged, "ran with return_to_go=task-optimum, which reads the test tasks' parameters"),
         (tamper_summary, "summary does not match its curves (1 number(s) differ, first final_return.mean: "),
         (tamper_curve, "summary does not match its curves"),
         (unknown_dataset, "dataset hash abababababab (darkroom-v1) is not a known dataset"),

@@ -29,6 +29,16 @@ class TaskInfo:
     action_dim: int = 0  # continuous action size (0 for discrete actions)
 
 
+# Agent settings that read `TaskInfo.task_params`: (setting, value) -> what it reads. A run made with
+# one compares with a paper that did the same, never with the leaderboard (its results are not standard).
+PRIVILEGED_SETTINGS = {("return_to_go", "task-optimum"): "IDT's return-to-go starts at each test task's optimal return (the official grid evaluation)"}
+
+
+def privileged_settings(settings: dict) -> list[str]:
+    """The `KEY=VALUE` agent settings among `settings` that read the privileged task parameters."""
+    return [f"{key}={value}" for (key, value) in PRIVILEGED_SETTINGS if settings.get(key) == value]
+
+
 @runtime_checkable
 class Agent(Protocol):
     def reset(self, num_envs: int, task_info: TaskInfo) -> None:

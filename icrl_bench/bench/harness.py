@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from icrl_bench.agents.base import Agent, agent_record
+from icrl_bench.agents.base import Agent, agent_record, privileged_settings
 from icrl_bench.bench.harness_sharded import Sharded, ShardedEvaluation, discard_shards, run_sharded
 from icrl_bench.bench.protocols import EvalProtocol, get_protocol, names_validation_goals
 from icrl_bench.bench.results import RESULTS_SCHEMA_VERSION, Results, dumps_results
@@ -199,7 +199,7 @@ def evaluate_agent(
             **({"planner_revision": revision} if revision is not None else {}),
         },
         standard=(seeds == list(protocol.seeds) and n_episodes == protocol.n_episodes and len(tasks) == protocol.n_test_tasks
-                  and protocol.goals == "test"),
+                  and protocol.goals == "test" and not privileged_settings(settings or {})),
         test_tasks={"indices": [int(i) for i in tasks], "params": params.tolist()},
         seeds=seeds,
         n_episodes=n_episodes,
@@ -274,7 +274,7 @@ def results_stem(results: dict) -> str:
     if results["seeds"] != protocol["seeds"] or results["n_episodes"] != protocol["n_episodes"] or n_tasks != protocol["n_test_tasks"]:
         stem += f"-s{len(results['seeds'])}-e{results['n_episodes']}"
         stem += f"-t{n_tasks}" if n_tasks != protocol["n_test_tasks"] else ""
-    return stem
+    return stem + ("-privileged" if privileged_settings(results["agent"].get("settings", {})) else "")
 
 
 def save_results(results: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:

@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 
 from icrl_bench import paths
+from icrl_bench.agents.base import privileged_settings
 from icrl_bench.bench import metrics
 from icrl_bench.bench.protocols import PROTOCOLS, EvalProtocol, get_protocol, names_validation_goals
 from icrl_bench.bench.reporting import RANK_KEYS, agent_label, plot_learning_curves
@@ -69,6 +70,10 @@ def validate(data: dict, where: str = "entry") -> tuple[Results, EvalProtocol]:
             f"{protocol.name} entries use seeds {','.join(map(str, protocol.seeds))}, {protocol.n_episodes} episodes and all "
             f"{protocol.n_test_tasks} test tasks: re-run without --seeds/--episodes/--tasks."
         )
+    privileged = privileged_settings(entry.agent.settings)
+    if privileged:
+        raise IcrlBenchError(f"{where} ran with {', '.join(privileged)}, which reads the test tasks' parameters (a paper's protocol, for "
+                             f"comparing with it); the leaderboard's agents infer the task from rewards: re-run without that setting.")
     if _tasks_sha256(protocol, entry.test_tasks.params, where) != protocol.test_tasks_sha256:
         raise IcrlBenchError(f"{where}: its test tasks are not those of {protocol.name}.")
     claimed_refs, refs = entry.protocol.references, protocol.references()
