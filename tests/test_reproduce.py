@@ -230,3 +230,37 @@ def test_a_worker_stops_when_its_reproduce_is_killed(tmp_path):
     while not stopped.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert stopped.read_text() == "stopped"
+
+
+def test_a_laptop_budget_warm_starts_dicp_dpt_where_its_shipped_recipe_does():
+    """The budget reproduces what is shipped: Darkroom-Permuted's DICP-DPT was trained by its `laptop-warm`
+    preset from the shipped DPT, so reproduce trains that preset, after DPT, from the DPT it trains."""
+    from icrl_bench.bench.reproduction import GRID_AGENTS, training_waves, warm_sources
+
+    assert warm_sources(list(GRID_AGENTS), "darkroom-permuted", "laptop") == {"dicp-dpt": "dpt"}
+    assert warm_sources(list(GRID_AGENTS), "darkroom", "laptop") == {} and warm_sources(["dicp-dpt"], "darkroom-permuted", None) == {}
+    waves = training_waves(["ad", "dicp-dpt", "dpt"], {"dicp-dpt": "dpt"})
+    assert waves == [["ad", "dpt"], ["dicp-dpt"]]
+    assert training_waves(["dicp-dpt"], {"dicp-dpt": "dpt"}) == [["dicp-dpt"]]  # its source is not trained here: the shipped one
+
+
+def test_a_warm_started_agent_trains_from_the_run_of_its_source(tmp_path, monkeypatch):
+    """DPT trains in the first wave and DICP-DPT starts from its checkpoint (the run records it); a partial run
+    of DICP-DPT alone starts from the folder's finished DPT, an earlier partial run's, not from the shipped one."""
+    from icrl_bench.bench import reproduction
+
+    monkeypatch.setattr(reproduction, "warm_sources", lambda names, env, preset: {"dicp-dpt": "dpt"} if "dicp-dpt" in names else {})
+
+    def init_from(out: Path) -> tuple[Path, Path]:
+        state = json.loads((out / "state.json").read_text())["runs"]
+        run = json.loads((out / state["dicp-dpt"] / "run.json").read_text())
+        return Path(run["config"]["train"]["init_from"]).resolve(), (out / state["dpt"]).resolve()
+
+    root = tmp_path / "root"
+    report = reproduce("darkroom", "dicp-dpt,dpt", "tiny", out=tmp_path / "both", root=root, log=lambda _: None, jobs=2, **SMOKE)
+    started, dpt = init_from(tmp_path / "both")
+    assert started == dpt and "dicp-dpt: warm-started from this run's dpt (runs/" in report.read_text()
+    reproduce("darkroom", "dpt", "tiny", out=tmp_path / "parts", root=root, log=lambda _: None, **SMOKE)
+    reproduce("darkroom", "dicp-dpt", "tiny", out=tmp_path / "parts", root=root, log=lambda _: None, **SMOKE)
+    started, dpt = init_from(tmp_path / "parts")
+    assert started == dpt

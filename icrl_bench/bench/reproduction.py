@@ -43,6 +43,7 @@ TINY_OVERRIDES = ["train.steps=4", "train.batch_size=4", "train.num_workers=0", 
                   "train.val_max_tasks=2", "train.val_windows_per_task=2", "train.ckpt_interval=2"]
 """The `tiny` budget: a smoke run of every stage on the tiny dataset (seconds; numbers mean nothing)."""
 STATE_FILE = "state.json"
+WARM_SUFFIX = "-warm"  # a budget's preset for an agent warm-started from another (baselines/<env>/<agent>.yaml: laptop-warm)
 
 
 # ---- the pipeline -------------------------------------------------------------------------------------
@@ -103,11 +104,15 @@ def reproduce(
     state_path = out_dir / STATE_FILE
     state = {"runs": {}} if force else _read_state(state_path, log)
     presets: dict[str, str | None] = {}
+    warm = {} if from_shipped else warm_sources(names, env, preset)  # agent -> the agent it starts from
     if not from_shipped:
         from icrl_bench.training import load_run_config, parse_overrides
 
         for agent in names:  # a budget the env has no config for fails before any work
             presets[agent] = preset
+            if agent in warm and preset is not None:
+                presets[agent] = f"{preset}{WARM_SUFFIX}"
+                continue
             try:
                 load_run_config(agent, env, preset, overrides=parse_overrides(TINY_OVERRIDES) if budget == "tiny" else None)
             except IcrlBenchError:
@@ -130,11 +135,21 @@ def reproduce(
     overrides = TINY_OVERRIDES if budget == "tiny" else None
     training = {agent: (agent, env, dataset_id, presets.get(agent), overrides, device, out_dir, root, state, state_path, from_shipped, force)
                 for agent in names}
-    if jobs > 1 and len(names) > 1 and not from_shipped:  # one single-thread process per agent: trainings are independent
-        log(f"[train] {len(names)} agents, {jobs} at a time")
-        trained = _in_processes(_train_in_worker, training, jobs, report=_training_progress(state_path, names, log))
-    else:
-        trained = {agent: _train_stage(*training[agent], log) for agent in names}
+    trained: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for wave in training_waves(names, warm):  # a warm-started agent trains after the agent it starts from
+        for agent in wave:
+            source = warm.get(agent)
+            if source is None:
+                continue
+            start = trained[source][0] if source in trained else _finished_run(out_dir, state, source)
+            training[agent] += (start,)
+            notes.append(f"{agent}: {'the `' + presets[agent] + '` preset, ' if presets.get(agent) else ''}warm-started from "
+                         + (f"this run's {source} ({_shown(start, out_dir)})." if start else f"the shipped {source} (reproduce {source} too to start from yours)."))
+        if jobs > 1 and len(wave) > 1 and not from_shipped:  # one single-thread process per agent: trainings are independent
+            log(f"[train] {len(wave)} agents, {jobs} at a time")
+            trained |= _in_processes(_train_in_worker, {a: training[a] for a in wave}, jobs, report=_training_progress(state_path, wave, log))
+        else:
+            trained |= {agent: _train_stage(*training[agent], log=log) for agent in wave}
     # Planning agents first (they take 10-30x longer): started first, the others fill the workers
     # around them, and the evaluations end closer together (longest first).
     from icrl_bench.agents.registry import plans
@@ -192,7 +207,44 @@ def _reported_by_earlier_runs(env: str, names: list[str], out_dir: Path, state_p
     return records
 
 
-def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, from_shipped, force, log, show_progress=True):
+def warm_sources(names: list[str], env: str, preset: str | None) -> dict[str, str]:
+    """Agents of `names` whose `<preset>-warm` preset (baselines/<env>/<agent>.yaml) starts from another
+    grid agent's weights (`train.init_from: baselines/<env>/<source>`): agent -> source. A budget
+    reproduces what is shipped, so such an agent trains that preset, from the source this run trains."""
+    from icrl_bench.training import load_run_config
+
+    sources: dict[str, str] = {}
+    for agent in names if preset is not None else []:  # the paper's config (no preset) trains from scratch
+        try:
+            config = load_run_config(agent, env, f"{preset}{WARM_SUFFIX}")
+        except IcrlBenchError:
+            continue  # no warm preset
+        source = Path(config.train.init_from).name
+        if config.train.init_from and source in GRID_AGENTS and source != agent:
+            sources[agent] = source
+    return sources
+
+
+def training_waves(names: list[str], warm: dict[str, str]) -> list[list[str]]:
+    """`names` in the order they can train: first every agent that starts from no agent of `names`,
+    then those that start from one (one level: a source is never itself warm-started)."""
+    later = [agent for agent in names if warm.get(agent) in names]
+    return [wave for wave in ([a for a in names if a not in later], later) if wave]
+
+
+def _finished_run(out_dir: Path, state: dict, agent: str) -> Path | None:
+    """`agent`'s finished run in this reproduction folder (an earlier partial run's), if any."""
+    run_dir, _, finished = _recorded_run(out_dir, state, agent, force=False)
+    return run_dir if finished else None
+
+
+def _shown(path: Path, out_dir: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(out_dir.resolve())) if path.is_relative_to(out_dir.resolve()) else str(path)
+
+
+def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, from_shipped, force,
+                 init_from=None, log=print, show_progress=True):
     if from_shipped:
         from icrl_bench.agents.registry import default_checkpoint
 
@@ -220,7 +272,7 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
             return result.run_dir, budget_of(result.run_dir)
     log(f"[train] {agent} on {dataset_id} ({'preset ' + preset if preset else 'the paper config'}, {device})")
     t0 = time.perf_counter()
-    result = train(agent, dataset_id, preset, device, runs_dir, root, overrides=overrides, show_progress=show_progress,
+    result = train(agent, dataset_id, preset, device, runs_dir, root, overrides=overrides, show_progress=show_progress, init_from=init_from,
                    on_run_dir=lambda path: _remember(state, state_path, agent, path))
     log(f"[train] {agent}: {result.step} steps in {time.perf_counter() - t0:.0f} s")
     return result.run_dir, budget_of(result.run_dir)
@@ -364,7 +416,7 @@ def _run_progress(run_dir: Path) -> tuple[int, int] | None:
 def _train_in_worker(*training) -> tuple[Path, dict[str, Any]]:
     device = training[5]
     with cpu_threads(1 if device == "cpu" else None):  # one core per training: two at once beat one on two threads
-        return _train_stage(*training, print, show_progress=False)  # the parent reports every run's steps
+        return _train_stage(*training, log=print, show_progress=False)  # the parent reports every run's steps
 
 
 def _evaluate_stage(agents: list[str], checkpoints: dict[str, Path], env: str, device: str, out_dir: Path, seeds: list[int] | None,
