@@ -483,8 +483,8 @@ def evaluate_cmd(
     console.print(f"[green]wrote[/] {json_path} and {png_path}")
     if goals == "validation":
         console.print("[yellow]validation goals: for choosing between runs; this run cannot be submitted to the leaderboard.[/]")
-    elif privileged_settings(results["agent"]["settings"]):
-        console.print(f"[yellow]{', '.join(privileged_settings(results['agent']['settings']))} reads the test tasks' parameters: "
+    elif privileged := privileged_settings(results["agent"]["settings"]):
+        console.print(f"[yellow]{', '.join(privileged)} reads the test tasks' parameters: "
                       "this run compares with a paper that did the same; it cannot be submitted to the leaderboard.[/]")
     elif not results["standard"]:
         console.print("[yellow]non-standard seeds, episodes or tasks: this run cannot be submitted to the leaderboard.[/]")

@@ -29,9 +29,10 @@ class TaskInfo:
     action_dim: int = 0  # continuous action size (0 for discrete actions)
 
 
-# Agent settings that read `TaskInfo.task_params`: (setting, value) -> what it reads. A run made with
-# one compares with a paper that did the same, never with the leaderboard (its results are not standard).
-PRIVILEGED_SETTINGS = {("return_to_go", "task-optimum"): "IDT's return-to-go starts at each test task's optimal return (the official grid evaluation)"}
+# Agent settings (setting, value) that read `TaskInfo.task_params`: IDT's return-to-go from each test task's
+# optimal return (the official grid evaluation). A run made with one compares with a paper that did the
+# same, never with the leaderboard (its results are not standard).
+PRIVILEGED_SETTINGS = (("return_to_go", "task-optimum"),)
 
 
 def privileged_settings(settings: dict) -> list[str]:

@@ -144,7 +144,7 @@ def reproduce(
             start = trained[source][0] if source in trained else _finished_run(out_dir, state, source)
             training[agent] += (start,)
             notes.append(f"{agent}: {'the `' + presets[agent] + '` preset, ' if presets.get(agent) else ''}warm-started from "
-                         + (f"this run's {source} ({_shown(start, out_dir)})." if start else f"the shipped {source} (reproduce {source} too to start from yours)."))
+                         + (f"this run's {source} ({_within(start, out_dir)})." if start else f"the shipped {source} (reproduce {source} too to start from yours)."))
         if jobs > 1 and len(wave) > 1 and not from_shipped:  # one single-thread process per agent: trainings are independent
             log(f"[train] {len(wave)} agents, {jobs} at a time")
             trained |= _in_processes(_train_in_worker, {a: training[a] for a in wave}, jobs, report=_training_progress(state_path, wave, log))
@@ -238,9 +238,10 @@ def _finished_run(out_dir: Path, state: dict, agent: str) -> Path | None:
     return run_dir if finished else None
 
 
-def _shown(path: Path, out_dir: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(out_dir.resolve())) if path.is_relative_to(out_dir.resolve()) else str(path)
+def _within(path: Path, out_dir: Path) -> str:
+    """`path` relative to the reproduction folder where it lies inside it, else absolute (state.json, the report)."""
+    path, out_dir = Path(path).resolve(), out_dir.resolve()
+    return str(path.relative_to(out_dir)) if path.is_relative_to(out_dir) else str(path)
 
 
 def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, from_shipped, force,
@@ -308,9 +309,7 @@ def _remember(state: dict, state_path: Path, agent: str, run_dir: Path) -> None:
     re-read and updated under a lock."""
     import fcntl
 
-    out_dir = state_path.parent.resolve()
-    run_dir = run_dir.resolve()
-    recorded = str(run_dir.relative_to(out_dir)) if run_dir.is_relative_to(out_dir) else str(run_dir)
+    recorded = _within(run_dir, state_path.parent)
     state["runs"][agent] = recorded
     with open(state_path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
