@@ -242,6 +242,23 @@ class IDT(nn.Module):
         metrics["loss"] = loss.detach()
         return loss, metrics
 
+    @torch.no_grad()
+    def hits_by_position(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Grid worlds: how many of a batch's windows each head gets right, per (block, step in block) [H, L].
+
+        The Decisions-to-Go Transformer sees only its block, so what it knows of the task comes
+        from earlier blocks through z: where in the window a prediction stands tells how much
+        context it had (what `loss`'s accuracies average away)."""
+        if self.space.kind != "discrete":
+            raise IcrlBenchError("accuracy by position is for grid worlds (classification heads); this IDT acts in a continuous space.")
+        d2g, blocks = self.decisions_to_go, self.blocks(batch)
+        h = self.hidden(blocks)
+        hits = {"action": d2g.pred_action(h[:, :, :, 1]).argmax(-1) == blocks["a"]}
+        if self.config.dynamics:
+            hits["reward"] = d2g.pred_reward(h[:, :, :, 2]).argmax(-1) == blocks["r"]
+            hits["next_state"] = d2g.pred_next_state(h[:, :, :, 2]).argmax(-1) == blocks["s_next"]
+        return {name: hit.sum(0) for name, hit in hits.items()}
+
 
 # ---- acting -------------------------------------------------------------------------------------------
 

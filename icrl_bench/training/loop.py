@@ -279,20 +279,29 @@ def _data(run: Run, root) -> tuple[Any, list[dict[str, torch.Tensor]]]:
     The loader is made before the RNG state is restored: making its iterator draws from the torch RNG.
     """
     tc, spec = run.config.train, model_spec(run.config.agent)
-    sampler_config = SamplerConfig(window=run.config.model.n_transit, batch_size=tc.batch_size, seed=tc.seed + 1_000_003 * run.rank,
-                                   pool_size=tc.pool_size, refresh_every=tc.refresh_every, holdout_streams=tc.holdout_streams,
-                                   exclude_tasks=tuple(validation_goals(run.config.env)) if tc.hold_out_validation_goals else ())
+    sampler_config = _sampler_config(tc, run.config.env, run.config.model.n_transit, tc.seed + 1_000_003 * run.rank)
     transform = spec.transform(run.config.model) if spec.transform else None
     sampler = WindowSampler(run.dataset_id, root, sampler_config, arrays=spec.arrays, transform=transform, start_step=run.start)
     batches = iter(make_loader(sampler, tc.num_workers, pin_memory=run.device.type == "cuda"))
     if run.resumed:
         load_trainer_state(run.resumed_from, run.optimizer, run.device)
-    val = []
-    if run.rank == 0:
-        val_config = SamplerConfig(**{**asdict(sampler_config), "seed": tc.seed})
-        val = validation_batches(run.dataset_id, root, val_config, spec.arrays, transform, max_tasks=tc.val_max_tasks,
-                                 windows_per_task=tc.val_windows_per_task)
+    val = run_validation_batches(run.config.agent, run.config.model, tc, run.config.env, run.dataset_id, root) if run.rank == 0 else []
     return batches, val
+
+
+def _sampler_config(tc: TrainConfig, env: str, window: int, seed: int) -> SamplerConfig:
+    return SamplerConfig(window=window, batch_size=tc.batch_size, seed=seed, pool_size=tc.pool_size, refresh_every=tc.refresh_every,
+                         holdout_streams=tc.holdout_streams,
+                         exclude_tasks=tuple(validation_goals(env)) if tc.hold_out_validation_goals else ())
+
+
+def run_validation_batches(agent: str, model: Any, tc: TrainConfig, env: str, dataset_id: str, root) -> list[dict[str, torch.Tensor]]:
+    """The fixed held-out windows a run validates on (rank 0), rebuilt from its configs: so that a
+    finished checkpoint can be measured on exactly the windows behind its `val_*` metrics."""
+    spec = model_spec(agent)
+    transform = spec.transform(model) if spec.transform else None
+    return validation_batches(dataset_id, root, _sampler_config(tc, env, model.n_transit, tc.seed), spec.arrays, transform,
+                              max_tasks=tc.val_max_tasks, windows_per_task=tc.val_windows_per_task)
 
 
 class MetricsLog:
