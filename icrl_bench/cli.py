@@ -503,6 +503,7 @@ def reproduce_cmd(
     episodes: Annotated[int | None, typer.Option(help="In-context episodes (default: the protocol's 50).")] = None,
     tasks: Annotated[int | None, typer.Option(help="Only the first N test tasks (a smoke run).")] = None,
     jobs: Annotated[int, typer.Option(help="Single-thread processes at once (e.g. 2 on a 2-core laptop): agents trained, then agents (Darkroom-Permuted, Dark Key-to-Door on a CPU: seeds) evaluated.")] = 1,
+    ranks: Annotated[int, typer.Option(help="Train each agent as this many torchrun ranks of one thread, one agent at a time, the preset's batch split between them (how the shipped checkpoints whose run.json says world_size 2 were trained).")] = 1,
     root: RootOption = None,
 ) -> None:
     """Rebuild a paper's grid-world result: dataset, training, evaluation and a report beside the paper's numbers (resumable)."""
@@ -513,7 +514,7 @@ def reproduce_cmd(
 
         pin_cpu_kernels()
     report = reproduce(env, agents, budget, device, out, root, from_shipped, force, _parse_seeds(seeds), episodes, tasks,
-                       log=lambda text: err_console.print(text, markup=False), jobs=jobs)
+                       log=lambda text: err_console.print(text, markup=False), jobs=jobs, ranks=ranks)
     console.print(f"[green]wrote[/] {report} and {report.with_name('curves.png')}")
 
 

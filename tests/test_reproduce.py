@@ -264,3 +264,37 @@ def test_a_warm_started_agent_trains_from_the_run_of_its_source(tmp_path, monkey
     reproduce("darkroom", "dicp-dpt", "tiny", out=tmp_path / "parts", root=root, log=lambda _: None, **SMOKE)
     started, dpt = init_from(tmp_path / "parts")
     assert started == dpt
+
+
+def test_ranks_train_each_agent_as_torchrun_ranks_and_resume_on_them(tmp_path, monkeypatch):
+    """`--ranks 2` trains one run on two gloo ranks splitting the budget's batch (how shipped two-rank
+    checkpoints were made); an unfinished run is resumed on as many ranks as it started with, and refused
+    on another count."""
+    out, root, logs = tmp_path / "rep", tmp_path / "root", []
+    report = reproduce("darkroom", "ad", "tiny", out=out, root=root, log=logs.append, ranks=2, **SMOKE)
+    recorded = json.loads((out / "state.json").read_text())["runs"]["ad"]
+    run = json.loads((out / recorded / "run.json").read_text())
+    assert run["world_size"] == 2 and run["config"]["train"]["batch_size"] == 2  # the tiny budget's 4, split
+    assert any("2 torchrun ranks x batch 2" in line for line in logs)
+    assert "| ad | dicp | 4 x 4 (2 ranks) | 16 |" in report.read_text()
+
+    (out / recorded / "run.json").write_text(json.dumps({**run, "config": {**run["config"], "train": {**run["config"]["train"], "steps": 6}}}))
+    with pytest.raises(IcrlBenchError, match=r"trained on 2 rank\(s\), not 3; resume it on 2 \(`reproduce --ranks 2`"):
+        reproduce("darkroom", "ad", "tiny", out=out, root=root, log=lambda _: None, ranks=3, **SMOKE)
+    logs.clear()
+    reproduce("darkroom", "ad", "tiny", out=out, root=root, log=logs.append, ranks=2, **SMOKE)
+    assert any(f"resuming {out / recorded} at step 4 on 2 torchrun ranks" in line for line in logs)
+    from icrl_bench.training.run_dir import latest_checkpoint, saved_step
+
+    assert saved_step(latest_checkpoint(out / recorded)) == 6
+    assert json.loads((out / "state.json").read_text())["runs"]["ad"] == recorded  # the same run, continued
+
+
+def test_ranks_must_split_the_batch():
+    from icrl_bench.training.ranks import per_rank_batch
+
+    assert per_rank_batch(64, 2) == 32 and per_rank_batch(5, 1) == 5
+    with pytest.raises(IcrlBenchError, match="a batch of 4 does not split into 3 equal ranks"):
+        per_rank_batch(4, 3)
+    with pytest.raises(IcrlBenchError, match="--ranks must be at least 1"):
+        reproduce("darkroom", "ad", "tiny", out=Path("unused"), ranks=0, log=lambda _: None)

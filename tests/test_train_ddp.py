@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from icrl_bench.errors import IcrlBenchError
 from icrl_bench.paths import REPO_ROOT
+from icrl_bench.training import train
 from icrl_bench.training.run_dir import latest_checkpoint, saved_step
 from tests.test_train import tiny_config
 
@@ -48,6 +50,8 @@ def test_two_ranks_share_one_run_directory_and_rank_0s_fitted_budget(tmp_path: P
     fitted = record["time_budget"]["fitted_steps"]
     assert record["world_size"] == 2 and record["config"]["train"]["steps"] == fitted
     assert 6 <= fitted < 100 and saved_step(latest_checkpoint(run_dir)) == fitted
+    with pytest.raises(IcrlBenchError, match=r"trained on 2 rank\(s\), not 1; resume it on 2"):  # one process would draw other windows
+        train(resume=run_dir, root=tiny_root, show_progress=False)
 
 
 # Rank 1 alone gets SIGTERM after its 5th step (as when a scheduler signals one process): both

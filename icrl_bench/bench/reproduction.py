@@ -4,6 +4,7 @@
     icrl-bench reproduce darkroom --device cuda --budget paper
     icrl-bench reproduce darkroom --agents ad,dicp-ad     # a subset; re-running skips finished stages
     icrl-bench reproduce darkroom --from-shipped          # evaluate the shipped checkpoints only
+    icrl-bench reproduce darkroom-permuted --agents idt --ranks 2   # one training on both cores, as it was shipped
 
 Stages, each skipped when its output is there and still valid (`--force` redoes them):
 dataset (built, or found), one training run per agent (a killed run is resumed exactly), one
@@ -79,11 +80,13 @@ def reproduce(
     n_tasks: int | None = None,
     log: Any = print,
     jobs: int = 1,
+    ranks: int = 1,
 ) -> Path:
     """Run (or resume) every stage for `env` and write the report; returns the report's path.
 
     `jobs` > 1 trains that many agents at once, each in its own single-thread process, then evaluates
-    that many agents (or seeds, `EVAL_BY_SEED`) at once.
+    that many agents (or seeds, `EVAL_BY_SEED`) at once. `ranks` > 1 trains each agent as that many
+    torchrun ranks of one thread (the preset's batch split between them; ranks.py), one agent at a time.
     """
     from icrl_bench.devices import resolve_device
 
@@ -94,6 +97,8 @@ def reproduce(
     names = _agents(agents)
     if jobs < 1:
         raise IcrlBenchError(f"--jobs must be at least 1, got {jobs}.")
+    if ranks < 1:
+        raise IcrlBenchError(f"--ranks must be at least 1, got {ranks}.")
     device = resolve_device(device)
     preset = BUDGETS[budget]
     notes = []
@@ -145,11 +150,11 @@ def reproduce(
             training[agent] += (start,)
             notes.append(f"{agent}: {'the `' + presets[agent] + '` preset, ' if presets.get(agent) else ''}warm-started from "
                          + (f"this run's {source} ({_within(start, out_dir)})." if start else f"the shipped {source} (reproduce {source} too to start from yours)."))
-        if jobs > 1 and len(wave) > 1 and not from_shipped:  # one single-thread process per agent: trainings are independent
+        if jobs > 1 and len(wave) > 1 and ranks == 1 and not from_shipped:  # one single-thread process per agent: trainings are independent
             log(f"[train] {len(wave)} agents, {jobs} at a time")
             trained |= _in_processes(_train_in_worker, {a: training[a] for a in wave}, jobs, report=_training_progress(state_path, wave, log))
         else:
-            trained |= {agent: _train_stage(*training[agent], log=log) for agent in wave}
+            trained |= {agent: _train_stage(*training[agent], log=log, ranks=ranks) for agent in wave}
     # Planning agents first (they take 10-30x longer): started first, the others fill the workers
     # around them, and the evaluations end closer together (longest first).
     from icrl_bench.agents.registry import plans
@@ -245,7 +250,7 @@ def _within(path: Path, out_dir: Path) -> str:
 
 
 def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, from_shipped, force,
-                 init_from=None, log=print, show_progress=True):
+                 init_from=None, log=print, show_progress=True, ranks=1):
     if from_shipped:
         from icrl_bench.agents.registry import default_checkpoint
 
@@ -253,6 +258,9 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
         if shipped is None:
             raise IcrlBenchError(f"no shipped {agent} checkpoint for {env} under baselines/{env}/; run without --from-shipped to train one.")
         return shipped, budget_of(shipped, shipped_hardware(shipped))
+    if ranks > 1:
+        return _train_on_ranks(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, force, init_from,
+                               ranks, log)
     from icrl_bench.training import train
 
     runs_dir = out_dir / "runs"
@@ -277,6 +285,38 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
                    on_run_dir=lambda path: _remember(state, state_path, agent, path))
     log(f"[train] {agent}: {result.step} steps in {time.perf_counter() - t0:.0f} s")
     return result.run_dir, budget_of(result.run_dir)
+
+
+def _train_on_ranks(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, force, init_from, ranks,
+                    log) -> tuple[Path, dict[str, Any]]:
+    """`_train_stage` as `ranks` torchrun ranks in child processes (ranks.py): a new run, or the resumed one."""
+    from icrl_bench.training import load_run_config, parse_overrides
+    from icrl_bench.training.ranks import check_resumable_on, per_rank_batch, train_on_ranks
+    from icrl_bench.training.run_dir import saved_step
+
+    runs_dir = out_dir / "runs"
+    run_dir, done, finished = _recorded_run(out_dir, state, agent, force)
+    common = ["--device", device, *(["--threads", "1"] if device == "cpu" else []), *(["--root", str(root)] if root is not None else [])]
+    if run_dir is not None and finished:
+        log(f"[train] {agent}: finished ({done} steps), skipped")
+        return run_dir, budget_of(run_dir)
+    if run_dir is not None and done > 0:
+        check_resumable_on(run_dir, ranks)
+        log(f"[train] {agent}: resuming {run_dir} at step {done} on {ranks} torchrun ranks")
+        train_on_ranks(ranks, ["--resume", str(run_dir), *common], runs_dir, agent)
+        return run_dir, budget_of(run_dir)
+    if run_dir is not None:
+        log(f"[train] {agent}: {run_dir} stopped before its first checkpoint; starting again")
+    batch = per_rank_batch(load_run_config(agent, env, preset, overrides=parse_overrides(overrides or [])).train.batch_size, ranks)
+    args = ["--agent", agent, "--dataset", dataset_id, "--out", str(runs_dir), *common, *(["--preset", preset] if preset else []),
+            *(f"--set={pair}" for pair in overrides or []), f"--set=train.batch_size={batch}",
+            *(["--init-from", str(init_from)] if init_from is not None else [])]
+    log(f"[train] {agent} on {dataset_id} ({'preset ' + preset if preset else 'the paper config'}, {device}, "
+        f"{ranks} torchrun ranks x batch {batch})")
+    t0 = time.perf_counter()
+    run_dir = train_on_ranks(ranks, args, runs_dir, agent, on_run_dir=lambda path: _remember(state, state_path, agent, path))
+    log(f"[train] {agent}: {_step_or_zero(run_dir, saved_step)} steps in {time.perf_counter() - t0:.0f} s")
+    return run_dir, budget_of(run_dir)
 
 
 def _recorded_run(out_dir: Path, state: dict, agent: str, force: bool) -> tuple[Path | None, int, bool]:

@@ -122,7 +122,7 @@ def render_report(env: str, records: list[AgentRecord], header: str = "") -> str
     for record in records:
         b = record.budget
         windows = f"{b['steps'] * b['batch_size']:,}" if b.get("steps") and b.get("batch_size") else "n/a"
-        steps = f"{b.get('steps', 'n/a')} x {b.get('batch_size', 'n/a')}"
+        steps = f"{b.get('steps', 'n/a')} x {b.get('batch_size', 'n/a')}" + (f" ({b['world_size']} ranks)" if b.get("world_size", 1) > 1 else "")
         wall = f"{b['train_s']:.0f}" if b.get("train_s") is not None else "n/a"
         spent = record.results.get("cost", {})
         cost = spent["act_s_per_step"] * spent["steps"] if "act_s_per_step" in spent else None

@@ -47,6 +47,7 @@ from icrl_bench.training.config import (
     load_run_config,
     parse_overrides,
 )
+from icrl_bench.training.ranks import check_resumable_on
 from icrl_bench.training.run_dir import (
     METRICS_FILE,
     RUN_FILE,
@@ -159,6 +160,7 @@ def train(
     run_meta = None
     if resume is not None:
         run_meta, config = read_run_record(Path(resume))
+        check_resumable_on(Path(resume), world, run_meta)
         dataset, root = run_meta["dataset"]["id"], run_meta["dataset"].get("root") if root is None else root
         trackers = trackers or parse_log(run_meta.get("log"))
         if init_from is not None:
