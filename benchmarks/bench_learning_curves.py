@@ -34,6 +34,7 @@ from icrl_bench.agents.checkpoint import META_FILE
 from icrl_bench.bench.harness import evaluate
 from icrl_bench.bench.protocols import VALIDATION_GOALS_SUFFIX, names_validation_goals
 from icrl_bench.bench.reproduction_report import episode_cells
+from icrl_bench.run_records import world_size
 from icrl_bench.training.run_dir import CHECKPOINT_DIR, SNAPSHOTS_DIR
 
 RESULTS = Path(__file__).parent / "results"
@@ -48,7 +49,9 @@ def run_label(run_dir: Path, run: dict) -> str:
     """The layout, device and batch, plus the run's recipe overrides: runs of one preset stay apart in a plot."""
     layout = run["config"]["model"].get("layout", "dicp")
     recipe = [o.split(".", 1)[1] for o in run.get("overrides", []) if o.split("=")[0] not in BOOKKEEPING]
-    return " ".join([f"{run['agent']} {layout} ({run['device']}, batch {run['config']['train']['batch_size']})", *recipe])
+    batch, ranks = run["config"]["train"]["batch_size"], world_size(run)
+    batch_text = f"batch {batch * ranks} = {ranks} ranks x {batch}" if ranks > 1 else f"batch {batch}"
+    return " ".join([f"{run['agent']} {layout} ({run['device']}, {batch_text})", *recipe])
 
 
 def step_of(weights: Path) -> int:
@@ -75,12 +78,13 @@ def evaluate_snapshot(agent: str, snapshot: Path, env: str, seeds: list[int], ep
 def sweep(run_dir: Path, cells_by_snapshot: dict[Path, dict]) -> dict:
     run = json.loads((run_dir / "run.json").read_text())
     n_transit = run["config"]["model"]["n_transit"]
-    dense = run["config"]["model"].get("layout", "dicp") == "dense"
+    # Supervised actions per window: one (the official AD/DPT query) or all (the dense layout; IDT always).
+    every_action = run["config"]["model"].get("layout", "dicp") == "dense" or run["agent"] in ("idt", "dicp-idt")
     points = []
     for snapshot in snapshots_of(run_dir):
         step = step_of(snapshot)
-        windows = step * run["config"]["train"]["batch_size"]
-        points.append({"step": step, "windows": windows, "decisions": windows * (n_transit if dense else 1),
+        windows = step * run["config"]["train"]["batch_size"] * world_size(run)  # batch_size is per torchrun rank
+        points.append({"step": step, "windows": windows, "decisions": windows * (n_transit if every_action else 1),
                        **{f"ep{e}": cell for e, cell in cells_by_snapshot[snapshot].items()}})
     return {"run": run_dir.name, "label": run_label(run_dir, run), "agent": run["agent"], "points": points}
 
