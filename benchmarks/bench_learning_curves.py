@@ -40,9 +40,10 @@ from icrl_bench.training.run_dir import CHECKPOINT_DIR, SNAPSHOTS_DIR
 RESULTS = Path(__file__).parent / "results"
 
 
-# Overrides that say how long or how a run was kept, not what recipe it trained: left out of its label.
-BOOKKEEPING = ("train.steps", "train.time_budget_s", "train.keep_every", "train.hold_out_validation_goals", "train.log_interval",
-               "train.eval_interval", "train.ckpt_interval")
+# Overrides that say how long or how a run was kept, not what recipe it trained, left out of its label
+# (its batch is there already, as the global batch: a two-rank run sets the per-rank batch_size).
+BOOKKEEPING = ("train.steps", "train.batch_size", "train.time_budget_s", "train.keep_every", "train.hold_out_validation_goals",
+               "train.log_interval", "train.eval_interval", "train.ckpt_interval")
 
 
 def run_label(run_dir: Path, run: dict) -> str:
