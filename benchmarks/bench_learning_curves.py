@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from icrl_bench.agents.checkpoint import META_FILE
+from icrl_bench.agents.models import model_spec
 from icrl_bench.bench.harness import evaluate
 from icrl_bench.bench.protocols import VALIDATION_GOALS_SUFFIX, names_validation_goals
 from icrl_bench.bench.reproduction_report import episode_cells
@@ -80,7 +81,7 @@ def sweep(run_dir: Path, cells_by_snapshot: dict[Path, dict]) -> dict:
     run = json.loads((run_dir / "run.json").read_text())
     n_transit = run["config"]["model"]["n_transit"]
     # Supervised actions per window: one (the official AD/DPT query) or all (the dense layout; IDT always).
-    every_action = run["config"]["model"].get("layout", "dicp") == "dense" or run["agent"] in ("idt", "dicp-idt")
+    every_action = run["config"]["model"].get("layout", "dicp") == "dense" or model_spec(run["agent"]).family == "idt"
     points = []
     for snapshot in snapshots_of(run_dir):
         step = step_of(snapshot)
