@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -297,6 +298,33 @@ def test_sampler_windows_are_contiguous_history(tiny_root: Path) -> None:
     batch = sampler.batch(3)
     same = (batch["next_obs"][:, :-1] == batch["obs"][:, 1:]).all(-1)
     assert bool((same | batch["done"][:, :-1]).all())
+
+
+def with_step_index(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A chunk transform that records each step's index in its stream, so a window shows where it starts."""
+    S, T = chunk["reward"].shape
+    return {**chunk, "t": np.broadcast_to(np.arange(T), (S, T)).copy()}
+
+
+def test_sampler_starts_windows_at_multiples_of_start_every(tiny_root: Path) -> None:
+    """start_every=10 lines every window up with IDT's blocks as acting cuts them; start_every=1 (the
+    default) draws exactly the windows it always drew, so runs made before the option resume exactly."""
+    arrays = ("obs", "action", "reward")
+    config = SamplerConfig(window=20, batch_size=64, pool_size=3)
+    aligned = WindowSampler("darkroom-tiny-v3", tiny_root, replace(config, start_every=10), arrays, with_step_index)
+    anywhere = WindowSampler("darkroom-tiny-v3", tiny_root, config, arrays, with_step_index)
+    starts = {1: set(), 10: set()}
+    for step in range(10):
+        for every, sampler in ((10, aligned), (1, anywhere)):
+            t = sampler.batch(step)["t"]
+            assert bool((t == t[:, :1] + torch.arange(20)).all())  # contiguous, and inside the stream
+            starts[every] |= set(t[:, 0].tolist())
+    assert starts[10] and all(start % 10 == 0 for start in starts[10])
+    assert any(start % 10 for start in starts[1])
+    default = WindowSampler("darkroom-tiny-v3", tiny_root, config, arrays).batch(7)
+    assert all(torch.equal(default[k], anywhere.batch(7)[k]) for k in default)
+    with pytest.raises(ValueError, match="start_every must be >= 1"):
+        SamplerConfig(window=20, batch_size=4, start_every=0)
 
 
 def test_sampler_is_a_function_of_the_step_even_in_workers(tiny_root: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -264,6 +265,34 @@ def test_a_warm_started_agent_trains_from_the_run_of_its_source(tmp_path, monkey
     reproduce("darkroom", "dicp-dpt", "tiny", out=tmp_path / "parts", root=root, log=lambda _: None, **SMOKE)
     started, dpt = init_from(tmp_path / "parts")
     assert started == dpt
+
+
+def test_a_run_without_a_checkpoint_trains_again_and_a_corrupt_checkpoint_is_refused(tmp_path, monkeypatch):
+    """One rule for a recorded run: a checkpoint past step 0 resumes, a corrupt one is refused (not
+    silently replaced by a new run), none at all trains again."""
+    out, root = tmp_path / "rep", tmp_path / "root"
+    real_train = train_module.train
+
+    def killed_after_two_steps(*args, **kwargs):
+        real_train(*args, stop_after=2, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", killed_after_two_steps)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("darkroom", "ad", "tiny", out=out, root=root, log=lambda _: None, **SMOKE)
+    monkeypatch.setattr(train_module, "train", real_train)
+    recorded = json.loads((out / "state.json").read_text())["runs"]["ad"]
+    checkpoint = out / recorded / "checkpoint"
+    (checkpoint / "trainer_state.safetensors").unlink()  # the step is recorded, the optimizer state lost
+    with pytest.raises(IcrlBenchError, match="no trainer state"):
+        reproduce("darkroom", "ad", "tiny", out=out, root=root, log=lambda _: None, **SMOKE)
+    assert json.loads((out / "state.json").read_text())["runs"]["ad"] == recorded
+    shutil.rmtree(checkpoint)
+    logs = []
+    reproduce("darkroom", "ad", "tiny", out=out, root=root, log=logs.append, **SMOKE)
+    assert any(f"ad: {out / recorded} stopped before its first checkpoint; starting again" in line for line in logs)
+    again = json.loads((out / "state.json").read_text())["runs"]["ad"]
+    assert again != recorded and (out / again / "checkpoint").is_dir()
 
 
 def test_ranks_train_each_agent_as_torchrun_ranks_and_resume_on_them(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from icrl_bench.agents.models import MODEL_SPECS
 from icrl_bench.errors import IcrlBenchError
 from icrl_bench.training import BASELINES_DIR, TrainConfig, load_run_config, train
-from icrl_bench.training.loop import lr_at
+from icrl_bench.training.loop import _sampler_config, lr_at
 
 ENVS = ("darkroom", "darkroom-permuted", "dark-key-to-door")
 
@@ -55,6 +55,13 @@ def test_cosine_schedule() -> None:
     config = TrainConfig(lr=0.01, steps=100, warmup_steps=10)
     assert lr_at(0, config) == 0 and lr_at(10, config) == pytest.approx(0.01) and lr_at(100, config) == pytest.approx(0.0)
     assert lr_at(55, config) == pytest.approx(0.005)
+
+
+def test_window_start_every_reaches_the_sampler() -> None:
+    assert _sampler_config(TrainConfig(window_start_every=10), "darkroom", 80, seed=0).start_every == 10
+    assert _sampler_config(TrainConfig(), "darkroom", 80, seed=0).start_every == 1  # the papers': anywhere
+    with pytest.raises(ValueError, match="window_start_every must be > 0"):
+        TrainConfig(window_start_every=0)
 
 
 def test_a_run_writes_checkpoint_metrics_and_provenance(tmp_path: Path, tiny_root: Path) -> None:

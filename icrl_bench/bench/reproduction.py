@@ -251,6 +251,10 @@ def _within(path: Path, out_dir: Path) -> str:
 
 def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, from_shipped, force,
                  init_from=None, log=print, show_progress=True, ranks=1):
+    """`agent`'s trained run: the shipped checkpoint, this folder's finished run, its unfinished run resumed, or a new one.
+
+    One rule for a recorded run, in-process or on ranks: finished -> kept; a checkpoint past step 0 ->
+    resumed (a corrupt one is refused by `train`, never silently replaced); none -> trained again."""
     if from_shipped:
         from icrl_bench.agents.registry import default_checkpoint
 
@@ -258,27 +262,30 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
         if shipped is None:
             raise IcrlBenchError(f"no shipped {agent} checkpoint for {env} under baselines/{env}/; run without --from-shipped to train one.")
         return shipped, budget_of(shipped, shipped_hardware(shipped))
+    run_dir, done, finished = _recorded_run(out_dir, state, agent, force)
+    if run_dir is not None and finished:
+        log(f"[train] {agent}: finished ({done} steps), skipped")
+        return run_dir, budget_of(run_dir)
+    resume = run_dir if run_dir is not None and done > 0 else None
+    if run_dir is not None and resume is None:
+        log(f"[train] {agent}: {run_dir} stopped before its first checkpoint; starting again")
+    runs_dir = out_dir / "runs"
     if ranks > 1:
-        return _train_on_ranks(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, force, init_from,
+        return _train_on_ranks(agent, env, dataset_id, preset, overrides, device, runs_dir, root, state, state_path, init_from, resume, done,
                                ranks, log)
+    return _train_in_process(agent, dataset_id, preset, overrides, device, runs_dir, root, state, state_path, init_from, resume, done, log,
+                             show_progress)
+
+
+def _train_in_process(agent, dataset_id, preset, overrides, device, runs_dir, root, state, state_path, init_from, resume, done, log,
+                      show_progress) -> tuple[Path, dict[str, Any]]:
+    """`_train_stage` in this process: the run in `resume` continued, or a new one."""
     from icrl_bench.training import train
 
-    runs_dir = out_dir / "runs"
-    run_dir, done, finished = _recorded_run(out_dir, state, agent, force)
-    if run_dir is not None:
-        if finished:
-            log(f"[train] {agent}: finished ({done} steps), skipped")
-            return run_dir, budget_of(run_dir)
-        log(f"[train] {agent}: resuming {run_dir} at step {done}")
-        try:
-            result = train(resume=run_dir, device=device, show_progress=show_progress)
-        except IcrlBenchError as err:
-            if "no checkpoint yet" not in str(err) and "no trainer state" not in str(err):
-                raise
-            log(f"[train] {agent}: {run_dir} stopped before its first checkpoint; starting again")
-            result = None
-        if result is not None:
-            return result.run_dir, budget_of(result.run_dir)
+    if resume is not None:
+        log(f"[train] {agent}: resuming {resume} at step {done}")
+        result = train(resume=resume, device=device, show_progress=show_progress)
+        return result.run_dir, budget_of(result.run_dir)
     log(f"[train] {agent} on {dataset_id} ({'preset ' + preset if preset else 'the paper config'}, {device})")
     t0 = time.perf_counter()
     result = train(agent, dataset_id, preset, device, runs_dir, root, overrides=overrides, show_progress=show_progress, init_from=init_from,
@@ -287,26 +294,19 @@ def _train_stage(agent, env, dataset_id, preset, overrides, device, out_dir, roo
     return result.run_dir, budget_of(result.run_dir)
 
 
-def _train_on_ranks(agent, env, dataset_id, preset, overrides, device, out_dir, root, state, state_path, force, init_from, ranks,
-                    log) -> tuple[Path, dict[str, Any]]:
-    """`_train_stage` as `ranks` torchrun ranks in child processes (ranks.py): a new run, or the resumed one."""
+def _train_on_ranks(agent, env, dataset_id, preset, overrides, device, runs_dir, root, state, state_path, init_from, resume, done,
+                    ranks, log) -> tuple[Path, dict[str, Any]]:
+    """`_train_stage` as `ranks` torchrun ranks in child processes (ranks.py): the run in `resume` continued, or a new one."""
     from icrl_bench.training import load_run_config, parse_overrides
     from icrl_bench.training.ranks import check_resumable_on, per_rank_batch, train_on_ranks
     from icrl_bench.training.run_dir import saved_step
 
-    runs_dir = out_dir / "runs"
-    run_dir, done, finished = _recorded_run(out_dir, state, agent, force)
     common = ["--device", device, *(["--threads", "1"] if device == "cpu" else []), *(["--root", str(root)] if root is not None else [])]
-    if run_dir is not None and finished:
-        log(f"[train] {agent}: finished ({done} steps), skipped")
-        return run_dir, budget_of(run_dir)
-    if run_dir is not None and done > 0:
-        check_resumable_on(run_dir, ranks)
-        log(f"[train] {agent}: resuming {run_dir} at step {done} on {ranks} torchrun ranks")
-        train_on_ranks(ranks, ["--resume", str(run_dir), *common], runs_dir, agent)
-        return run_dir, budget_of(run_dir)
-    if run_dir is not None:
-        log(f"[train] {agent}: {run_dir} stopped before its first checkpoint; starting again")
+    if resume is not None:
+        check_resumable_on(resume, ranks)
+        log(f"[train] {agent}: resuming {resume} at step {done} on {ranks} torchrun ranks")
+        train_on_ranks(ranks, ["--resume", str(resume), *common], runs_dir, agent)
+        return resume, budget_of(resume)
     batch = per_rank_batch(load_run_config(agent, env, preset, overrides=parse_overrides(overrides or [])).train.batch_size, ranks)
     args = ["--agent", agent, "--dataset", dataset_id, "--out", str(runs_dir), *common, *(["--preset", preset] if preset else []),
             *(f"--set={pair}" for pair in overrides or []), f"--set=train.batch_size={batch}",

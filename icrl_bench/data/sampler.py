@@ -48,6 +48,10 @@ class SamplerConfig:
     refresh_every: batches between replacing one pooled task (each task stays pool_size * refresh_every batches).
     holdout_streams: last streams of each train task kept for validation.
     exclude_tasks: canonical task indices never sampled, nor validated on (held-out goals).
+    start_every: windows start only at multiples of this step (1: anywhere). IDT cuts a window into
+        blocks from its first step, and acts with blocks that start at each episode's first step:
+        its `low_per_high` makes every training window's blocks line up as acting's do. The
+        validation windows are not moved, so held-out losses compare across runs.
     """
 
     window: int
@@ -57,10 +61,11 @@ class SamplerConfig:
     refresh_every: int = 4
     holdout_streams: int = 1
     exclude_tasks: tuple[int, ...] = ()
+    start_every: int = 1
 
     def __post_init__(self) -> None:
         self.exclude_tasks = tuple(int(task) for task in self.exclude_tasks)
-        for name in ("window", "batch_size", "pool_size", "refresh_every"):
+        for name in ("window", "batch_size", "pool_size", "refresh_every", "start_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.holdout_streams < 0:
@@ -178,7 +183,7 @@ class WindowSampler(IterableDataset):
         rng = np.random.default_rng([c.seed, 2, step])
         slot = rng.integers(c.pool_size, size=c.batch_size)  # [B]
         stream = rng.integers(self.n_train_streams, size=c.batch_size)  # [B]
-        offset = rng.integers(self.n_steps - c.window + 1, size=c.batch_size)  # [B]
+        offset = c.start_every * rng.integers((self.n_steps - c.window) // c.start_every + 1, size=c.batch_size)  # [B] (1: any start)
         steps = offset[:, None] + np.arange(c.window)[None, :]  # [B, window]
         out = {name: torch.from_numpy(a[slot[:, None], stream[:, None], steps]) for name, a in self._pool.items()}  # [B, window, ...]
         out["row"] = torch.from_numpy(rows[slot])  # [B]

@@ -44,6 +44,7 @@ class TrainConfig:
     pool_size: int = 16  # task rows each sampler worker holds in memory
     refresh_every: int = 4  # batches between replacing one pooled task
     holdout_streams: int = 1  # streams per train task kept for validation
+    window_start_every: int = 1  # training windows start at multiples of this step (IDT: low_per_high lines its blocks up as acting does; 1: anywhere, the papers')
     log_interval: int = 50  # steps between metrics lines [summary_interval]
     eval_interval: int = 1000  # steps between validations [eval_interval]
     ckpt_interval: int = 1000  # steps between checkpoints
@@ -68,7 +69,8 @@ class TrainConfig:
         if not isinstance(self.betas, (list, tuple)) or not all(isinstance(b, (int, float)) for b in self.betas):
             raise ValueError(f"betas must be two numbers, got {self.betas!r}")
         self.betas = tuple(self.betas)
-        positive = ("lr", "batch_size", "steps", "log_interval", "eval_interval", "ckpt_interval", "pool_size", "refresh_every")
+        positive = ("lr", "batch_size", "steps", "log_interval", "eval_interval", "ckpt_interval", "pool_size", "refresh_every",
+                    "window_start_every")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -293,7 +293,7 @@ def _data(run: Run, root) -> tuple[Any, list[dict[str, torch.Tensor]]]:
 
 def _sampler_config(tc: TrainConfig, env: str, window: int, seed: int) -> SamplerConfig:
     return SamplerConfig(window=window, batch_size=tc.batch_size, seed=seed, pool_size=tc.pool_size, refresh_every=tc.refresh_every,
-                         holdout_streams=tc.holdout_streams,
+                         holdout_streams=tc.holdout_streams, start_every=tc.window_start_every,
                          exclude_tasks=tuple(validation_goals(env)) if tc.hold_out_validation_goals else ())
 
 
