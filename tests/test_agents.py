@@ -307,8 +307,9 @@ def with_step_index(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def test_sampler_starts_windows_at_multiples_of_start_every(tiny_root: Path) -> None:
-    """start_every=10 lines every window up with IDT's blocks as acting cuts them; start_every=1 (the
-    default) draws exactly the windows it always drew, so runs made before the option resume exactly."""
+    """start_every=10 lines every window (validation windows too) up with IDT's blocks as acting cuts
+    them; start_every=1 (the default) draws exactly the windows it always drew, so runs made before
+    the option resume exactly and validate on the same windows."""
     arrays = ("obs", "action", "reward")
     config = SamplerConfig(window=20, batch_size=64, pool_size=3)
     aligned = WindowSampler("darkroom-tiny-v3", tiny_root, replace(config, start_every=10), arrays, with_step_index)
@@ -323,6 +324,11 @@ def test_sampler_starts_windows_at_multiples_of_start_every(tiny_root: Path) -> 
     assert any(start % 10 for start in starts[1])
     default = WindowSampler("darkroom-tiny-v3", tiny_root, config, arrays).batch(7)
     assert all(torch.equal(default[k], anywhere.batch(7)[k]) for k in default)
+    val = {every: validation_batches("darkroom-tiny-v3", tiny_root, replace(config, start_every=every), arrays, with_step_index)
+           for every in (1, 10)}
+    val_starts = {every: set(torch.cat([b["t"][:, 0] for b in batches]).tolist()) for every, batches in val.items()}
+    assert all(start % 10 == 0 for start in val_starts[10]) and len(val_starts[10]) > 1 and any(s % 10 for s in val_starts[1])
+    assert val_starts[1] == set(np.unique(np.linspace(0, anywhere.n_steps - 20, 16).round().astype(int)).tolist())  # as before the option
     with pytest.raises(ValueError, match="start_every must be >= 1"):
         SamplerConfig(window=20, batch_size=4, start_every=0)
 

@@ -48,10 +48,10 @@ class SamplerConfig:
     refresh_every: batches between replacing one pooled task (each task stays pool_size * refresh_every batches).
     holdout_streams: last streams of each train task kept for validation.
     exclude_tasks: canonical task indices never sampled, nor validated on (held-out goals).
-    start_every: windows start only at multiples of this step (1: anywhere). IDT cuts a window into
-        blocks from its first step, and acts with blocks that start at each episode's first step:
-        its `low_per_high` makes every training window's blocks line up as acting's do. The
-        validation windows are not moved, so held-out losses compare across runs.
+    start_every: windows start only at multiples of this step (1: anywhere), the validation windows
+        too. IDT cuts a window into blocks from its first step, and acts with blocks that start at
+        each episode's first step: its `low_per_high` makes every window's blocks line up as
+        acting's do.
     """
 
     window: int
@@ -241,7 +241,8 @@ def validation_batches(
         per_row = [transform({name: a[i] for name, a in data.items()}) for i in range(len(rows))]
         data = {name: np.stack([chunk[name] for chunk in per_row]) for name in per_row[0]}
     n_held = ds.n_streams - held.start
-    offsets = np.unique(np.linspace(0, ds.n_steps - config.window, windows_per_task).round().astype(int))  # [W_t]
+    last = (ds.n_steps - config.window) // config.start_every  # in units of start_every, as training draws them
+    offsets = config.start_every * np.unique(np.linspace(0, last, windows_per_task).round().astype(int))  # [W_t]
     r, h, o = np.meshgrid(np.arange(len(rows)), np.arange(n_held), offsets, indexing="ij")
     r, h, o = r.ravel(), h.ravel(), o.ravel()  # one entry per validation window [N]
     steps = o[:, None] + np.arange(config.window)[None, :]  # [N, window]
