@@ -44,7 +44,7 @@ class TrainConfig:
     pool_size: int = 16  # task rows each sampler worker holds in memory
     refresh_every: int = 4  # batches between replacing one pooled task
     holdout_streams: int = 1  # streams per train task kept for validation
-    window_start_every: int = 1  # training windows start at multiples of this step (IDT: low_per_high lines its blocks up as acting does; 1: anywhere, the papers')
+    window_start_every: int = 1  # windows start at multiples of this step (1: anywhere, the papers'; IDT's low_per_high: blocks as acting cuts them, worse on Darkroom: docs/agents.md)
     log_interval: int = 50  # steps between metrics lines [summary_interval]
     eval_interval: int = 1000  # steps between validations [eval_interval]
     ckpt_interval: int = 1000  # steps between checkpoints
