@@ -112,20 +112,25 @@ def test_tiny_run_writes_the_report_and_a_rerun_skips_finished_stages(tmp_path, 
     assert sum("results for this checkpoint exist, skipped" in line for line in logs) == 1  # ad does not plan
 
 
-def test_a_kill_in_training_and_one_in_evaluation_resume(tmp_path, monkeypatch):
-    """Darkroom-Permuted evaluates seed by seed on a CPU (`EVAL_BY_SEED`): a kill there loses one seed at most."""
-    out, root = tmp_path / "rep", tmp_path / "root"
+def killed_in_training(env: str, out: Path, root: Path, monkeypatch) -> str:
+    """`reproduce ENV --agents ad` killed once its training checkpointed step 2 (ckpt_interval 2): ad's run as state.json records it."""
     real_train = train_module.train
 
     def killed_after_two_steps(*args, **kwargs):
-        real_train(*args, stop_after=2, **kwargs)  # checkpoints at step 2 (ckpt_interval 2), then "dies"
+        real_train(*args, stop_after=2, **kwargs)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "train", killed_after_two_steps)
     with pytest.raises(KeyboardInterrupt):
-        reproduce("darkroom-permuted", "ad", "tiny", out=out, root=root, log=lambda _: None, **SMOKE)
+        reproduce(env, "ad", "tiny", out=out, root=root, log=lambda _: None, **SMOKE)
     monkeypatch.setattr(train_module, "train", real_train)
-    recorded = json.loads((out / "state.json").read_text())["runs"]["ad"]
+    return json.loads((out / "state.json").read_text())["runs"]["ad"]
+
+
+def test_a_kill_in_training_and_one_in_evaluation_resume(tmp_path, monkeypatch):
+    """Darkroom-Permuted evaluates seed by seed on a CPU (`EVAL_BY_SEED`): a kill there loses one seed at most."""
+    out, root = tmp_path / "rep", tmp_path / "root"
+    recorded = killed_in_training("darkroom-permuted", out, root, monkeypatch)
     assert recorded.startswith("runs/")  # relative: the folder resumes after a move (or a commit and a fresh clone)
     out = out.rename(tmp_path / "moved")
     run_dir = out / recorded
@@ -271,17 +276,7 @@ def test_a_run_without_a_checkpoint_trains_again_and_a_corrupt_checkpoint_is_ref
     """One rule for a recorded run: a checkpoint past step 0 resumes, a corrupt one is refused (not
     silently replaced by a new run), none at all trains again."""
     out, root = tmp_path / "rep", tmp_path / "root"
-    real_train = train_module.train
-
-    def killed_after_two_steps(*args, **kwargs):
-        real_train(*args, stop_after=2, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "train", killed_after_two_steps)
-    with pytest.raises(KeyboardInterrupt):
-        reproduce("darkroom", "ad", "tiny", out=out, root=root, log=lambda _: None, **SMOKE)
-    monkeypatch.setattr(train_module, "train", real_train)
-    recorded = json.loads((out / "state.json").read_text())["runs"]["ad"]
+    recorded = killed_in_training("darkroom", out, root, monkeypatch)
     checkpoint = out / recorded / "checkpoint"
     (checkpoint / "trainer_state.safetensors").unlink()  # the step is recorded, the optimizer state lost
     with pytest.raises(IcrlBenchError, match="no trainer state"):
