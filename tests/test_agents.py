@@ -384,9 +384,11 @@ def test_dense_layout_predicts_every_step_from_the_past_only(agent: str) -> None
 
 
 def test_dense_layout_is_refused_where_it_is_not_implemented() -> None:
-    for agent in ("dicp-dpt", "dpt", "idt"):
-        with pytest.raises(IcrlBenchError, match="layout 'dense' is implemented for ad and dicp-ad on the grid worlds only"):
-            model_config(agent, {**(SMALL_IDT if agent == "idt" else SMALL), "layout": "dense"})
+    for agent in ("dicp-dpt", "dpt"):
+        with pytest.raises(IcrlBenchError, match="layout 'dense' is implemented for ad, idt and their DICP variants on the grid worlds only"):
+            model_config(agent, {**SMALL, "layout": "dense"})
+    with pytest.raises(IcrlBenchError, match="not for idt \\(continuous\\)"):
+        model_config("idt", {"layout": "dense"}, kind="continuous")
     with pytest.raises(IcrlBenchError, match="layout must be one of dicp, dense"):
         model_config("ad", {**SMALL, "layout": "sparse"})
     with pytest.raises(IcrlBenchError, match="state_features 'cell\\+xy' is a dense-layout option"):

@@ -63,6 +63,7 @@ _AD_CONFIGS = {"discrete": GridModelConfig, "continuous": ContinuousModelConfig}
 _DPT_CONFIGS = {"discrete": GridModelConfig}  # DPT needs the oracle's actions: grid worlds only
 _IDT_CONFIGS = {"discrete": IDTConfig, "continuous": ContinuousIDTConfig}
 
+DENSE_FAMILIES = ("ad", "idt")  # the families with a `layout: dense` network (grid worlds)
 _FAMILIES = {  # family -> (arrays a window needs, builder, config classes, chunk transform)
     "ad": (_TRANSITIONS, _ad, _AD_CONFIGS, None),
     "dpt": (_TRANSITIONS + ("optimal_action",), _dpt, _DPT_CONFIGS, None),
@@ -112,8 +113,9 @@ def model_config(name: str, values: dict[str, Any], kind: str | None = None) -> 
         config = spec.configs[kind].from_dict(values)
     except (TypeError, ValueError) as err:
         raise IcrlBenchError(f"bad model config for {name}: {err}") from None
-    if config.layout == "dense" and (spec.family != "ad" or kind != "discrete"):
-        raise IcrlBenchError(f"layout 'dense' is implemented for ad and dicp-ad on the grid worlds only, not for {name} ({kind}); use layout 'dicp'.")
+    if config.layout == "dense" and (spec.family not in DENSE_FAMILIES or kind != "discrete"):
+        raise IcrlBenchError(f"layout 'dense' is implemented for ad, idt and their DICP variants on the grid worlds only, not for {name} ({kind}); "
+                             "use layout 'dicp'.")
     return config
 
 

@@ -52,7 +52,10 @@ reward and next state. Depth: the rest of the current block (`low_per_high - t`)
 decision z is not made yet. (The official idt.py always searches `low_per_high` levels and indexes
 z by the beam level, running past the block's end with another step's z; a block never crosses
 an episode's end since the horizon is a multiple of `low_per_high`.) There is no grid-based
-planning horizon in the official IDT search.
+planning horizon in the official IDT search. In the dense layout (idt.py `DecisionsToGo`) a beam
+keeps the hidden state of its state token, which the world model (an MLP) reads with each
+action, so expanding costs no Transformer pass; advancing appends one token (z_{t+1} + s_{t+1} +
+a_t + r_t).
 """
 
 from __future__ import annotations
@@ -407,6 +410,7 @@ class IDTBeams:
     t: int
     cache: KVCache | None = None
     tokens: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None  # [N, C] at the beam's state token: the dense layout's world model reads it
 
 
 class IDTWorld:
@@ -420,6 +424,9 @@ class IDTWorld:
 
     def expand(self, beams: IDTBeams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         N, A = actions.shape
+        if self.d2g.dense:  # an MLP on the state token's hidden state and each action: no Transformer pass
+            reward, next_state = self.d2g.dynamics(beams.hidden[:, None].expand(N, A, -1), actions)
+            return reward.argmax(-1), next_state.argmax(-1)
         if self.cached:
             h = self.d2g.transformer(self.d2g.embed_action(actions.long()), beams.cache, siblings=True)[0].reshape(N * A, -1)  # [N*A, C]
         else:
@@ -429,6 +436,13 @@ class IDTWorld:
 
     def advance(self, beams: IDTBeams, parent, action, reward, next_cell) -> IDTBeams:
         d2g, env, t = self.d2g, beams.env[parent], beams.t + 1
+        if d2g.dense:  # one token: z_{t+1}, s_{t+1}, a_t, r_t
+            token = d2g.dense_token(self.z[env, t], next_cell.long(), action.long(), reward.long())[:, None]  # [N', 1, C]
+            if self.cached:
+                h, cache = d2g.transformer(token, beams.cache.index_select(parent))
+                return IDTBeams(env, t, cache=cache, hidden=h[:, -1])
+            tokens = torch.cat([beams.tokens[parent], token], dim=1)
+            return IDTBeams(env, t, tokens=tokens, hidden=d2g.transformer(tokens)[0][:, -1])
         new = torch.stack([d2g.embed_action(action.long()), d2g.embed_reward(reward.long()), d2g.embed_z(self.z[env, t]),
                            d2g.embed_state(next_cell.long())], dim=1)  # [N', 4, C]: a_t, r_t, z_{t+1}, s_{t+1}
         if self.cached:

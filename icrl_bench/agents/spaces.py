@@ -88,7 +88,8 @@ class GridSpace:
         self.action_shape: tuple[int, ...] = ()  # one index per step
         self.action_dtype = torch.long
         self.learns_next_state = True
-        self.xy_in_embedding = config.state_features == "cell+xy" and config.layout != "dense"  # the dense AD adds it itself
+        # the dense AD adds the coordinates itself; IDT's embeddings take them in either layout
+        self.xy_in_embedding = config.state_features == "cell+xy" and (config.layout != "dense" or config.any_layout_xy)
 
     # -- network inputs: raw batch or env values -> what the embeddings take
     def state(self, obs: torch.Tensor) -> torch.Tensor:
@@ -236,7 +237,7 @@ class ModelConfig:
     dynamics: bool = False  # DICP: add the action-query token and the reward / next-state heads
     dynamics_strength: float = 1.0  # weight of the dynamics losses next to the action loss
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
-    layout: str = "dicp"  # token layout: "dicp" (the official one) or "dense" (AD on grid worlds: ad.py's DenseAD)
+    layout: str = "dicp"  # token layout: "dicp" (the official one) or "dense" (grid worlds: ad.py's DenseAD, idt.py's DecisionsToGo)
 
     def __post_init__(self) -> None:
         if isinstance(self.transformer, dict):
