@@ -165,11 +165,11 @@ def test_idt_sorts_episodes_and_relabels_return_to_go() -> None:
     assert (rtg[:, :, :-1] - rtg[:, :, 1:] == out["reward"].reshape(3, 4, 10)[:, :, :-1]).all()
 
 
-@pytest.mark.parametrize("agent", IDTS)
-def test_idt_cached_acting_equals_full_recompute(agent: str) -> None:
+@pytest.mark.parametrize("agent, layout", [(a, layout) for a in IDTS for layout in ("dicp", "dense")])
+def test_idt_cached_acting_equals_full_recompute(agent: str, layout: str) -> None:
     from icrl_bench.agents.idt import IDTAgent
 
-    model = small_model(agent)
+    model = small_model(agent, layout=layout)
     actor = IDTAgent(agent, model)
     actor.reset(3, DARKROOM)
     rng = np.random.default_rng(0)
@@ -187,8 +187,9 @@ def test_idt_cached_acting_equals_full_recompute(agent: str) -> None:
     assert len(actor.blocks) == 2  # n_high = 2 blocks of context
 
 
-@pytest.mark.parametrize("agent, features", [(a, "cell") for a in IDTS] + [("idt", "cell+xy")])
-def test_idt_acting_equals_training_forward(agent: str, features: str, tiny_root: Path) -> None:
+@pytest.mark.parametrize("agent, features, layout", [(a, "cell", "dicp") for a in IDTS] + [("idt", "cell+xy", "dicp")]
+                         + [(a, "cell+xy", "dense") for a in IDTS])
+def test_idt_acting_equals_training_forward(agent: str, features: str, layout: str, tiny_root: Path) -> None:
     """Acting teacher-forced through a sorted stream (reset / action_logits / observe) gives, block by block, the
     action logits of the training forward on the window that ends at that block: return-to-go falls by each block's
     reward and restarts at every episode as in the relabelled data, and the context of blocks slides as a window does."""
@@ -196,7 +197,7 @@ def test_idt_acting_equals_training_forward(agent: str, features: str, tiny_root
     from icrl_bench.data.dataset import load_dataset
 
     ds = load_dataset("darkroom-tiny-v3", root=tiny_root)
-    model = small_model(agent, state_features=features)
+    model = small_model(agent, state_features=features, layout=layout)
     c, L = model.config, model.config.low_per_high
     arrays = ("obs", "action", "reward", "next_obs", "done")
     rewarded = 0
@@ -210,18 +211,50 @@ def test_idt_acting_equals_training_forward(agent: str, features: str, tiny_root
         model.config.target_return = float(data["return_to_go"][0])  # the stream's best return, where its episodes start
         actor = IDTAgent(agent, model, sample=False)  # eval mode: z is the mean in both paths
         actor.reset(1, DARKROOM)
-        acting = []
+        acting, world = [], []
         for t in range(len(data["reward"])):
             acting.append(actor.action_logits(data["obs"][t][None])[0])
+            if c.dynamics:  # the world model's reward and next state of the action the data took
+                world.append(torch.cat(actor.predict_dynamics(torch.as_tensor(data["action"][t][None])), dim=-1)[0])
             actor.observe(*(data[k][t][None] for k in arrays))
         acting = torch.stack(acting)  # [T, A]
         for b in range(len(acting) // L):
             start, end = max(0, b - c.n_high + 1) * L, (b + 1) * L  # the window of (at most n_high) blocks ending at block b
             window = {k: torch.as_tensor(v[None, start:end]) for k, v in data.items() if k != "done"}
             with torch.no_grad():
-                h = model.hidden(model.blocks(window))  # [1, H, L, 4, C]
-            torch.testing.assert_close(acting[b * L:end], model.decisions_to_go.pred_action(h[0, -1, :, 1]), atol=1e-5, rtol=0)
+                blocks = model.blocks(window)
+                action, reward, next_state = model.decisions_to_go.heads(model.hidden(blocks), blocks["a"])  # [1, H, L, k]
+            torch.testing.assert_close(acting[b * L:end], action[0, -1], atol=1e-5, rtol=0)
+            if c.dynamics:
+                torch.testing.assert_close(torch.stack(world[b * L:end]), torch.cat([reward, next_state], -1)[0, -1], atol=1e-5, rtol=0)
     assert rewarded > 0
+
+
+@pytest.mark.parametrize("agent", IDTS)
+def test_dense_idt_predicts_each_step_of_a_block_from_its_past_only(agent: str) -> None:
+    """Dense IDT: changing step t's action changes no action prediction at or before t (no leak) and does change
+    t + 1's in the same block; dicp-idt's reward and next state at t read the action given at t."""
+    model = small_model(agent, layout="dense").eval()
+    rng = np.random.default_rng(2)
+    batch = {"obs": torch.as_tensor(rng.integers(0, 9, (2, 20, 2))), "action": torch.as_tensor(rng.integers(0, 5, (2, 20))),
+             "reward": torch.as_tensor(rng.integers(0, 2, (2, 20))), "next_obs": torch.as_tensor(rng.integers(0, 9, (2, 20, 2))),
+             "return_to_go": torch.as_tensor(rng.integers(0, 5, (2, 20)))}
+
+    def heads(b):
+        blocks = model.blocks(b)
+        with torch.no_grad():
+            out = model.decisions_to_go.heads(model.hidden(blocks), blocks["a"])
+        return [x.reshape(2, 20, -1) if x is not None else None for x in out]
+
+    before = heads(batch)
+    changed = {**batch, "action": batch["action"].clone()}
+    changed["action"][:, 14] = (changed["action"][:, 14] + 1) % 5  # step 4 of the second block
+    after = heads(changed)
+    torch.testing.assert_close(before[0][:, :15], after[0][:, :15])
+    assert not torch.allclose(before[0][:, 15], after[0][:, 15])
+    if model.config.dynamics:
+        torch.testing.assert_close(before[2][:, :14], after[2][:, :14])
+        assert not torch.allclose(before[2][:, 14], after[2][:, 14])
 
 
 def test_idt_cell_xy_embeds_coordinates() -> None:

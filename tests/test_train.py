@@ -88,7 +88,7 @@ def test_idt_takes_horizon_and_target_return_from_the_dataset(tmp_path: Path, ti
     assert type(from_checkpoint("idt", result.run_dir)).__name__ == "IDTAgent"
 
 
-@pytest.mark.parametrize("agent, overrides", [("dicp-ad", []), ("dicp-idt", []), ("ad", ["model.layout=dense"])])
+@pytest.mark.parametrize("agent, overrides", [("dicp-ad", []), ("dicp-idt", []), ("ad", ["model.layout=dense"]), ("dicp-idt", ["model.layout=dense"])])
 def test_resume_gives_the_weights_of_an_uninterrupted_run(agent: str, overrides: list[str], tmp_path: Path, tiny_root: Path) -> None:
     """Dropout and IDT's sampled decisions draw from the RNG: its state is restored too."""
     straight = run(tmp_path / "a", tiny_root, agent, overrides=overrides)

@@ -211,9 +211,9 @@ class DecisionsToGo(nn.Module):
         if self.dense:
             reward, next_state = self.dynamics(h, a) if self.dynamics is not None else (None, None)
             return self.pred_action(h), reward, next_state
-        at_action = h[..., 2, :]
-        reward = self.pred_reward(at_action) if hasattr(self, "pred_reward") else None
-        next_state = self.pred_next_state(at_action) if hasattr(self, "pred_next_state") else None
+        at_action, pred_reward, pred_next_state = h[..., 2, :], getattr(self, "pred_reward", None), getattr(self, "pred_next_state", None)
+        reward = pred_reward(at_action) if pred_reward is not None else None
+        next_state = pred_next_state(at_action) if pred_next_state is not None else None
         return self.pred_action(h[..., 1, :]), reward, next_state
 
 
