@@ -257,6 +257,18 @@ def test_dense_idt_predicts_each_step_of_a_block_from_its_past_only(agent: str) 
         assert not torch.allclose(before[2][:, 14], after[2][:, 14])
 
 
+def test_idt_modules_are_created_in_the_order_seeded_runs_drew_their_weights_in() -> None:
+    """A training seed fixes the initial weights through the order modules draw them: adding the dense layout
+    must not have changed it for the official layout, nor may a later change for either."""
+    order = {
+        ("dicp-idt", "dicp"): ["embed_z", "embed_state", "embed_action", "embed_reward", "pred_action", "pred_next_state", "pred_reward"],
+        ("dicp-idt", "dense"): ["embed_z", "embed_state", "pred_action", "embed_prev_action", "embed_prev_reward", "dynamics"],
+    }
+    for (agent, layout), names in order.items():
+        d2g = small_model(agent, layout=layout).decisions_to_go
+        assert [name for name, _ in d2g.named_children()][1:] == names  # after its transformer
+
+
 def test_idt_cell_xy_embeds_coordinates() -> None:
     """With cell+xy, two cells that share a learned vector still differ by their coordinates, as the dense AD's tokens do."""
     model = small_model("idt", state_features="cell+xy")

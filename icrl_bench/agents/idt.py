@@ -175,15 +175,16 @@ class DecisionsToGo(nn.Module):
         self.transformer = Transformer(config.transformer)
         self.embed_z = nn.Linear(config.dim_z, n_embd)
         self.embed_state = space.state_embedding(n_embd)
-        self.pred_action = space.action_head(n_embd)
         if self.dense:
             self.none_action, self.none_reward = config.num_actions, config.n_reward_classes
+            self.pred_action = space.action_head(n_embd)
             self.embed_prev_action = nn.Embedding(config.num_actions + 1, n_embd)  # index num_actions: none
             self.embed_prev_reward = nn.Embedding(config.n_reward_classes + 1, n_embd)  # index n_reward_classes: none
             self.dynamics = DenseDynamics(config) if config.dynamics else None
             return
-        self.embed_action = space.action_embedding(n_embd)
+        self.embed_action = space.action_embedding(n_embd)  # created in this order: a seed gives the weights it always gave
         self.embed_reward = space.reward_embedding(n_embd)
+        self.pred_action = space.action_head(n_embd)
         if config.dynamics:
             if space.learns_next_state:
                 self.pred_next_state = space.next_state_head(n_embd)
