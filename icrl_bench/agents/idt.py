@@ -165,7 +165,7 @@ class DecisionsToGo(nn.Module):
     worlds only): one token per step, z_t + s_t + a_{t-1} + r_{t-1} (a learned "none" at a block's
     first step), whose hidden state predicts a_t and, through ad.py's `DenseDynamics` with the
     action taken, r_t and s_{t+1}: the same supervision on a quarter of the tokens, so a training
-    step costs ~2.3x less on a CPU (the dense AD's token design, applied inside each block).
+    step costs ~2x less on a CPU (the dense AD's token design, applied inside each block).
     """
 
     def __init__(self, config: AnyIDTConfig):
