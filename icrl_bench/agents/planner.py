@@ -327,6 +327,14 @@ class RecomputeWorld(_World):
         return _imagined(beams, parent, action, reward, next_cell, self.grid_size)[0]
 
 
+def _dense_outcomes(dynamics: nn.Module, hidden: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dense world model's (ad.py `DenseDynamics`) predicted reward and next cell [N, A] of each action [N, A] where
+    the beams' query hidden states are `hidden` [N, C]: an MLP per candidate, no Transformer pass."""
+    N, A = actions.shape
+    reward, next_state = dynamics(hidden[:, None].expand(N, A, -1), actions)  # [N, A, classes] each
+    return reward.argmax(-1), next_state.argmax(-1)
+
+
 class DenseWorld(_World):
     """Dense-layout DICP-AD (ad.py `DenseDynamics`): a beam's hidden state at its query token, read with each action.
 
@@ -345,9 +353,7 @@ class DenseWorld(_World):
     def expand(self, beams: Beams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if beams.hidden is None:
             beams.hidden = self._hidden(beams)
-        N, A = actions.shape
-        reward, next_state = self.model.dynamics(beams.hidden[:, None].expand(N, A, -1), actions)  # [N, A, classes] each
-        return reward.argmax(-1), next_state.argmax(-1)
+        return _dense_outcomes(self.model.dynamics, beams.hidden, actions)
 
     def _hidden(self, beams: Beams) -> torch.Tensor:
         model, start = self.model, window_start(self.model, len(beams.context))
@@ -424,9 +430,8 @@ class IDTWorld:
 
     def expand(self, beams: IDTBeams, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         N, A = actions.shape
-        if self.d2g.dense:  # an MLP on the state token's hidden state and each action: no Transformer pass
-            reward, next_state = self.d2g.dynamics(beams.hidden[:, None].expand(N, A, -1), actions)
-            return reward.argmax(-1), next_state.argmax(-1)
+        if self.d2g.dense:
+            return _dense_outcomes(self.d2g.dynamics, beams.hidden, actions)
         if self.cached:
             h = self.d2g.transformer(self.d2g.embed_action(actions.long()), beams.cache, siblings=True)[0].reshape(N * A, -1)  # [N*A, C]
         else:
