@@ -13,7 +13,7 @@ import zarr
 
 from icrl_bench.agents.base import Agent, TaskInfo
 from icrl_bench.agents.checkpoint import load_checkpoint, save_checkpoint
-from icrl_bench.agents.models import MODEL_SPECS, build_model, model_config
+from icrl_bench.agents.models import MODEL_SPECS, build_model, model_config, model_spec
 from icrl_bench.agents.tokens import Transitions
 from icrl_bench.agents.transformer_agent import TransformerAgent, from_checkpoint
 from icrl_bench.data.sampler import SamplerConfig, WindowSampler, make_loader, validation_batches
@@ -163,6 +163,32 @@ def test_idt_sorts_episodes_and_relabels_return_to_go() -> None:
     rtg = out["return_to_go"].reshape(3, 4, 10)
     assert (rtg[:, :, 0] == returns.max(1, keepdims=True)).all()  # each episode starts at the stream's best return
     assert (rtg[:, :, :-1] - rtg[:, :, 1:] == out["reward"].reshape(3, 4, 10)[:, :, :-1]).all()
+    fixed = SortEpisodes(10, start=12.0)(chunk)  # return_to_go_label train-max: every episode starts where acting does
+    assert (fixed["reward"] == out["reward"]).all()
+    rtg = fixed["return_to_go"].reshape(3, 4, 10)
+    assert (rtg[:, :, 0] == 12).all() and rtg.dtype == out["return_to_go"].dtype
+    assert (rtg[:, :, :-1] - rtg[:, :, 1:] == out["reward"].reshape(3, 4, 10)[:, :, :-1]).all()
+
+
+def test_idt_return_to_go_label_picks_where_training_episodes_start(tiny_root: Path) -> None:
+    """The model config's `return_to_go_label` reaches the training transform: train-max relabels from the fitted
+    target_return, and an unfitted config or an unknown label is refused."""
+    from icrl_bench.data.dataset import load_dataset
+    from icrl_bench.training.config import fit_to_dataset
+
+    ds = load_dataset("darkroom-tiny-v3", root=tiny_root)
+    spec = model_spec("idt")
+    chunk = {k: np.asarray(ds[k][0]) for k in spec.arrays}
+    official = fit_to_dataset(model_config("idt", {}, "discrete"), ds)
+    variant = fit_to_dataset(model_config("idt", {"return_to_go_label": "train-max"}, "discrete"), ds)
+    best = spec.transform(official)(chunk)["return_to_go"].reshape(len(chunk["reward"]), -1, official.horizon)[:, :, 0]
+    fixed = spec.transform(variant)(chunk)["return_to_go"].reshape(best.shape + (-1,))[:, :, 0]
+    assert (fixed == variant.target_return).all() and (best == best.max(1, keepdims=True)).all()
+    assert (best < variant.target_return).any()  # the official labels tell some task's optimum apart from train-max
+    with pytest.raises(IcrlBenchError, match="target_return"):
+        spec.transform(model_config("idt", {"return_to_go_label": "train-max"}, "discrete"))
+    with pytest.raises(IcrlBenchError, match="return_to_go_label must be one of stream-best, train-max"):
+        model_config("idt", {"return_to_go_label": "optimum"}, "discrete")
 
 
 @pytest.mark.parametrize("agent, layout", [(a, layout) for a in IDTS for layout in ("dicp", "dense")])

@@ -13,7 +13,8 @@ gridworld/model/idt.py and metaworld/model/idt.py, alike but for the inputs and 
                         for `dicp-idt`, a_t's hidden state predicts r_t and s_{t+1}.
 
 Data (official IDTDataset): in each stream the episodes are sorted by return (ascending), and
-return-to-go is relabelled so that every episode starts from the stream's best return. Windows of
+return-to-go is relabelled so that every episode starts from the stream's best return (or, with
+`return_to_go_label: train-max`, a documented variant, from the return-to-go acting starts at). Windows of
 `n_transit` steps start anywhere. The loss is the action loss over every step (grid: cross-entropy;
 Meta-World: Gaussian NLL) + dynamics_strength * (reward + next-state losses) for dicp-idt (Meta-World:
 reward MSE, the next state only with `learn_transition`); there is no KL term, as in the official
@@ -39,6 +40,8 @@ from icrl_bench.agents.transformer import KVCache, Transformer
 from icrl_bench.envs.families import get_family
 from icrl_bench.errors import IcrlBenchError
 
+RETURN_TO_GO_LABELS = ("stream-best", "train-max")  # where a training episode's return-to-go starts (IDTOptions)
+
 
 @dataclass
 class IDTOptions:
@@ -49,9 +52,15 @@ class IDTOptions:
     dim_z: int = 8  # size of a high-level decision
     horizon: int = 0  # episode length (set from the dataset); a multiple of low_per_high
     target_return: float = 0.0  # return-to-go an episode starts from when acting (set from the dataset's env)
+    # Where each training episode's return-to-go starts: "stream-best" (the official IDTDataset: the
+    # stream's best return, a converged source's optimum for the task) or "train-max" (a documented
+    # variant: `target_return`, where acting starts every episode, so training reads no per-task value).
+    return_to_go_label: str = "stream-best"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.return_to_go_label not in RETURN_TO_GO_LABELS:
+            raise ValueError(f"return_to_go_label must be one of {', '.join(RETURN_TO_GO_LABELS)}, got {self.return_to_go_label!r}")
         if self.low_per_high < 1 or self.dim_z < 1:
             raise ValueError(f"low_per_high and dim_z must be >= 1, got {self.low_per_high}, {self.dim_z}")
         if self.n_transit % self.low_per_high:
@@ -86,9 +95,12 @@ RETURN_TO_GO = ("train-max", "task-optimum")  # where an episode's return-to-go 
 
 @dataclass
 class SortEpisodes:
-    """Chunk transform for the window sampler: {name: [stream, step, ...]} -> episodes sorted, plus return_to_go."""
+    """Chunk transform for the window sampler: {name: [stream, step, ...]} -> episodes sorted, plus return_to_go.
+
+    `start`: where every episode's return-to-go starts; None is the stream's best return (official)."""
 
     horizon: int
+    start: float | None = None
 
     def __call__(self, chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         S, T = chunk["reward"].shape
@@ -105,7 +117,8 @@ class SortEpisodes:
             index = order.reshape((S, E) + (1,) * (episodes.ndim - 2))
             out[name] = np.take_along_axis(episodes, index, axis=1).reshape(values.shape)
         rtg = np.take_along_axis(rtg, order[:, :, None], axis=1)  # [S, E, H]
-        offset = rtg.max(axis=(1, 2))[:, None] - rtg[:, :, 0]  # every episode starts at the stream's best return [S, E]
+        best = rtg.max(axis=(1, 2))[:, None] if self.start is None else np.asarray(self.start, dtype=dtype)
+        offset = best - rtg[:, :, 0]  # every episode starts at the stream's best return (or at `start`) [S, E]
         out["return_to_go"] = (rtg + offset[:, :, None]).reshape(S, T).astype(dtype)
         return out
 

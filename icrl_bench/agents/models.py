@@ -55,7 +55,11 @@ def _idt(config) -> nn.Module:
 def _idt_transform(config):
     from icrl_bench.agents.idt import SortEpisodes
 
-    return SortEpisodes(config.horizon)
+    if config.return_to_go_label == "stream-best":
+        return SortEpisodes(config.horizon)
+    if config.target_return <= 0:
+        raise IcrlBenchError("return_to_go_label train-max needs the model's target_return, which training sets from the dataset.")
+    return SortEpisodes(config.horizon, config.target_return)
 
 
 _TRANSITIONS = ("obs", "action", "reward", "next_obs")
