@@ -581,6 +581,7 @@ def leaderboard_render(dir: LeaderboardDirOption = None) -> None:
 def leaderboard_verify(
     entry: Annotated[Path, typer.Argument(help="An entry JSON under leaderboard/entries/.")],
     threads: Annotated[int, typer.Option(help="Torch CPU threads (1, the default, as `evaluate`: the networks are small).")] = 1,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: the device the entry was evaluated on).")] = None,
 ) -> None:
     """Re-run an entry's evaluation from its agent and checkpoint, and compare."""
     from icrl_bench.bench.leaderboard import verify
@@ -589,7 +590,7 @@ def leaderboard_verify(
     if threads < 1:
         raise IcrlBenchError(f"--threads must be >= 1, got {threads}.")
     with cpu_threads(threads):
-        result = verify(entry)
+        result = verify(entry, device)
     if result.identical:
         console.print(f"[green]verified[/] {entry}: the re-run reproduced every episode return (final return {result.rerun_final:.3f}).")
     elif result.within_ci:

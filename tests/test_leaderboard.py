@@ -165,6 +165,17 @@ def test_verify_reruns_an_entry(real_results, tmp_path):
     assert result.identical and result.max_abs_diff == 0.0 and result.within_ci
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a CPU-only machine's answer")
+def test_verify_reruns_a_gpu_entry_on_the_cpu_only_when_asked():
+    """An entry evaluated on a GPU names its device; a CPU-only machine says so in one line, and with
+    --device cpu re-runs it (not bit-identical across devices, but within the entry's CI)."""
+    entry = REPO_ROOT / "leaderboard/entries/darkroom-v1--idt--a496c2f67b93.json"  # the H200 IDT, evaluated on cuda
+    assert load_results(entry)["agent"]["settings"]["device"] == "cuda"
+    with pytest.raises(IcrlBenchError, match="evaluated on cuda, which this machine lacks; .*--device cpu"):
+        leaderboard.verify(entry)
+    assert leaderboard.verify(entry, device="cpu").within_ci
+
+
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.name for p in COMMITTED])
 def test_every_committed_entry_validates(path):
     data = load_results(path)

@@ -332,16 +332,29 @@ class Verification:
     within_ci: bool  # the re-run's final return lies in the entry's 95% CI
 
 
-def verify(entry_path: str | os.PathLike) -> Verification:
-    """Re-run an entry's evaluation from its agent and checkpoint, and compare the curves."""
+def verify(entry_path: str | os.PathLike, device: str | None = None) -> Verification:
+    """Re-run an entry's evaluation from its agent and checkpoint, and compare the curves.
+
+    `device`: where to re-run (default: the entry's own); an entry made on a GPU can be re-run on a
+    CPU, which is not bit-identical but must land in its CI."""
     from icrl_bench.bench.harness import evaluate  # the only place the leaderboard runs agents (torch)
+    from icrl_bench.devices import resolve_device
 
     data = load_results(entry_path)
     entry, protocol = validate(data, where=str(entry_path))
     checkpoint = entry.agent.checkpoint
     if checkpoint is not None:
         checkpoint = str(from_repo_relative(checkpoint))  # "baselines/..." names the shipped tree, from a checkout or a wheel
-    rerun = evaluate(entry.agent.name, checkpoint, protocol.name, entry.seeds, entry.n_episodes, entry.agent.settings)
+    settings = dict(entry.agent.settings)
+    if device is not None:
+        settings["device"] = resolve_device(device)
+    elif str(settings.get("device", "cpu")).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise IcrlBenchError(f"{entry_path} was evaluated on {settings['device']}, which this machine lacks; "
+                                 f"re-run it on the CPU with --device cpu (then it must land in the entry's CI).")
+    rerun = evaluate(entry.agent.name, checkpoint, protocol.name, entry.seeds, entry.n_episodes, settings)
     if entry.agent.checkpoint_hash != rerun["agent"]["checkpoint_hash"]:
         raise IcrlBenchError(
             f"{entry_path}: the checkpoint at {checkpoint} has hash {rerun['agent']['checkpoint_hash']}, "
