@@ -218,6 +218,23 @@ def test_time_budget_fits_the_total_steps_and_the_schedule_follows(tmp_path: Pat
         run(tmp_path, tiny_root, "ad", overrides=["train.time_budget_s=-1"])
 
 
+def test_darkroom_idt_laptop_preset_is_the_shipped_checkpoints_recipe() -> None:
+    """The shipped Darkroom IDT ran `laptop-try` plus overrides on two ranks; the `laptop` preset that records
+    its recipe must resolve (batch split over the two ranks) to the config in its run.json, but for what
+    training fills in (horizon, target_return from the dataset; steps from the time budget)."""
+    shipped = json.loads((BASELINES_DIR / "darkroom/idt/run.json").read_text())
+    world = shipped["world_size"]
+    config = load_run_config("idt", "darkroom", "laptop", overrides={"train": {"batch_size": 32 // world, "hold_out_validation_goals": True}})
+    model, recorded = config.model.to_dict(), dict(shipped["config"]["model"])
+    for filled in ("horizon", "target_return"):
+        recorded.pop(filled), model.pop(filled)
+    assert model == recorded and model["return_to_go_label"] == "train-max" and model["layout"] == "dense"
+    train_cfg = json.loads(json.dumps(vars(config.train)))  # tuples as lists, as run.json holds them
+    recorded_train = dict(shipped["config"]["train"])
+    assert recorded_train.pop("steps") <= train_cfg.pop("steps")
+    assert train_cfg == recorded_train
+
+
 def test_time_budget_fits_again_at_the_warmup_end_from_the_speed_since_the_probe(monkeypatch) -> None:
     """A probe slowed by other work at start-up (2 s a step, then 0.5 s) no longer fixes the whole run."""
     import icrl_bench.training.budget as budget_module
