@@ -244,7 +244,8 @@ def test_a_laptop_budget_warm_starts_dicp_dpt_where_its_shipped_recipe_does():
     from icrl_bench.bench.reproduction import GRID_AGENTS, training_waves, warm_sources
 
     assert warm_sources(list(GRID_AGENTS), "darkroom-permuted", "laptop") == {"dicp-dpt": "dpt"}
-    assert warm_sources(list(GRID_AGENTS), "darkroom", "laptop") == {} and warm_sources(["dicp-dpt"], "darkroom-permuted", None) == {}
+    assert warm_sources(list(GRID_AGENTS), "darkroom", "laptop") == {"dicp-idt": "idt"}  # Darkroom's DICP-IDT starts from IDT
+    assert warm_sources(["dicp-dpt"], "darkroom-permuted", None) == {}
     waves = training_waves(["ad", "dicp-dpt", "dpt"], {"dicp-dpt": "dpt"})
     assert waves == [["ad", "dpt"], ["dicp-dpt"]]
     assert training_waves(["dicp-dpt"], {"dicp-dpt": "dpt"}) == [["dicp-dpt"]]  # its source is not trained here: the shipped one

@@ -218,13 +218,14 @@ def test_time_budget_fits_the_total_steps_and_the_schedule_follows(tmp_path: Pat
         run(tmp_path, tiny_root, "ad", overrides=["train.time_budget_s=-1"])
 
 
-def test_darkroom_idt_laptop_preset_is_the_shipped_checkpoints_recipe() -> None:
-    """The shipped Darkroom IDT ran `laptop-try` plus overrides on two ranks; the `laptop` preset that records
-    its recipe must resolve (batch split over the two ranks) to the config in its run.json, but for what
-    training fills in (horizon, target_return from the dataset; steps from the time budget)."""
-    shipped = json.loads((BASELINES_DIR / "darkroom/idt/run.json").read_text())
+@pytest.mark.parametrize("agent, preset", [("idt", "laptop"), ("dicp-idt", "laptop-warm")])
+def test_darkroom_idt_laptop_presets_are_the_shipped_checkpoints_recipes(agent: str, preset: str) -> None:
+    """The shipped Darkroom IDT and DICP-IDT ran `laptop-try` plus overrides on two ranks; the presets that
+    record their recipes must resolve (batch split over the two ranks) to the configs in their run.json, but
+    for what training fills in (horizon, target_return from the dataset; steps from the time budget)."""
+    shipped = json.loads((BASELINES_DIR / f"darkroom/{agent}/run.json").read_text())
     world = shipped["world_size"]
-    config = load_run_config("idt", "darkroom", "laptop", overrides={"train": {"batch_size": 32 // world, "hold_out_validation_goals": True}})
+    config = load_run_config(agent, "darkroom", preset, overrides={"train": {"batch_size": 32 // world, "hold_out_validation_goals": True}})
     model, recorded = config.model.to_dict(), dict(shipped["config"]["model"])
     for filled in ("horizon", "target_return"):
         recorded.pop(filled), model.pop(filled)
