@@ -117,8 +117,8 @@ class SortEpisodes:
             index = order.reshape((S, E) + (1,) * (episodes.ndim - 2))
             out[name] = np.take_along_axis(episodes, index, axis=1).reshape(values.shape)
         rtg = np.take_along_axis(rtg, order[:, :, None], axis=1)  # [S, E, H]
-        best = rtg.max(axis=(1, 2))[:, None] if self.start is None else np.asarray(self.start, dtype=dtype)
-        offset = best - rtg[:, :, 0]  # every episode starts at the stream's best return (or at `start`) [S, E]
+        start = rtg.max(axis=(1, 2))[:, None] if self.start is None else np.asarray(self.start, dtype=dtype)
+        offset = start - rtg[:, :, 0]  # every episode starts at the stream's best return (or at `start`) [S, E]
         out["return_to_go"] = (rtg + offset[:, :, None]).reshape(S, T).astype(dtype)
         return out
 

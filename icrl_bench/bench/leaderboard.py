@@ -346,14 +346,15 @@ def verify(entry_path: str | os.PathLike, device: str | None = None) -> Verifica
     if checkpoint is not None:
         checkpoint = str(from_repo_relative(checkpoint))  # "baselines/..." names the shipped tree, from a checkout or a wheel
     settings = dict(entry.agent.settings)
-    if device is not None:
-        settings["device"] = resolve_device(device)
-    elif str(settings.get("device", "cpu")).startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise IcrlBenchError(f"{entry_path} was evaluated on {settings['device']}, which this machine lacks; "
-                                 f"re-run it on the CPU with --device cpu (then it must land in the entry's CI).")
+    recorded = settings.get("device")  # agents that take no device (random, oracle) record none
+    try:
+        if device is not None or recorded is not None:
+            settings["device"] = resolve_device(device or recorded)
+    except IcrlBenchError:
+        if device is not None:
+            raise
+        raise IcrlBenchError(f"{entry_path} was evaluated on {recorded}, which this machine lacks; "
+                             f"re-run it on the CPU with --device cpu (then it must land in the entry's CI).") from None
     rerun = evaluate(entry.agent.name, checkpoint, protocol.name, entry.seeds, entry.n_episodes, settings)
     if entry.agent.checkpoint_hash != rerun["agent"]["checkpoint_hash"]:
         raise IcrlBenchError(
